@@ -1,0 +1,1 @@
+"""Analysis of a stored pool: pure numpy, never generates."""

@@ -1,0 +1,3 @@
+"""`marginal analyze` and `marginal report` (registered on cli.app)."""
+
+from .cli import app  # noqa: F401

@@ -1,0 +1,226 @@
+"""SQLite sample pool: one row per sample, resumable, crash-safe.
+
+Layout (one file may hold several runs):
+
+- ``runs(run_id, config, created, code_version)``: ``config`` is canonical
+  JSON of everything that decides the samples (task, model, priors, spec,
+  problems); a run's id is a hash of it.
+- ``problems(run_id, position, problem_id, question, reference)``: the run's
+  problems in order.
+- ``priors(run_id, position, name, spec)``: the run's bank, in order.
+- ``samples(run_id, problem_id, prior, idx, ...)``: unique on
+  (run_id, problem_id, prior, idx). ``answer`` is the canonical answer (NULL
+  when extraction failed, with ``error`` saying why); ``correct`` is 1/0, or
+  NULL without a reference or for a failed sample.
+
+Writes are batched transactions in WAL mode, so a killed process loses at
+most the batch in flight and readers never block the writer. Inserts use
+``INSERT OR IGNORE``: a sample is never duplicated or overwritten.
+Left out: concurrent writers from several processes (one driver writes).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import MarginalError
+from .types import Prior, Problem, Sample
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    config TEXT NOT NULL,
+    created REAL NOT NULL,
+    code_version TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS problems (
+    run_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    problem_id TEXT NOT NULL,
+    question TEXT NOT NULL,
+    reference TEXT,
+    PRIMARY KEY (run_id, problem_id)
+);
+CREATE TABLE IF NOT EXISTS priors (
+    run_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    PRIMARY KEY (run_id, name)
+);
+CREATE TABLE IF NOT EXISTS samples (
+    run_id TEXT NOT NULL,
+    problem_id TEXT NOT NULL,
+    prior TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    answer TEXT,
+    correct INTEGER,
+    error TEXT,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    cached_prompt_tokens INTEGER NOT NULL,
+    logprob REAL NOT NULL,
+    finish_reason TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    seconds REAL NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (run_id, problem_id, prior, idx)
+);
+"""
+
+SAMPLE_COLUMNS = [f.name for f in fields(Sample)]
+_DB_COLUMNS = ["problem_id", "prior", "idx", *SAMPLE_COLUMNS[3:]]
+
+
+def _row_to_sample(row: Sequence[Any]) -> Sample:
+    d = dict(zip(_DB_COLUMNS, row))
+    d["index"] = d.pop("idx")
+    if d["correct"] is not None:
+        d["correct"] = bool(d["correct"])
+    return Sample(**d)
+
+
+class Store:
+    """A sample pool in one SQLite file."""
+
+    def __init__(self, path: str | Path, *, readonly: bool = False):
+        self.path = Path(path)
+        if readonly and not self.path.exists():
+            raise MarginalError(f"no such run database: {self.path}")
+        if not readonly:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if readonly:
+                self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+            else:
+                self.db = sqlite3.connect(self.path, timeout=30)
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")
+                self.db.executescript(SCHEMA)
+            self.db.execute("SELECT count(*) FROM runs").fetchone()
+        except sqlite3.DatabaseError as e:
+            raise MarginalError(f"{self.path} is not a marginal run database ({e})") from None
+
+    # -- runs ---------------------------------------------------------------
+    def runs(self) -> list[tuple[str, dict]]:
+        rows = self.db.execute("SELECT run_id, config FROM runs ORDER BY created").fetchall()
+        return [(r, json.loads(c)) for r, c in rows]
+
+    def run_config(self, run_id: str) -> dict:
+        row = self.db.execute("SELECT config FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        if row is None:
+            raise MarginalError(f"{self.path} holds no run {run_id!r}")
+        return json.loads(row[0])
+
+    def only_run(self) -> str:
+        """The id of the single run in this file (an error if there are none or several)."""
+        runs = self.runs()
+        if not runs:
+            raise MarginalError(f"{self.path} holds no run yet")
+        if len(runs) > 1:
+            ids = ", ".join(r for r, _ in runs)
+            raise MarginalError(f"{self.path} holds {len(runs)} runs ({ids}); name one with --run")
+        return runs[0][0]
+
+    def create_run(
+        self, run_id: str, config: dict, problems: Sequence[Problem], priors: Sequence[Prior], code_version: str
+    ) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO runs VALUES (?,?,?,?)",
+                (run_id, json.dumps(config, sort_keys=True), time.time(), code_version),
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO problems VALUES (?,?,?,?,?)",
+                [(run_id, i, p.id, p.question, p.answer) for i, p in enumerate(problems)],
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO priors VALUES (?,?,?,?)",
+                [(run_id, i, c.name, json.dumps(asdict(c))) for i, c in enumerate(priors)],
+            )
+
+    def problems(self, run_id: str) -> list[Problem]:
+        rows = self.db.execute(
+            "SELECT problem_id, question, reference FROM problems WHERE run_id=? ORDER BY position", (run_id,)
+        ).fetchall()
+        return [Problem(id=i, question=q, answer=a) for i, q, a in rows]
+
+    def priors(self, run_id: str) -> list[Prior]:
+        rows = self.db.execute("SELECT spec FROM priors WHERE run_id=? ORDER BY position", (run_id,)).fetchall()
+        out = []
+        for (spec,) in rows:
+            d = json.loads(spec)
+            d["fewshot"] = tuple(tuple(x) for x in d.get("fewshot", ()))
+            out.append(Prior(**d))
+        return out
+
+    # -- samples ------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        try:
+            with self.db:
+                yield self.db
+        except sqlite3.OperationalError as e:
+            raise MarginalError(f"cannot write {self.path}: {e}") from None
+
+    def add_samples(self, run_id: str, samples: Iterable[Sample]) -> int:
+        """Store samples in one transaction; returns how many were new."""
+        now = time.time()
+        rows = [
+            (
+                run_id, s.problem_id, s.prior, s.index, s.text, s.answer,
+                None if s.correct is None else int(s.correct), s.error, s.prompt_tokens,
+                s.completion_tokens, s.cached_prompt_tokens, s.logprob, s.finish_reason,
+                s.seed, s.seconds, now,
+            )
+            for s in samples
+        ]
+        with self.transaction() as db:
+            before = db.total_changes
+            db.executemany(f"INSERT OR IGNORE INTO samples VALUES ({','.join('?' * 16)})", rows)
+            return db.total_changes - before
+
+    def samples(self, run_id: str) -> list[Sample]:
+        rows = self.db.execute(
+            f"SELECT {', '.join(_DB_COLUMNS)} FROM samples WHERE run_id=? ORDER BY problem_id, prior, idx",
+            (run_id,),
+        ).fetchall()
+        return [_row_to_sample(r) for r in rows]
+
+    def done_keys(self, run_id: str) -> set[tuple[str, str, int]]:
+        rows = self.db.execute("SELECT problem_id, prior, idx FROM samples WHERE run_id=?", (run_id,))
+        return set(rows)
+
+    def count(self, run_id: str) -> int:
+        return self.db.execute("SELECT count(*) FROM samples WHERE run_id=?", (run_id,)).fetchone()[0]
+
+    def export(self, run_id: str, out: str | Path) -> Path:
+        """Write the run's samples as JSONL (``.jsonl``) or Parquet (``.parquet``)."""
+        out = Path(out)
+        samples = self.samples(run_id)
+        if out.suffix == ".jsonl":
+            with open(out, "w", encoding="utf-8") as f:
+                for s in samples:
+                    f.write(json.dumps({"run_id": run_id, **asdict(s)}) + "\n")
+        elif out.suffix == ".parquet":
+            try:
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+            except ImportError:
+                raise MarginalError("Parquet export needs pyarrow: pip install 'marginal[parquet]'") from None
+            cols = {c: [getattr(s, c) for s in samples] for c in SAMPLE_COLUMNS}
+            pq.write_table(pa.table({"run_id": [run_id] * len(samples), **cols}), out)
+        else:
+            raise MarginalError(f"export path must end in .jsonl or .parquet, got {out.name!r}")
+        return out
+
+    def close(self) -> None:
+        self.db.close()

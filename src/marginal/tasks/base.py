@@ -1,0 +1,49 @@
+"""The Task protocol: where problems come from, how a prior renders a prompt,
+and how a completion becomes a canonical answer and a grade.
+
+Extraction is a named chain of pure steps (lm-eval "filters"): extract the
+final answer text, then canonicalize it, so equal answers vote together.
+Left out: dataset downloads (see ``data.py``) and code execution
+(see ``sandbox.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from ..types import Prior, Problem
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """A canonical answer, or why none could be read."""
+
+    answer: str | None
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.answer is None) == (self.error is None):
+            raise ValueError("Extraction needs exactly one of answer and error")
+
+
+@runtime_checkable
+class Task(Protocol):
+    name: str
+    """Registry name, stored with each run (e.g. 'gsm8k', 'jsonl:data.jsonl')."""
+
+    def problems(self) -> list[Problem]:
+        """All problems in a fixed order."""
+        ...
+
+    def bank(self) -> list[Prior]:
+        """Built-in priors in a fixed order; the plain default prompt first."""
+        ...
+
+    def extract(self, text: str, problem: Problem) -> Extraction:
+        """The canonical answer of a completion (what the vote counts)."""
+        ...
+
+    def grade(self, answer: str, problem: Problem) -> bool | None:
+        """Whether a canonical answer is right; None when the problem has no reference."""
+        ...
