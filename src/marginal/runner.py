@@ -1,0 +1,217 @@
+"""The runner: problems x priors x M samples -> backend -> store, resumable.
+
+It is the only layer that orchestrates I/O. Work is cut into batches of
+(problem, prior) groups; each batch is generated in one backend call, its
+completions extracted and graded, and committed in one transaction. A
+killed run therefore loses at most the batch in flight, and running the same
+command again generates only the samples that are missing, with the seeds
+they would have had (sample i of a prompt always samples with the seed
+derived from i).
+
+A run's identity is what decides its samples: task, model, sampling settings
+and seed. The number of problems, priors and samples per prior are its
+extent, and may grow between invocations (the new samples are added).
+Left out: adaptive allocation (policies) and multi-worker execution.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+
+from . import __version__
+from .backends.base import Backend
+from .errors import MarginalError
+from .store import Store
+from .tasks.base import Extraction, Task
+from .types import Completion, Prior, Problem, Sample, SampleSpec
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a batch added, for progress bars."""
+
+    problems_done: int
+    problems_total: int
+    samples_done: int
+    samples_total: int
+    new_samples: int
+    new_tokens: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run will store: its identity plus its extent."""
+
+    task: str
+    model: str
+    spec: SampleSpec
+    """Sampling settings; ``n`` is the samples per prior (M)."""
+    priors: tuple[Prior, ...]
+    problems: tuple[Problem, ...]
+
+    def identity(self) -> dict:
+        spec = asdict(self.spec)
+        for extent in ("n", "first_index"):
+            spec.pop(extent)
+        spec["stop"] = list(spec["stop"])
+        return {"task": self.task, "model": self.model, "spec": spec}
+
+    @property
+    def run_id(self) -> str:
+        from .types import derive_seed
+
+        return f"run-{derive_seed(json.dumps(self.identity(), sort_keys=True)):08x}"
+
+
+def _differences(stored: dict, given: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(stored) | set(given)):
+        a, b = stored.get(k), given.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: stored {a!r}, given {b!r}")
+    return out
+
+
+def open_run(store: Store, plan: RunPlan) -> str:
+    """Register ``plan`` in ``store`` (or check it matches what is there); returns the run id."""
+    runs = store.runs()
+    if runs and all(rid != plan.run_id for rid, _ in runs):
+        rid, stored = runs[-1]
+        diff = "; ".join(_differences(stored, plan.identity()))
+        raise MarginalError(
+            f"{store.path} holds a different run ({rid}: {diff}); use another --out, "
+            "or --resume to continue the stored run with its own settings"
+        )
+    stored_priors = {c.name: c for c in store.priors(plan.run_id)} if runs else {}
+    for c in plan.priors:
+        if c.name in stored_priors and stored_priors[c.name] != c:
+            raise MarginalError(
+                f"prior {c.name!r} differs from the one stored in {store.path}; rename it or use another --out"
+            )
+    new_priors = [c for c in plan.priors if c.name not in stored_priors]
+    all_priors = list(stored_priors.values()) + new_priors
+    store.create_run(plan.run_id, plan.identity(), plan.problems, all_priors, __version__)
+    return plan.run_id
+
+
+@dataclass(frozen=True)
+class _Group:
+    problem: Problem
+    prior: Prior
+    first: int
+    n: int
+
+
+def _missing(store: Store, run_id: str, plan: RunPlan) -> list[_Group]:
+    done = store.done_keys(run_id)
+    groups = []
+    for p in plan.problems:
+        for c in plan.priors:
+            todo = [i for i in range(plan.spec.n) if (p.id, c.name, i) not in done]
+            if not todo:
+                continue
+            if todo == list(range(todo[0], todo[-1] + 1)):
+                groups.append(_Group(p, c, todo[0], len(todo)))
+            else:  # holes: fill each on its own so every index keeps its seed
+                groups += [_Group(p, c, i, 1) for i in todo]
+    return groups
+
+
+def _extract(task: Task, items: list[tuple[str, Problem]]) -> list[Extraction]:
+    batch = getattr(task, "extract_batch", None)
+    if batch is not None:
+        return list(batch(items))
+    return [task.extract(text, problem) for text, problem in items]
+
+
+def to_samples(
+    task: Task, groups: Sequence[_Group], outs: Sequence[Sequence[Completion]], seconds: float
+) -> list[Sample]:
+    """Extract and grade the completions of ``groups``; failed ones stay failed."""
+    items, where = [], []
+    for g, comps in zip(groups, outs):
+        for j, comp in enumerate(comps):
+            if comp.finish_reason != "error":
+                items.append((comp.text, g.problem))
+                where.append((g, j))
+    extracted = dict(zip(where, _extract(task, items)))
+    per = seconds / max(1, sum(len(o) for o in outs))
+    samples = []
+    for g, comps in zip(groups, outs):
+        for j, comp in enumerate(comps):
+            ex = extracted.get((g, j))
+            if ex is None:
+                answer, error = None, comp.error or "generation failed"
+            else:
+                answer, error = ex.answer, ex.error
+            correct = None
+            if answer is not None and g.problem.answer is not None:
+                correct = task.grade(answer, g.problem)
+            samples.append(
+                Sample(
+                    problem_id=g.problem.id, prior=g.prior.name, index=g.first + j, text=comp.text,
+                    answer=answer, correct=correct, error=error, prompt_tokens=comp.prompt_tokens,
+                    completion_tokens=comp.completion_tokens, cached_prompt_tokens=comp.cached_prompt_tokens,
+                    logprob=comp.logprob, finish_reason=comp.finish_reason, seed=comp.seed, seconds=per,
+                )
+            )
+    return samples
+
+
+def execute(
+    plan: RunPlan,
+    task: Task,
+    backend_for: Callable[[Prior], Backend],
+    store: Store,
+    *,
+    batch_samples: int = 64,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> str:
+    """Generate every missing sample of ``plan`` into ``store``; returns the run id.
+
+    ``backend_for(prior)`` gives the engine of a prior (the run's model, or the
+    prior's own). Batches hold groups of the same engine and sample offset, up
+    to about ``batch_samples`` samples each.
+    """
+    run_id = open_run(store, plan)
+    groups = _missing(store, run_id, plan)
+    total = len(plan.problems) * len(plan.priors) * plan.spec.n
+    done = total - sum(g.n for g in groups)
+    remaining_per_problem = defaultdict(int)
+    for g in groups:
+        remaining_per_problem[g.problem.id] += g.n
+    problems_done = len(plan.problems) - len(remaining_per_problem)
+
+    buckets: dict[tuple, list[_Group]] = defaultdict(list)
+    for g in groups:
+        buckets[(g.prior.model, g.first, g.n)].append(g)
+    for (_, first, n), bucket in buckets.items():
+        per_call = max(1, batch_samples // n)
+        for start in range(0, len(bucket), per_call):
+            chunk = bucket[start : start + per_call]
+            spec = replace(plan.spec, n=n, first_index=first)
+            t0 = time.perf_counter()
+            outs = backend_for(chunk[0].prior).generate([g.prior.render(g.problem.question) for g in chunk], spec)
+            samples = to_samples(task, chunk, outs, time.perf_counter() - t0)
+            store.add_samples(run_id, samples)
+            seconds = time.perf_counter() - t0
+            done += len(samples)
+            for g in chunk:
+                remaining_per_problem[g.problem.id] -= g.n
+                if remaining_per_problem[g.problem.id] == 0:
+                    problems_done += 1
+            if on_progress:
+                on_progress(
+                    Progress(
+                        problems_done, len(plan.problems), done, total, len(samples),
+                        sum(s.completion_tokens for s in samples), seconds,
+                    )
+                )
+    return run_id
