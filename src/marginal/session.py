@@ -1,0 +1,175 @@
+"""Answer questions with a budget: ``Session.solve`` / ``solve_many`` and ``marginal.solve``.
+
+A session holds a loaded task and engine. ``solve_many`` runs one policy per
+question and keeps the engine busy across questions: every round it gathers
+the requests of all unfinished questions into as few backend calls as
+possible (continuous batching of the policies' requests), extracts answers,
+and feeds them back. Sample i of (question, prior) always samples with the
+seed derived from i, so a solve reproduces the samples a ``marginal run``
+would store for the same question and prior.
+Left out: persisting solves to a store (``marginal run --policy`` does that).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from .backends.base import Backend
+from .errors import MarginalError
+from .policies import Decision, Plan, Policy, label_free_margin, make_policy, vote
+from .runner import _Group, to_samples
+from .tasks.base import Task
+from .types import Prior, Problem, Sample, SampleSpec
+
+
+@dataclass(frozen=True)
+class Result:
+    """The marginal answer to one question, and how it was reached."""
+
+    question: str
+    answer: str | None
+    """Plurality answer over all valid samples (None if every sample failed)."""
+    shares: dict[str, float]
+    """Vote share of each answer, largest first."""
+    margin: float
+    """Label-free margin: top-1 share minus top-2 share."""
+    used: int
+    """Samples drawn."""
+    budget: int
+    stop_reason: str
+    regime: str
+    """What the policy saw: 'aligned', 'misaligned', 'mixed' or 'fixed'."""
+    decisions: tuple[Decision, ...]
+    samples: tuple[Sample, ...]
+    correct: bool | None = None
+    """Whether the answer matches the reference, when one was given."""
+
+
+def _regime(decisions: Sequence[Decision]) -> str:
+    kinds = {d.reason.split(":")[0] for d in decisions}
+    a, m = "aligned" in kinds, "misaligned" in kinds
+    return "mixed" if a and m else "aligned" if a else "misaligned" if m else "fixed"
+
+
+class Session:
+    """A loaded task and model, reused across many questions."""
+
+    def __init__(
+        self,
+        model: str | Backend = "smollm2-135m",
+        task: str | Task = "gsm8k",
+        *,
+        priors: Sequence[Prior] | None = None,
+        spec: SampleSpec | None = None,
+        **backend_options,
+    ):
+        from .backends import load_backend
+        from .tasks import load_task
+
+        self.task = load_task(task) if isinstance(task, str) else task
+        self.backend = load_backend(model, **backend_options) if isinstance(model, str) else model
+        self.priors = list(priors) if priors is not None else self.task.bank()
+        if not self.priors:
+            raise MarginalError("a session needs at least one prior")
+        self.spec = spec or SampleSpec(n=1, temperature=0.7, max_tokens=256)
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def _policy(self, policy: str | Policy, budget: int, plan: Plan | None) -> Policy:
+        if isinstance(policy, str):
+            if plan is not None:
+                plan.check(self.task.name, self.backend.name)
+            return make_policy(policy, budget, len(self.priors), k=min(4, len(self.priors)), plan=plan)
+        return policy
+
+    def solve(self, question: str | Problem, *, budget: int = 16, policy: str | Policy = "adaptive", plan: Plan | None = None) -> Result:
+        return self.solve_many([question], budget=budget, policy=policy, plan=plan)[0]
+
+    def solve_many(
+        self,
+        questions: Sequence[str | Problem],
+        *,
+        budget: int = 16,
+        policy: str | Policy = "adaptive",
+        plan: Plan | None = None,
+        max_batch: int = 256,
+    ) -> list[Result]:
+        """Solve every question under ``policy`` with ``budget`` samples each, batched across questions."""
+        pol = self._policy(policy, budget, plan)
+        problems = [q if isinstance(q, Problem) else Problem(f"q{i}", q) for i, q in enumerate(questions)]
+        P = len(self.priors)
+        answers = [[[] for _ in range(P)] for _ in problems]
+        samples: list[list[Sample]] = [[] for _ in problems]
+        decisions: list[list[Decision]] = [[] for _ in problems]
+        active = set(range(len(problems)))
+        while active:
+            groups: list[tuple[int, _Group]] = []
+            for q in sorted(active):
+                d = pol.decide(answers[q], budget)
+                decisions[q].append(d)
+                if d.stop:
+                    active.discard(q)
+                    continue
+                if sum(len(a) for a in answers[q]) + d.size > budget:
+                    raise MarginalError(f"policy {pol.name} asked for {d.size} samples past the budget of {budget}")
+                for i, n in d.requests:
+                    if not 0 <= i < P:
+                        raise MarginalError(f"policy {pol.name} asked for prior {i}; the bank has {P}")
+                    groups.append((q, _Group(problems[q], self.priors[i], len(answers[q][i]), n)))
+            buckets: dict[tuple[int, int], list[tuple[int, _Group]]] = defaultdict(list)
+            for q, g in groups:
+                buckets[(g.first, g.n)].append((q, g))
+            for (first, n), bucket in buckets.items():
+                per_call = max(1, max_batch // n)
+                for s in range(0, len(bucket), per_call):
+                    chunk = bucket[s : s + per_call]
+                    gs = [g for _, g in chunk]
+                    outs = self.backend.generate(
+                        [g.prior.render(g.problem.question) for g in gs], replace(self.spec, n=n, first_index=first)
+                    )
+                    new = to_samples(self.task, gs, outs, 0.0)
+                    it = iter(new)
+                    for q, g in chunk:
+                        i = self.priors.index(g.prior)
+                        for _ in range(g.n):
+                            smp = next(it)
+                            samples[q].append(smp)
+                            answers[q][i].append(smp.answer)
+        return [self._result(problems[q], answers[q], samples[q], decisions[q], budget) for q in range(len(problems))]
+
+    def _result(self, problem, answers, samples, decisions, budget) -> Result:
+        counts: Counter = vote(answers)
+        total = sum(counts.values())
+        ranked = sorted(counts, key=lambda a: (-counts[a], a))
+        answer = ranked[0] if ranked else None
+        correct = None
+        if answer is not None and problem.answer is not None:
+            correct = self.task.grade(answer, problem)
+        return Result(
+            question=problem.question, answer=answer, shares={a: counts[a] / total for a in ranked},
+            margin=label_free_margin(counts), used=len(samples), budget=budget,
+            stop_reason=decisions[-1].reason, regime=_regime(decisions), decisions=tuple(decisions),
+            samples=tuple(samples), correct=correct,
+        )
+
+
+def solve(
+    question: str,
+    task: str = "gsm8k",
+    model: str = "smollm2-135m",
+    budget: int = 16,
+    policy: str = "adaptive",
+    **options,
+) -> Result:
+    """Answer one question with a budget of samples (loads the model; use Session for many calls)."""
+    with Session(model, task, **options) as s:
+        return s.solve(question, budget=budget, policy=policy)
