@@ -170,7 +170,8 @@ class Adaptive:
     Otherwise compare the newest prior's agreement with the leader against the
     pooled mixture's (online drift): if it agrees at least as well (aligned),
     open the next prior of the bank; if less (misaligned), or the bank is
-    exhausted, spend ``step`` more samples on the best-agreeing prior.
+    exhausted, spend ``step`` more samples on the best-agreeing prior. While
+    the top answers are tied there is no leader to agree with: open a prior.
     """
 
     probe_k: int = 2
@@ -204,11 +205,15 @@ class Adaptive:
         p_stay = self.p_leader_stays(counts, left)
         if p_stay >= self.threshold:
             return Decision((), f"leader certain: P(stays leader) = {p_stay:.3f} >= {self.threshold}")
+        ranked = sorted(counts.values(), reverse=True)
+        n = min(self.step, left)
+        if len(ranked) > 1 and ranked[0] == ranked[1] and len(opened) < len(answers):
+            nxt = next(i for i in range(len(answers)) if not answers[i])
+            return Decision(((nxt, n),), f"tied leaders: open prior {nxt} (P(stays) {p_stay:.2f})")
         leader = max(counts, key=lambda a: (counts[a], a))
         agree = [_agreement(answers[i], leader) for i in range(len(answers))]
         pooled = counts[leader] / sum(counts.values())
         newest = opened[-1]
-        n = min(self.step, left)
         if agree[newest] >= pooled and len(opened) < len(answers):
             nxt = next(i for i in range(len(answers)) if not answers[i])
             return Decision(

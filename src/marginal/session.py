@@ -65,11 +65,15 @@ class Session:
         spec: SampleSpec | None = None,
         **backend_options,
     ):
-        from .backends import load_backend
-        from .tasks import load_task
+        if isinstance(task, str):
+            from .tasks import load_task
 
-        self.task = load_task(task) if isinstance(task, str) else task
-        self.backend = load_backend(model, **backend_options) if isinstance(model, str) else model
+            task = load_task(task)
+        if isinstance(model, str):
+            from .backends import load_backend
+
+            model = load_backend(model, **backend_options)
+        self.task, self.backend = task, model
         self.priors = list(priors) if priors is not None else self.task.bank()
         if not self.priors:
             raise MarginalError("a session needs at least one prior")
