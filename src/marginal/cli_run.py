@@ -41,7 +41,7 @@ def build_plan(
         task_name, data=data, question_field=question_field, answer_field=answer_field, grader=grader, seed=seed
     )
     bank = load_bank(priors_file) if priors_file else task.bank()
-    chosen = select_priors(bank, priors)
+    chosen = list(bank) if priors == "all" else select_priors(bank, priors)
     if budget is not None:
         if budget % len(chosen):
             raise MarginalError(f"--budget {budget} is not a multiple of the {len(chosen)} priors; expected K x M")
@@ -65,7 +65,7 @@ def build_plan(
 class _Bar:
     """A rich progress bar: problems, samples/s, tokens/s, ETA."""
 
-    def __init__(self, plan):
+    def __init__(self, plan, budget=None):
         self.t0 = time.perf_counter()
         self.samples = self.tokens = 0
         self.progress = Progress(
@@ -75,7 +75,7 @@ class _Bar:
             console=out,
         )
         self.task = self.progress.add_task(
-            f"{plan.task} · {plan.model}", total=len(plan.problems) * len(plan.priors) * plan.spec.n,
+            f"{plan.task} · {plan.model}", total=len(plan.problems) * (budget or len(plan.priors) * plan.spec.n),
             problems=f"0/{len(plan.problems)}", rate="",
         )
 
@@ -93,7 +93,7 @@ class _Bar:
 def run(
     task: str = typer.Argument(..., help="gsm8k, math500, gpqa-diamond, humaneval or jsonl:PATH"),
     model: str = typer.Option("smollm2-135m", "--model", "-m", help="catalog name (see `marginal models`), .gguf path or hf:repo/file.gguf"),
-    priors: str = typer.Option("4", "--priors", "-k", help="K: the first K priors of the bank, or names 'a,b,c'"),
+    priors: Optional[str] = typer.Option(None, "--priors", "-k", help="K: the first K priors of the bank, or names 'a,b,c' (default 4; with --policy the whole bank)"),
     priors_file: Optional[Path] = typer.Option(None, "--priors-file", help="YAML bank of priors instead of the task's"),
     samples: Optional[int] = typer.Option(None, "--samples", "-M", help="M: samples per prior (default 4)"),
     budget: Optional[int] = typer.Option(None, "--budget", "-B", help="B = K x M samples per problem (sets M)"),
@@ -111,8 +111,14 @@ def run(
     answer_field: str = typer.Option("answer", help="jsonl: field holding the reference answer"),
     grader: Optional[str] = typer.Option(None, help="jsonl: numeric|exact|math|choice|code"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for llama.cpp (default: all cores)"),
+    policy: Optional[str] = typer.Option(None, help="allocate with a policy instead of a K x M grid: adaptive|fixed|repetition|diversity|planned (needs --budget)"),
+    plan_file: Optional[Path] = typer.Option(None, "--plan", help="plan.json from `marginal analyze --save-plan` (policy planned)"),
+    threshold: float = typer.Option(0.95, help="adaptive: stop when P(leader stays leader) reaches this"),
 ) -> None:
-    """Sample K priors x M samples for each problem into a resumable SQLite pool."""
+    """Sample K priors x M samples for each problem into a resumable SQLite pool.
+
+    With --policy, each problem gets at most --budget samples chosen step by step
+    by the policy; every decision is stored with its reason."""
     from .backends import load_backend
     from .runner import execute
     from .store import Store
@@ -140,9 +146,19 @@ def run(
         stored.close()
         if priors_file is None:
             priors = ",".join(names)
+        if cfg.get("policy"):
+            policy, budget = cfg["policy"]["name"], cfg["policy"]["budget"]
+            threshold = cfg["policy"].get("threshold", threshold)
+    if policy is not None:
+        if budget is None:
+            raise MarginalError("--policy needs --budget B (samples per problem)")
+        _positive("--budget", budget)
+        samples, grid_budget = 1, None
+    else:
+        grid_budget = budget
     task_obj, plan = build_plan(
-        task, model=model, priors=priors, priors_file=priors_file, samples=samples, budget=budget,
-        limit=limit, seed=seed, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+        task, model=model, priors=priors or ("all" if policy else "4"), priors_file=priors_file, samples=samples,
+        budget=grid_budget, limit=limit, seed=seed, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
         min_p=min_p, data=data, question_field=question_field, answer_field=answer_field, grader=grader,
     )
     store = Store(out_path)
@@ -154,14 +170,27 @@ def run(
             backends[name] = load_backend(name, **({"n_threads": threads} if threads else {}))
         return backends[name]
 
-    from .runner import open_run
+    from dataclasses import replace
 
+    from .policies import Plan, make_policy
+    from .runner import execute_policy, open_run
+
+    pol = None
+    if policy is not None:
+        plan_obj = Plan.load(plan_file) if plan_file else None
+        if plan_obj is not None:
+            plan_obj.check(plan.task, model)
+        pol = make_policy(policy, budget, len(plan.priors), k=len(plan.priors), plan=plan_obj, threshold=threshold)
+        plan = replace(plan, policy={"name": policy, "budget": budget, "threshold": threshold})
     open_run(store, plan)  # refuse a mismatched database before loading any model
-    bar = _Bar(plan)
+    bar = _Bar(plan, budget if pol else None)
     t0 = time.perf_counter()
     try:
         with bar.progress:
-            run_id = execute(plan, task_obj, backend_for, store, on_progress=bar)
+            if pol is None:
+                run_id = execute(plan, task_obj, backend_for, store, on_progress=bar)
+            else:
+                run_id = execute_policy(plan, pol, budget, task_obj, backend_for, store, on_progress=bar)
     finally:
         for b in backends.values():
             b.close()
@@ -215,3 +244,48 @@ def export(
     store.run_config(rid)
     path = store.export(rid, dest)
     out.print(f"wrote {store.count(rid)} samples to {path}")
+
+
+@app.command()
+def ask(
+    question: str = typer.Argument(..., help="the question"),
+    task: str = typer.Option("gsm8k", help="how to prompt, extract and vote (a task name)"),
+    model: str = typer.Option("smollm2-135m", "--model", "-m", help="catalog name, .gguf path or hf:repo/file.gguf"),
+    budget: int = typer.Option(16, "--budget", "-B", help="most samples to spend"),
+    policy: str = typer.Option("adaptive", help="adaptive|fixed|repetition|diversity|planned"),
+    plan_file: Optional[Path] = typer.Option(None, "--plan", help="plan.json for --policy planned"),
+    seed: int = typer.Option(0, help="base seed"),
+    max_tokens: int = typer.Option(256, help="most new tokens per sample"),
+    temperature: float = typer.Option(0.7, help="sampling temperature"),
+    data: Optional[Path] = typer.Option(None, help="dataset file for tasks whose priors need exemplars"),
+    show_steps: bool = typer.Option(False, "--steps", help="print every policy decision"),
+) -> None:
+    """Answer one question with a sample budget: the marginal answer, its margin and the votes."""
+    from .policies import Plan
+    from .session import Session
+    from .tasks import load_task
+    from .types import SampleSpec
+
+    _positive("--budget", budget)
+    try:
+        spec = SampleSpec(n=1, temperature=temperature, max_tokens=max_tokens, seed=seed)
+    except ValueError as e:
+        raise MarginalError(str(e)) from None
+    plan = Plan.load(plan_file) if plan_file else None
+    with Session(model, load_task(task, data=data, seed=seed), spec=spec) as s:
+        r = s.solve(question, budget=budget, policy=policy, plan=plan)
+    t = Table(title=f"votes ({r.used} of {budget} samples)")
+    t.add_column("answer")
+    t.add_column("share", justify="right")
+    for a, share in list(r.shares.items())[:8]:
+        t.add_row(a, f"{share:.0%}")
+    out.print(t)
+    if show_steps:
+        for i, d in enumerate(r.decisions):
+            out.print(f"  step {i}: {d.reason}")
+    failed = sum(x.failed for x in r.samples)
+    out.print(
+        f"[bold]answer: {r.answer if r.answer is not None else '(none: every sample failed)'}[/]  "
+        f"margin {r.margin:.2f} · regime seen: {r.regime} · stopped: {r.stop_reason}"
+        + (f" · {failed} failed samples excluded" if failed else "")
+    )

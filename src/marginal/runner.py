@@ -11,7 +11,12 @@ derived from i).
 A run's identity is what decides its samples: task, model, sampling settings
 and seed. The number of problems, priors and samples per prior are its
 extent, and may grow between invocations (the new samples are added).
-Left out: adaptive allocation (policies) and multi-worker execution.
+``allocate`` drives a policy instead of a fixed grid: every round it asks
+each unfinished question's policy for its next request, serves the requests
+of all questions in as few backend calls as it can, and reports each batch
+(samples and decisions) to a callback, which may store it. Policies are pure
+functions of the answers seen, so resuming from stored samples replays them.
+Left out: multi-worker execution.
 """
 
 from __future__ import annotations
@@ -20,13 +25,14 @@ import json
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from . import __version__
 from .backends.base import Backend
 from .errors import MarginalError
 from .store import Store
 from .tasks.base import Extraction, Task
+from .policies import Decision, Policy
 from .types import Completion, Prior, Problem, Sample, SampleSpec
 
 
@@ -53,13 +59,18 @@ class RunPlan:
     """Sampling settings; ``n`` is the samples per prior (M)."""
     priors: tuple[Prior, ...]
     problems: tuple[Problem, ...]
+    policy: dict | None = None
+    """For a policy run: its name, budget and settings (None for a K x M grid)."""
 
     def identity(self) -> dict:
         spec = asdict(self.spec)
         for extent in ("n", "first_index"):
             spec.pop(extent)
         spec["stop"] = list(spec["stop"])
-        return {"task": self.task, "model": self.model, "spec": spec}
+        ident = {"task": self.task, "model": self.model, "spec": spec}
+        if self.policy is not None:
+            ident["policy"] = self.policy
+        return ident
 
     @property
     def run_id(self) -> str:
@@ -214,4 +225,119 @@ def execute(
                         sum(s.completion_tokens for s in samples), seconds,
                     )
                 )
+    return run_id
+
+
+@dataclass
+class QuestionState:
+    """What a policy has seen for one question (mutable while allocating)."""
+
+    answers: list[list[str | None]]
+    samples: list[Sample] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+
+
+def allocate(
+    problems: Sequence[Problem],
+    priors: Sequence[Prior],
+    policy: Policy,
+    budget: int,
+    task: Task,
+    backend_for: Callable[[Prior], Backend],
+    spec: SampleSpec,
+    *,
+    known: dict[str, list[Sample]] | None = None,
+    on_batch: Callable[[list[Sample], list[tuple[str, int, Decision]]], None] | None = None,
+    max_batch: int = 256,
+) -> list[QuestionState]:
+    """Run ``policy`` with ``budget`` samples on every problem, batched across problems.
+
+    ``known`` holds samples already stored per problem id (a resumed run);
+    ``on_batch(samples, [(problem_id, samples_used, decision), ...])`` sees each step.
+    """
+    index = {c.name: i for i, c in enumerate(priors)}
+    states = []
+    for p in problems:
+        st = QuestionState([[] for _ in priors])
+        for smp in sorted((known or {}).get(p.id, []), key=lambda s: (index.get(s.prior, -1), s.index)):
+            if smp.prior in index:
+                st.answers[index[smp.prior]].append(smp.answer)
+                st.samples.append(smp)
+        states.append(st)
+    active = set(range(len(problems)))
+    while active:
+        groups: list[tuple[int, _Group]] = []
+        step: list[tuple[str, int, Decision]] = []
+        for q in sorted(active):
+            st = states[q]
+            d = policy.decide(st.answers, budget)
+            st.decisions.append(d)
+            step.append((problems[q].id, len(st.samples), d))
+            if d.stop:
+                active.discard(q)
+                continue
+            if sum(len(a) for a in st.answers) + d.size > budget:
+                raise MarginalError(f"policy {policy.name} asked for {d.size} samples past the budget of {budget}")
+            for i, n in d.requests:
+                if not 0 <= i < len(priors):
+                    raise MarginalError(f"policy {policy.name} asked for prior {i}; the bank has {len(priors)}")
+                groups.append((q, _Group(problems[q], priors[i], len(st.answers[i]), n)))
+        buckets: dict[tuple, list[tuple[int, _Group]]] = defaultdict(list)
+        for q, g in groups:
+            buckets[(g.prior.model, g.first, g.n)].append((q, g))
+        new: list[Sample] = []
+        for (_, first, n), bucket in buckets.items():
+            per_call = max(1, max_batch // n)
+            for s in range(0, len(bucket), per_call):
+                chunk = bucket[s : s + per_call]
+                gs = [g for _, g in chunk]
+                t0 = time.perf_counter()
+                outs = backend_for(gs[0].prior).generate(
+                    [g.prior.render(g.problem.question) for g in gs], replace(spec, n=n, first_index=first)
+                )
+                made = iter(to_samples(task, gs, outs, time.perf_counter() - t0))
+                for q, g in chunk:
+                    for _ in range(g.n):
+                        smp = next(made)
+                        states[q].samples.append(smp)
+                        states[q].answers[index[g.prior.name]].append(smp.answer)
+                        new.append(smp)
+        if on_batch:
+            on_batch(new, step)
+    return states
+
+
+def execute_policy(
+    plan: RunPlan,
+    policy: Policy,
+    budget: int,
+    task: Task,
+    backend_for: Callable[[Prior], Backend],
+    store: Store,
+    *,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> str:
+    """Run ``policy`` on every problem of ``plan`` into ``store``, resuming from what it holds."""
+    run_id = open_run(store, plan)
+    known: dict[str, list[Sample]] = defaultdict(list)
+    for smp in store.samples(run_id):
+        known[smp.problem_id].append(smp)
+    total = budget * len(plan.problems)
+    counter = {"done": sum(len(v) for v in known.values()), "finished": set()}
+
+    def on_batch(samples: list[Sample], steps: list[tuple[str, int, Decision]]) -> None:
+        t0 = time.perf_counter()
+        rows = [(pid, used, json.dumps(d.requests), d.reason) for pid, used, d in steps]
+        store.add_samples(run_id, samples, rows)
+        counter["done"] += len(samples)
+        counter["finished"] |= {pid for pid, _, d in steps if d.stop}
+        if on_progress:
+            on_progress(
+                Progress(
+                    len(counter["finished"]), len(plan.problems), counter["done"], total, len(samples),
+                    sum(s.completion_tokens for s in samples), time.perf_counter() - t0,
+                )
+            )
+
+    allocate(plan.problems, plan.priors, policy, budget, task, backend_for, plan.spec, known=known, on_batch=on_batch)
     return run_id

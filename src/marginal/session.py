@@ -12,14 +12,14 @@ Left out: persisting solves to a store (``marginal run --policy`` does that).
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from .backends.base import Backend
 from .errors import MarginalError
 from .policies import Decision, Plan, Policy, label_free_margin, make_policy, vote
-from .runner import _Group, to_samples
+from .runner import QuestionState, allocate
 from .tasks.base import Task
 from .types import Prior, Problem, Sample, SampleSpec
 
@@ -110,48 +110,14 @@ class Session:
         """Solve every question under ``policy`` with ``budget`` samples each, batched across questions."""
         pol = self._policy(policy, budget, plan)
         problems = [q if isinstance(q, Problem) else Problem(f"q{i}", q) for i, q in enumerate(questions)]
-        P = len(self.priors)
-        answers = [[[] for _ in range(P)] for _ in problems]
-        samples: list[list[Sample]] = [[] for _ in problems]
-        decisions: list[list[Decision]] = [[] for _ in problems]
-        active = set(range(len(problems)))
-        while active:
-            groups: list[tuple[int, _Group]] = []
-            for q in sorted(active):
-                d = pol.decide(answers[q], budget)
-                decisions[q].append(d)
-                if d.stop:
-                    active.discard(q)
-                    continue
-                if sum(len(a) for a in answers[q]) + d.size > budget:
-                    raise MarginalError(f"policy {pol.name} asked for {d.size} samples past the budget of {budget}")
-                for i, n in d.requests:
-                    if not 0 <= i < P:
-                        raise MarginalError(f"policy {pol.name} asked for prior {i}; the bank has {P}")
-                    groups.append((q, _Group(problems[q], self.priors[i], len(answers[q][i]), n)))
-            buckets: dict[tuple[int, int], list[tuple[int, _Group]]] = defaultdict(list)
-            for q, g in groups:
-                buckets[(g.first, g.n)].append((q, g))
-            for (first, n), bucket in buckets.items():
-                per_call = max(1, max_batch // n)
-                for s in range(0, len(bucket), per_call):
-                    chunk = bucket[s : s + per_call]
-                    gs = [g for _, g in chunk]
-                    outs = self.backend.generate(
-                        [g.prior.render(g.problem.question) for g in gs], replace(self.spec, n=n, first_index=first)
-                    )
-                    new = to_samples(self.task, gs, outs, 0.0)
-                    it = iter(new)
-                    for q, g in chunk:
-                        i = self.priors.index(g.prior)
-                        for _ in range(g.n):
-                            smp = next(it)
-                            samples[q].append(smp)
-                            answers[q][i].append(smp.answer)
-        return [self._result(problems[q], answers[q], samples[q], decisions[q], budget) for q in range(len(problems))]
+        states = allocate(
+            problems, self.priors, pol, budget, self.task, lambda prior: self.backend, self.spec, max_batch=max_batch
+        )
+        return [self._result(p, st, budget) for p, st in zip(problems, states)]
 
-    def _result(self, problem, answers, samples, decisions, budget) -> Result:
-        counts: Counter = vote(answers)
+    def _result(self, problem: Problem, state: "QuestionState", budget: int) -> Result:
+        samples, decisions = state.samples, state.decisions
+        counts: Counter = vote(state.answers)
         total = sum(counts.values())
         ranked = sorted(counts, key=lambda a: (-counts[a], a))
         answer = ranked[0] if ranked else None

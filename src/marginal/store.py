@@ -9,6 +9,9 @@ Layout (one file may hold several runs):
   problems in order; the question is left empty for problems whose
   ``meta["redact"]`` is set (GPQA: its rows must not be written in plain text).
 - ``priors(run_id, position, name, spec)``: the run's bank, in order.
+- ``decisions(run_id, problem_id, used, requests, reason)``: a policy's
+  steps, keyed by the samples used when it decided (a replay after a resume
+  finds the same keys and adds nothing).
 - ``samples(run_id, problem_id, prior, idx, ...)``: unique on
   (run_id, problem_id, prior, idx). ``answer`` is the canonical answer (NULL
   when extraction failed, with ``error`` saying why); ``correct`` is 1/0, or
@@ -55,6 +58,14 @@ CREATE TABLE IF NOT EXISTS priors (
     name TEXT NOT NULL,
     spec TEXT NOT NULL,
     PRIMARY KEY (run_id, name)
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    run_id TEXT NOT NULL,
+    problem_id TEXT NOT NULL,
+    used INTEGER NOT NULL,
+    requests TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (run_id, problem_id, used)
 );
 CREATE TABLE IF NOT EXISTS samples (
     run_id TEXT NOT NULL,
@@ -175,8 +186,11 @@ class Store:
         except sqlite3.OperationalError as e:
             raise MarginalError(f"cannot write {self.path}: {e}") from None
 
-    def add_samples(self, run_id: str, samples: Iterable[Sample]) -> int:
-        """Store samples in one transaction; returns how many were new."""
+    def add_samples(
+        self, run_id: str, samples: Iterable[Sample], decisions: Iterable[tuple[str, int, str, str]] = ()
+    ) -> int:
+        """Store samples (and policy decisions: problem id, used, requests JSON,
+        reason) in one transaction; returns how many samples were new."""
         now = time.time()
         rows = [
             (
@@ -190,7 +204,19 @@ class Store:
         with self.transaction() as db:
             before = db.total_changes
             db.executemany(f"INSERT OR IGNORE INTO samples VALUES ({','.join('?' * 16)})", rows)
-            return db.total_changes - before
+            added = db.total_changes - before
+            db.executemany(
+                "INSERT OR IGNORE INTO decisions VALUES (?,?,?,?,?)", [(run_id, *d) for d in decisions]
+            )
+            return added
+
+    def decisions(self, run_id: str) -> list[tuple[str, int, list, str]]:
+        """(problem id, samples used, requests, reason) for each logged policy step."""
+        rows = self.db.execute(
+            "SELECT problem_id, used, requests, reason FROM decisions WHERE run_id=? ORDER BY problem_id, used",
+            (run_id,),
+        ).fetchall()
+        return [(p, u, json.loads(r), why) for p, u, r, why in rows]
 
     def samples(self, run_id: str) -> list[Sample]:
         rows = self.db.execute(
