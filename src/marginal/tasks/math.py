@@ -1,0 +1,162 @@
+"""MATH500 (and ``--grader math``): final answers in LaTeX, canonicalized with
+math-verify + sympy so that equivalent answers vote together.
+
+Extraction: the last ``\\boxed{}``/``\\fbox{}``, else the last "final answer
+is X" / "answer: X" (with or without ``$...$``). Canonical form: the answer is
+parsed by math-verify (latex2sympy) and printed back with ``sympy.latex``, so
+``\\frac12``, ``\\dfrac{1}{2}`` and ``0.5`` all read ``\\frac{1}{2}``,
+``\\left[0,1\\right)`` and ``[0, 1)`` agree, a lone ``x = 5`` becomes ``5``,
+degrees, ``\\text{}``, ``\\$`` and ``\\%`` are dropped. Answers that do not
+parse keep a whitespace- and markup-normalized string. Grading uses
+``math_verify.verify`` (symbolic and numeric equality, intervals, tuples, sets).
+
+Left out: matrices beyond what math-verify parses, and multi-part answers
+split across several boxes (only the last box counts).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from ..errors import MarginalError
+from ..types import Prior, Problem
+from . import data as _data
+from .banks import math_bank
+from .base import Extraction
+from .numeric import boxed_contents
+
+_FINAL_RE = re.compile(
+    r"(?:final answer|the answer)\s*(?:is|:)\s*[:]?\s*(\$\$?[^$]+\$\$?|[^\n]+)", re.IGNORECASE
+)
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def normalize_latex(s: str) -> str:
+    """Light textual clean-up of a LaTeX answer (also the fallback canonical form)."""
+    s = s.strip().strip("$").strip()
+    s = re.sub(r"\\(?:left|right|big|Big|bigg|Bigg)(?![a-zA-Z])", "", s)
+    s = re.sub(r"\\[dt]frac", r"\\frac", s)
+    s = re.sub(r"\\(?:[,;:!]|quad|qquad)", "", s)
+    s = re.sub(r"\\(?:text|textbf|mathrm|mbox)\{\s*([^{}]*?)\s*\}", r"\1", s)
+    s = s.replace("^\\circ", "").replace("^{\\circ}", "").replace("\\circ", "").replace("°", "")
+    s = s.replace("\\$", "").replace("\\%", "").replace("%", "")
+    s = re.sub(r"\s+", " ", s).strip().rstrip(".").strip()
+    s = re.sub(r"\s*([,=()\[\]{}+\-])\s*", r"\1", s)
+    s = re.sub(r"^\(([A-Za-z])\)$", r"\1", s)  # "(C)" -> "C"
+    return s
+
+
+@lru_cache(maxsize=65536)
+def _parse(s: str) -> tuple[Any, ...]:
+    from math_verify import parse
+    from math_verify.parser import ExprExtractionConfig, LatexExtractionConfig
+
+    kw: dict[str, Any] = {} if _main_thread() else {"parsing_timeout": None}
+    try:
+        return tuple(parse("$" + s + "$", extraction_config=[LatexExtractionConfig(), ExprExtractionConfig()], **kw))
+    except Exception:  # math-verify raises on pathological input; treat as unparsed
+        return ()
+
+
+def canonical_math(answer: str) -> str:
+    """The canonical string of a LaTeX answer (see the module docstring)."""
+    import sympy
+
+    s = normalize_latex(answer)
+    if not s:
+        return s
+    words = re.fullmatch(r"[A-Za-z][A-Za-z ]*", s)
+    if words and (len(s) >= 3 or re.search(r"\\(?:text|textbf|mathrm|mbox)\{[A-Za-z ]{2,}\}", answer)):
+        return s.casefold()  # a word answer ("Evelyn"), not a product of symbols
+    parsed = _parse(s)
+    expr = parsed[0] if parsed else None
+    if isinstance(expr, sympy.Eq) and isinstance(expr.lhs, sympy.Symbol):
+        expr = expr.rhs
+    if isinstance(expr, sympy.Basic):
+        try:
+            expr = expr.doit()
+            if isinstance(expr, sympy.Symbol):  # a word such as \text{Evelyn}: keep the text
+                return s.casefold()
+            out = sympy.latex(expr)
+        except Exception:
+            return s
+        out = re.sub(r"\\(?:left|right)(?![a-zA-Z])", "", out)
+        out = out.replace("\\ ", " ")
+        out = re.sub(r"\s+", " ", out).strip()
+        return out
+    return s
+
+
+def extract_math(text: str) -> Extraction:
+    """The canonical final answer of a completion, or why there is none."""
+    boxes = boxed_contents(text)
+    if boxes:
+        raw = boxes[-1]
+    else:
+        ms = list(_FINAL_RE.finditer(text))
+        if not ms:
+            return Extraction(None, "no_answer")
+        raw = ms[-1].group(1)
+        inner = re.search(r"\$\$?([^$]+)\$\$?", raw)
+        raw = inner.group(1) if inner else raw
+    if not raw.strip():
+        return Extraction(None, "unparseable: empty answer")
+    out = canonical_math(raw)
+    return Extraction(out) if out else Extraction(None, f"unparseable: {raw[:60]!r}")
+
+
+def grade_math(answer: str, reference: str | None) -> bool | None:
+    """Whether a (canonical) answer equals the reference, by math-verify; None without a reference."""
+    if reference is None:
+        return None
+    ref_c = canonical_math(reference)
+    if answer == ref_c:
+        return True
+    from math_verify import verify
+
+    gold, pred = _parse(normalize_latex(reference)), _parse(answer)
+    if not gold or not pred:
+        return answer.casefold() == ref_c.casefold()
+    kw: dict[str, Any] = {} if _main_thread() else {"timeout_seconds": None}
+    try:
+        return bool(verify(list(gold), list(pred), **kw))
+    except Exception:
+        return False
+
+
+class MATH500:
+    """MATH500 (500 problems of the PRM800K test split); ids are the rows' ``unique_id``."""
+
+    name = "math500"
+
+    def __init__(self, data: str | Path | None = None) -> None:
+        rows, self.source = _data.resolve(_data.MATH500, data)
+        probs = []
+        for i, r in enumerate(rows):
+            try:
+                probs.append(Problem(
+                    id=str(r.get("unique_id") or f"math500/{i}"), question=str(r["problem"]), answer=str(r["answer"]),
+                    meta={"solution": r.get("solution", ""), "subject": r.get("subject"), "level": r.get("level")},
+                ))
+            except KeyError as e:
+                raise MarginalError(f"{self.source}: row {i + 1} is not a MATH row (missing {e}); expected problem, answer") from None
+        self._problems = probs
+
+    def problems(self) -> list[Problem]:
+        return list(self._problems)
+
+    def bank(self) -> list[Prior]:
+        return math_bank()
+
+    def extract(self, text: str, problem: Problem) -> Extraction:
+        return extract_math(text)
+
+    def grade(self, answer: str, problem: Problem) -> bool | None:
+        return grade_math(answer, problem.answer)
