@@ -144,3 +144,40 @@ def test_jsonl_bad_names(tmp_path):
 def test_read_jsonl_gzip_detected_by_content(tmp_path):
     p = _write(tmp_path / "plain_name.jsonl", ['{"question": "a"}'], gz=True)
     assert tdata.read_jsonl(p) == [{"question": "a"}]
+
+
+@pytest.mark.skipif(not (DATA / "gpqa_dataset.zip").is_file(), reason="MARGINAL_DATA not available")
+def test_gpqa_in_memory_shuffle(monkeypatch, tmp_path):
+    # assertions compare counts and booleans only, so a failure never prints GPQA text
+    from marginal.tasks.gpqa import read_gpqa, shuffled
+
+    monkeypatch.setenv("MARGINAL_DATA", str(DATA))
+    monkeypatch.chdir(tmp_path)
+    t0, t0b, t1 = load_task("gpqa-diamond"), load_task("gpqa-diamond"), load_task("gpqa-diamond", seed=1)
+    ps, ps1 = t0.problems(), t1.problems()
+    assert list(tmp_path.iterdir()) == []  # nothing written
+    assert len(ps) == 198 and len({p.id for p in ps}) == 198
+    assert all(p.meta.get("redact") is True for p in ps)
+    assert all(p.id.startswith("gpqa/rec") for p in ps)
+    assert [p.question for p in ps] == [p.question for p in t0b.problems()]  # deterministic
+    assert sum(a.answer != b.answer for a, b in zip(ps, ps1)) > 100  # the seed reshuffles
+    letters = {p.answer for p in ps}
+    assert letters == set("ABCD")
+    rows = read_gpqa(DATA / "gpqa_dataset.zip")
+    ok = 0
+    for r, p in zip(rows, ps):
+        q, gold = shuffled(r, 0)
+        line = next(ln for ln in q.splitlines() if ln.startswith(gold + ") "))
+        ok += (line[3:] == r["Correct Answer"].strip()) and q == p.question and gold == p.answer
+    assert ok == 198
+    p = ps[0]
+    assert t0.grade(t0.extract(f"The answer is ({p.answer})", p).answer, p) is True
+    other = next(c for c in "ABCD" if c != p.answer)
+    assert t0.grade(t0.extract(f"Answer: {other}", p).answer, p) is False
+    assert t0.bank()[0].name == "default" and len(t0.bank()) >= 8
+
+
+def test_gpqa_bad_zip(tmp_path, offline):
+    (tmp_path / "gpqa_dataset.zip").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(MarginalError, match="cannot read GPQA Diamond"):
+        load_task("gpqa-diamond", data=tmp_path)

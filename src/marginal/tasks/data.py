@@ -207,7 +207,7 @@ def read_jsonl(path: str | Path) -> list[Row]:
 
 
 def read_rows(path: str | Path) -> list[Row]:
-    """Rows of a JSON Lines or Parquet file."""
+    """Rows of a JSON Lines, CSV or Parquet file."""
     path = Path(path)
     if path.suffix == ".parquet":
         try:
@@ -215,4 +215,12 @@ def read_rows(path: str | Path) -> list[Row]:
         except ImportError:
             raise MarginalError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow)") from None
         return pq.read_table(path).to_pylist()
+    if path.suffix == ".csv":
+        import csv
+
+        try:
+            with open(path, encoding="utf-8", newline="") as f:
+                return list(csv.DictReader(f))
+        except (OSError, UnicodeDecodeError, csv.Error) as e:
+            raise MarginalError(f"cannot read CSV {path}: {e}") from None
     return read_jsonl(path)
