@@ -64,6 +64,8 @@ class GPQADiamond:
     def __init__(self, data: str | Path | None = None, seed: int = 0) -> None:
         rows, self.source = _data.resolve(_data.GPQA, data, reader=read_gpqa)
         self.seed = seed
+        if not rows:
+            raise MarginalError(f"{self.source}: no GPQA rows; expected the authors' gpqa_dataset.zip with {ZIP_MEMBER}")
         probs = []
         for i, r in enumerate(rows):
             try:
