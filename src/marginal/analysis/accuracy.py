@@ -1,0 +1,525 @@
+"""Expected majority-vote accuracy of every allocation (K priors x M samples), from a pool.
+
+For each problem and each cell (K, M) with K*M <= B: the expected credit of
+the plain majority vote when M samples per prior are drawn from the stored
+ones, without replacement (exact subsampling, multivariate hypergeometric)
+or with replacement (bootstrap, multinomial), over the first K priors in bank
+order or K priors at random (averaged over all K-subsets). Credit is 1/|T|
+when gold is among the tied top answers T ("split"), or 1 only when it is
+the single top answer ("strict"); an all-failed draw gets 0.
+
+Exact: per prior, the distribution of its vote-count vector; convolved over
+priors (first K: one pass in bank order serves every K; random: a
+subset-size dynamic programme). States are count vectors, so it is exact
+while the state space is small (few distinct answers per problem); past
+``max_states`` a problem falls back to Monte Carlo with common random
+numbers: one random permutation per (replicate, prior) gives nested
+subsamples (the first M of a random permutation is a uniform M-subset), and
+one random prior order per replicate gives nested prior sets, so one set of
+draws serves every (K, M) cell; its standard error is reported per problem
+and cell. When a cell asks for more samples than a (ragged) cell stores,
+all of them are taken. Never "the first M stored samples".
+
+Left out: weighted votes (see ``weights``), allocations other than K x M.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+
+from ..errors import MarginalError
+from .pool import MISSING, Pool
+
+MODES = ("first", "random")
+TIES = ("split", "strict")
+METHODS = ("auto", "exact", "mc")
+
+
+class _TooBig(Exception):
+    pass
+
+
+@dataclass(frozen=True, eq=False)
+class Grid:
+    """Expected vote credit per problem and allocation cell."""
+
+    cells: tuple[tuple[int, int], ...]
+    """(K, M) per column."""
+    acc: np.ndarray
+    """(N, C) expected credit per problem and cell."""
+    mc_var: np.ndarray
+    """(N, C) variance of each Monte Carlo estimate (0 where exact)."""
+    exact: np.ndarray
+    """(N, C) True where a problem's cell was computed exactly (else Monte Carlo)."""
+    budget: int
+    mode: str = "first"
+    replace: bool = False
+    ties: str = "split"
+
+    @property
+    def mean(self) -> np.ndarray:
+        """(C,) dataset accuracy per cell."""
+        return self.acc.mean(axis=0)
+
+    @property
+    def se(self) -> np.ndarray:
+        """(C,) Monte Carlo standard error of the dataset accuracy (0 when all exact)."""
+        return np.sqrt(self.mc_var.sum(axis=0)) / self.acc.shape[0]
+
+    @property
+    def sampling_se(self) -> np.ndarray:
+        """(C,) standard error over problems (the dataset as a sample) plus Monte Carlo error."""
+        n = self.acc.shape[0]
+        between = self.acc.var(axis=0, ddof=1) / n if n > 1 else np.zeros(len(self.cells))
+        return np.sqrt(between + self.se**2)
+
+    def index(self, k: int, m: int) -> int:
+        try:
+            return self.cells.index((k, m))
+        except ValueError:
+            raise MarginalError(f"allocation K={k}, M={m} is not in the grid (budget {self.budget})") from None
+
+    def at(self, k: int, m: int) -> float:
+        return float(self.mean[self.index(k, m)])
+
+    def table(self) -> np.ndarray:
+        """(Kmax, Mmax) dataset accuracy, NaN outside the grid; [K-1, M-1]."""
+        kmax = max(k for k, _ in self.cells)
+        mmax = max(m for _, m in self.cells)
+        t = np.full((kmax, mmax), np.nan)
+        for j, (k, m) in enumerate(self.cells):
+            t[k - 1, m - 1] = self.mean[j]
+        return t
+
+    def best(self) -> tuple[int, int]:
+        """The cell with the highest dataset accuracy (ties: fewer samples, then more priors)."""
+        order = sorted(range(len(self.cells)), key=lambda j: (-round(self.mean[j], 12), self.cells[j][0] * self.cells[j][1], -self.cells[j][0]))
+        return self.cells[order[0]]
+
+
+def grid_cells(n_priors: int, n_slots: int, budget: int) -> tuple[tuple[int, int], ...]:
+    """Every (K, M) with K <= P, M <= n and K*M <= B, sorted by K then M."""
+    return tuple((k, m) for k in range(1, n_priors + 1) for m in range(1, n_slots + 1) if k * m <= budget)
+
+
+def _check_opts(mode: str, ties: str, method: str) -> None:
+    if mode not in MODES:
+        raise MarginalError(f"prior mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if ties not in TIES:
+        raise MarginalError(f"ties must be one of {', '.join(TIES)}, got {ties!r}")
+    if method not in METHODS:
+        raise MarginalError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+
+
+def credit(counts: np.ndarray, gold: int | np.ndarray, ties: str = "split") -> np.ndarray:
+    """Vote credit of count vectors (..., A) for gold column(s); 0 when nothing was voted."""
+    counts = np.asarray(counts)
+    mx = counts.max(axis=-1)
+    g = np.take_along_axis(counts, np.broadcast_to(np.asarray(gold), mx.shape)[..., None], axis=-1)[..., 0]
+    win = (g == mx) & (mx > 0)
+    n_top = (counts == mx[..., None]).sum(axis=-1)
+    if ties == "strict":
+        return (win & (n_top == 1)).astype(float)
+    return np.where(win, 1.0 / np.maximum(n_top, 1), 0.0)
+
+
+# -- exact ---------------------------------------------------------------------------
+class _LogFact:
+    def __init__(self, n: int):
+        self.t = np.array([math.lgamma(i + 1) for i in range(n + 1)])
+
+    def comb(self, n, k):
+        n = np.asarray(n)
+        k = np.asarray(k)
+        return self.t[n] - self.t[k] - self.t[n - k]
+
+
+def _prior_dist(m, f, n, M, replace, pows, lf, cap):
+    """Distribution of one prior's vote vector for M draws: (keys, probs)."""
+    if n == 0:
+        return np.zeros(1, np.int64), np.ones(1)
+    Mp = M if replace else min(M, n)
+    tot = np.zeros(1, np.int64)
+    key = np.zeros(1, np.int64)
+    lp = np.zeros(1)
+    for a in np.flatnonzero(m):
+        top = Mp if replace else min(int(m[a]), Mp)
+        x = np.arange(top + 1)
+        t2 = (tot[:, None] + x[None, :]).ravel()
+        keep = t2 <= Mp
+        if keep.sum() > cap:
+            raise _TooBig
+        key = (key[:, None] + x[None, :] * pows[a]).ravel()[keep]
+        term = (x * math.log(m[a] / n) - lf.t[x]) if replace else lf.comb(int(m[a]), x)
+        lp = (lp[:, None] + term[None, :]).ravel()[keep]
+        tot = t2[keep]
+    r = Mp - tot
+    if replace:
+        if f == 0:
+            ok = r == 0
+            lp = lp + lf.t[Mp]
+        else:
+            ok = np.ones(len(r), bool)
+            lp = lp + r * math.log(f / n) - lf.t[r] + lf.t[Mp]
+    else:
+        ok = r <= f
+        rr = np.minimum(r, f)
+        lp = lp + lf.comb(f, rr) - lf.comb(n, Mp)
+    return key[ok], np.exp(lp[ok])
+
+
+def _conv(k1, p1, k2, p2, cap):
+    if len(k1) * len(k2) > 20 * cap:
+        raise _TooBig
+    k = (k1[:, None] + k2[None, :]).ravel()
+    p = (p1[:, None] * p2[None, :]).ravel()
+    u, inv = np.unique(k, return_inverse=True)
+    if len(u) > cap:
+        raise _TooBig
+    return u, np.bincount(inv.ravel(), weights=p, minlength=len(u))
+
+
+def _merge(k1, p1, k2, p2):
+    k = np.concatenate([k1, k2])
+    p = np.concatenate([p1, p2])
+    u, inv = np.unique(k, return_inverse=True)
+    return u, np.bincount(inv.ravel(), weights=p, minlength=len(u))
+
+
+def _exact_problem(m, f, n, gold, cells, mode, replace, ties, max_states, lf):
+    """Exact expected credit of one problem per cell, and which cells were exact.
+
+    A pass over priors for one M stops at the first state space past
+    ``max_states``; the cells it did not reach are left to Monte Carlo.
+    """
+    P = m.shape[0]
+    out = np.zeros(len(cells))
+    ok = np.zeros(len(cells), bool)
+    if gold >= m.shape[1] or m[:, gold].sum() == 0:
+        return out, ~ok  # gold never sampled: the vote can never be right
+    active = np.flatnonzero(m.sum(axis=0))
+    if len(active) == 1:  # unanimous: right unless every drawn sample failed
+        for j, (k, M) in enumerate(cells):
+            nn, ff = n.astype(float), f.astype(float)
+            if replace:
+                q = np.where(nn > 0, (ff / np.maximum(nn, 1)) ** M, 1.0)
+            else:
+                q = np.ones(P)
+                for t in range(M):
+                    q *= np.where(t < np.minimum(M, n), (ff - t).clip(min=0) / np.maximum(nn - t, 1), 1.0)
+            if mode == "first":
+                out[j] = 1 - q[:k].prod()
+            else:
+                e = np.zeros(k + 1)
+                e[0] = 1
+                for c in range(P):
+                    e[1:] = e[1:] + e[:-1] * q[c]
+                out[j] = 1 - e[k] / math.comb(P, k)
+        return out, ~ok
+    m = m[:, active]
+    g = int(np.flatnonzero(active == gold)[0])
+    A = len(active)
+    T = max(k * mm for k, mm in cells)
+    base = T + 1
+    if A * math.log2(base) > 62:
+        return out, ok
+    pows = base ** np.arange(A, dtype=np.int64)
+    by_m: dict[int, list[tuple[int, int]]] = {}
+    for j, (k, mm) in enumerate(cells):
+        by_m.setdefault(mm, []).append((k, j))
+
+    def value(keys, probs):
+        cnt = (keys[:, None] // pows[None, :]) % base
+        return float(probs @ credit(cnt, g, ties))
+
+    for M, wanted in by_m.items():
+        kmax = max(k for k, _ in wanted)
+        col = {k: j for k, j in wanted}
+        try:
+            dists = [
+                _prior_dist(m[c], int(f[c]), int(n[c]), M, replace, pows, lf, max_states)
+                for c in range(P if mode == "random" else kmax)
+            ]
+            if mode == "first":
+                keys, probs = np.zeros(1, np.int64), np.ones(1)
+                for c in range(kmax):
+                    keys, probs = _conv(keys, probs, *dists[c], max_states)
+                    if c + 1 in col:
+                        out[col[c + 1]] = value(keys, probs)
+                        ok[col[c + 1]] = True
+            else:
+                D: list = [(np.zeros(1, np.int64), np.ones(1))] + [None] * kmax
+                for c in range(P):
+                    for j in range(min(c + 1, kmax), 0, -1):
+                        if D[j - 1] is None:
+                            continue
+                        add = _conv(*D[j - 1], *dists[c], max_states)
+                        D[j] = add if D[j] is None else _merge(*D[j], *add)
+                        if len(D[j][0]) > max_states:
+                            raise _TooBig
+                for k, j in col.items():
+                    out[j] = value(*D[k]) / math.comb(P, k)
+                    ok[j] = True
+        except _TooBig:
+            continue
+    return out, ok
+
+
+# -- Monte Carlo with common random numbers ------------------------------------------
+def _relabel(answers: np.ndarray, gold: np.ndarray) -> tuple[np.ndarray, int]:
+    """Ids with gold -> 0, other answers -> 1.., failed/missing -> W (abstain); returns (ids, W)."""
+    g = gold[:, None, None]
+    ids = np.where(answers == g, 0, np.where(answers < g, answers + 1, answers))
+    W = int(max(answers.max(), gold.max())) + 2
+    ids = np.where(answers >= 0, ids, W)
+    return ids.astype(np.int32), W
+
+
+def draw_orders(ids: np.ndarray, sizes: np.ndarray, reps: int, replace: bool, mode: str, rng: np.random.Generator) -> np.ndarray:
+    """(R, N, P, n) drawn ids: slot j of a replicate is its (j+1)-th draw; priors reordered at random in 'random' mode.
+
+    Without replacement the draws are a uniform random permutation of the
+    stored samples (padding last); with replacement, independent uniform picks.
+    """
+    R = reps
+    N, P, n = ids.shape
+    if replace:
+        u = rng.random((R, N, P, n))
+        j = np.minimum((u * sizes[None, :, :, None]).astype(np.int64), n - 1)
+        drawn = np.take_along_axis(np.broadcast_to(ids, (R, N, P, n)), j, axis=3)
+    else:
+        keys = rng.random((R, N, P, n))
+        keys += (np.arange(n)[None, None, :] >= sizes[:, :, None])[None] * 2.0
+        perm = np.argsort(keys, axis=3)
+        drawn = np.take_along_axis(np.broadcast_to(ids, (R, N, P, n)), perm, axis=3)
+    if mode == "random":
+        order = np.argsort(rng.random((R, N, P)), axis=2)
+        drawn = np.take_along_axis(drawn, order[..., None], axis=2)
+    return drawn
+
+
+def _mc_problems(pool: Pool, idx: np.ndarray, cells, mode, replace, ties, reps, rng, mem=24_000_000):
+    """Monte Carlo (common random numbers) estimate and its variance for some problems."""
+    out = np.zeros((len(idx), len(cells)))
+    var = np.zeros((len(idx), len(cells)))
+    if len(idx) == 0:
+        return out, var
+    ids_all, W = _relabel(pool.answers[idx], pool.gold[idx])
+    sizes_all = pool.sizes[idx]
+    N, P, n = ids_all.shape
+    by_m: dict[int, list[tuple[int, int]]] = {}
+    for j, (k, m) in enumerate(cells):
+        by_m.setdefault(m, []).append((k, j))
+    mmax = max(by_m)
+    chunk = max(1, mem // max(1, reps * P * (W + 1)))
+    lab = np.arange(W + 1, dtype=np.int32)
+    for s in range(0, N, chunk):
+        ids = ids_all[s : s + chunk]
+        drawn = draw_orders(ids, sizes_all[s : s + chunk], reps, replace, mode, rng)
+        counts = np.zeros(drawn.shape[:3] + (W + 1,), np.int16)
+        for M in range(1, mmax + 1):
+            counts += drawn[..., M - 1, None] == lab
+            if M not in by_m:
+                continue
+            kmax = max(k for k, _ in by_m[M])
+            cum = np.cumsum(counts[:, :, :kmax, :W], axis=2, dtype=np.int16)
+            for k, j in by_m[M]:
+                cr = credit(cum[:, :, k - 1, :], 0, ties)
+                out[s : s + chunk, j] = cr.mean(axis=0)
+                var[s : s + chunk, j] = cr.var(axis=0, ddof=1) / reps if reps > 1 else 0.25
+    return out, var
+
+
+def mc_cell(pool: Pool, k: int, m: int, *, reps: int, mode: str = "first", replace: bool = False,
+            ties: str = "split", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Plain independent Monte Carlo of one cell: fresh draws of M per prior; (mean, var of mean) per problem."""
+    rng = np.random.default_rng(seed)
+    pool.require_gold("vote accuracy")
+    pool = pool.subset(pool.labelled)
+    ids, W = _relabel(pool.answers, pool.gold)
+    sizes = pool.sizes
+    lab = np.arange(W, dtype=np.int32)
+    N = ids.shape[0]
+    chunk = max(1, 24_000_000 // max(1, reps * k * max(m, W)))
+    out, var = np.zeros(N), np.zeros(N)
+    for s in range(0, N, chunk):
+        sub, sz = ids[s : s + chunk], sizes[s : s + chunk]
+        if mode == "random":
+            pick = np.argsort(rng.random((reps, len(sub), pool.n_priors)), axis=2)[:, :, :k]
+        else:
+            pick = np.broadcast_to(np.arange(k), (reps, len(sub), k))
+        cells = np.take_along_axis(np.broadcast_to(sub, (reps,) + sub.shape), pick[..., None], axis=2)
+        csz = np.take_along_axis(np.broadcast_to(sz, (reps,) + sz.shape), pick, axis=2)
+        if replace:
+            j = np.minimum((rng.random(csz.shape + (m,)) * csz[..., None]).astype(np.int64), ids.shape[2] - 1)
+        else:
+            keys = rng.random(cells.shape) + (np.arange(ids.shape[2]) >= csz[..., None]) * 2.0
+            j = np.argpartition(keys, m - 1, axis=3)[..., :m] if m < ids.shape[2] else np.argsort(keys, axis=3)[..., :m]
+        d = np.take_along_axis(cells, j, axis=3).reshape(reps, len(sub), -1)
+        cnt = (d[..., None] == lab).sum(axis=2)
+        cr = credit(cnt, 0, ties)
+        out[s : s + chunk] = cr.mean(axis=0)
+        var[s : s + chunk] = cr.var(axis=0, ddof=1) / reps
+    return out, var
+
+
+# -- public --------------------------------------------------------------------------
+def accuracy_grid(
+    pool: Pool,
+    budget: int | None = None,
+    *,
+    cells: tuple[tuple[int, int], ...] | None = None,
+    mode: str = "first",
+    replace: bool = False,
+    ties: str = "split",
+    method: str = "auto",
+    reps: int = 256,
+    seed: int = 0,
+    max_states: int = 4_000,
+) -> Grid:
+    """Expected majority-vote accuracy for every (K, M) with K*M <= budget (see module docstring).
+
+    ``method``: "exact" (error if a problem's state space passes
+    ``max_states``), "mc" (Monte Carlo for every problem), "auto" (exact
+    where small, Monte Carlo elsewhere). ``budget`` defaults to the largest
+    the pool supports.
+    """
+    _check_opts(mode, ties, method)
+    pool.require_gold("vote accuracy")
+    if budget is None:
+        budget = pool.max_budget
+    pool.check_budget(budget)
+    if cells is None:
+        cells = grid_cells(pool.n_priors, pool.n_slots, budget)
+    else:
+        cells = tuple((int(k), int(m)) for k, m in cells)
+        for k, m in cells:
+            if not (1 <= k <= pool.n_priors and 1 <= m <= pool.n_slots):
+                raise MarginalError(
+                    f"allocation K={k}, M={m} is outside the pool ({pool.n_priors} priors x {pool.n_slots} samples)"
+                )
+    lab = pool.labelled
+    N = pool.n_problems
+    acc = np.zeros((N, len(cells)))
+    var = np.zeros((N, len(cells)))
+    done = np.zeros((N, len(cells)), bool)
+    if method != "mc":
+        c, f, n = pool.counts()
+        lf = _LogFact(int(max(n.max(), max(m for _, m in cells))) + 2)
+        for i in np.flatnonzero(lab):
+            acc[i], done[i] = _exact_problem(
+                c[i], f[i], n[i], int(pool.gold[i]), cells, mode, replace, ties, max_states, lf
+            )
+            if method == "exact" and not done[i].all():
+                raise MarginalError(
+                    f"problem {pool.problems[i]} has too many vote states for exact accuracy "
+                    f"(> {max_states}); use method='auto' or 'mc'"
+                )
+    todo = np.flatnonzero(lab & ~done.all(axis=1))
+    if len(todo):
+        est, v = _mc_problems(pool, todo, cells, mode, replace, ties, reps, np.random.default_rng(seed))
+        miss = ~done[todo]
+        acc[todo] = np.where(miss, est, acc[todo])
+        var[todo] = np.where(miss, v, 0.0)
+    keep = np.flatnonzero(lab)
+    return Grid(cells, acc[keep], var[keep], done[keep], int(budget), mode, replace, ties)
+
+
+# -- pass@k and oracle ---------------------------------------------------------------
+def pass_at_k(n, c, k: int) -> np.ndarray:
+    """Unbiased pass@k = 1 - C(n-c, k)/C(n, k) (Chen et al. 2021), elementwise; needs k <= n."""
+    n = np.asarray(n, dtype=np.int64)
+    c = np.asarray(c, dtype=np.int64)
+    if np.any(k > n):
+        raise MarginalError(f"pass@{k} needs at least {k} samples per problem, got {int(n.min())}")
+    out = np.ones(np.broadcast(n, c).shape)
+    nb, cb = np.broadcast_arrays(n, c)
+    for idx in np.ndindex(out.shape):
+        nn, cc = int(nb[idx]), int(cb[idx])
+        if nn - cc < k:
+            continue
+        out[idx] = 1.0 - float(np.prod(1.0 - k / np.arange(nn - cc + 1, nn + 1)))
+    return out
+
+
+def pool_pass_at_k(pool: Pool, k: int) -> float:
+    """Dataset pass@k over each problem's whole pool (all priors; failed samples count as wrong)."""
+    pool.require_gold("pass@k")
+    lab = pool.labelled
+    a = pool.answers[lab]
+    n = (a != MISSING).sum(axis=(1, 2))
+    c = (a == pool.gold[lab][:, None, None]).sum(axis=(1, 2))
+    return float(pass_at_k(n, c, k).mean())
+
+
+def oracle_grid(pool: Pool, budget: int | None = None, *, mode: str = "first", replace: bool = False) -> Grid:
+    """Exact probability that gold is among the K x M drawn samples (the oracle / pass@KM of an allocation)."""
+    _check_opts(mode, "split", "exact")
+    pool.require_gold("the oracle")
+    budget = pool.max_budget if budget is None else budget
+    pool.check_budget(budget)
+    cells = grid_cells(pool.n_priors, pool.n_slots, budget)
+    lab = pool.labelled
+    a = pool.answers[lab]
+    n = (a != MISSING).sum(axis=2)
+    g = (a == pool.gold[lab][:, None, None]).sum(axis=2)
+    N, P = n.shape
+    acc = np.zeros((N, len(cells)))
+    for j, (k, m) in enumerate(cells):
+        if replace:
+            q = np.where(n > 0, (1 - g / np.maximum(n, 1)) ** m, 1.0)
+        else:
+            mp = np.minimum(m, n)
+            q = np.ones((N, P))
+            for t in range(m):
+                q *= np.where(t < mp, (n - g - t).clip(min=0) / np.maximum(n - t, 1), 1.0)
+        if mode == "first":
+            acc[:, j] = 1 - q[:, :k].prod(axis=1)
+        else:
+            e = np.zeros((N, k + 1))
+            e[:, 0] = 1
+            for c in range(P):
+                e[:, 1:] = e[:, 1:] + e[:, :-1] * q[:, c : c + 1]
+            acc[:, j] = 1 - e[:, k] / math.comb(P, k)
+    return Grid(cells, acc, np.zeros_like(acc), np.ones(acc.shape, bool), int(budget), mode, replace, "split")
+
+
+def brute_force_accuracy(pool: Pool, k: int, m: int, *, mode="first", replace=False, ties="split") -> np.ndarray:
+    """Reference: per-problem credit by enumerating every subsample (tiny pools only)."""
+    from itertools import product
+
+    out = []
+    for i in np.flatnonzero(pool.labelled):
+        a = pool.answers[i]
+        g = int(pool.gold[i])
+        sets = [tuple(range(k))] if mode == "first" else list(combinations(range(pool.n_priors), k))
+        tot = 0.0
+        for S in sets:
+            per = []
+            for c in S:
+                stored = [x for x in a[c] if x != MISSING]
+                if replace:
+                    per.append(list(product(stored, repeat=m)) if stored else [()])
+                else:
+                    per.append(list(combinations(stored, min(m, len(stored)))))
+            s_tot, s_n = 0.0, 0
+            for combo in product(*per):
+                votes: dict[int, int] = {}
+                for draw in combo:
+                    for x in draw:
+                        if x >= 0:
+                            votes[x] = votes.get(x, 0) + 1
+                s_n += 1
+                if not votes:
+                    continue
+                top = max(votes.values())
+                T = [x for x, v in votes.items() if v == top]
+                if g in T:
+                    s_tot += (1 / len(T)) if ties == "split" else float(len(T) == 1)
+            tot += s_tot / s_n
+        out.append(tot / len(sets))
+    return np.array(out)
