@@ -38,6 +38,3 @@ def main() -> None:
         err.print("interrupted; stored samples are kept, run the same command again to resume")
         sys.exit(130)
 
-
-if __name__ == "__main__":
-    main()

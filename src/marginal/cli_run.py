@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -114,6 +115,7 @@ def run(
     policy: Optional[str] = typer.Option(None, help="allocate with a policy instead of a K x M grid: adaptive|fixed|repetition|diversity|planned (needs --budget)"),
     plan_file: Optional[Path] = typer.Option(None, "--plan", help="plan.json from `marginal analyze --save-plan` (policy planned)"),
     threshold: float = typer.Option(0.95, help="adaptive: stop when P(leader stays leader) reaches this"),
+    batch_samples: int = typer.Option(64, help="samples generated and committed per batch (a crash loses at most one batch)"),
 ) -> None:
     """Sample K priors x M samples for each problem into a resumable SQLite pool.
 
@@ -123,6 +125,7 @@ def run(
     from .runner import execute
     from .store import Store
 
+    _positive("--batch-samples", batch_samples)
     if resume and out_path is None:
         raise MarginalError("--resume needs --out RUN.db")
     if out_path is None:
@@ -188,7 +191,7 @@ def run(
     try:
         with bar.progress:
             if pol is None:
-                run_id = execute(plan, task_obj, backend_for, store, on_progress=bar)
+                run_id = execute(plan, task_obj, backend_for, store, batch_samples=batch_samples, on_progress=bar)
             else:
                 run_id = execute_policy(plan, pol, budget, task_obj, backend_for, store, on_progress=bar)
     finally:
@@ -222,10 +225,11 @@ def models() -> None:
     from .models import CATALOG, is_available
 
     t = Table(title="models")
-    for col in ("name", "model", "MB", "installed", "install with", "note"):
-        t.add_column(col)
+    t.add_column("name", no_wrap=True)
+    t.add_column("installed", no_wrap=True)
+    t.add_column("model · how to install")
     for e in CATALOG.values():
-        t.add_row(e.name, e.title, str(e.size_mb), "yes" if is_available(e) else "no", e.install, e.note)
+        t.add_row(e.name, "yes" if is_available(e) else "no", f"{e.title}, {e.size_mb} MB; {e.note}\n[dim]{escape(e.install)}[/]")
     out.print(t)
     out.print("Also: any local .gguf path, or hf:owner/repo/file.gguf (downloaded when online).")
 

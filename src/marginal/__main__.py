@@ -1,0 +1,3 @@
+from marginal.cli import main
+
+main()

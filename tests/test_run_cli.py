@@ -1,0 +1,137 @@
+"""`marginal run` end to end on the real bundled model: resume after SIGKILL, bad input."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+DEMO = Path(__file__).resolve().parents[1] / "src" / "marginal" / "data" / "demo.jsonl"
+SMALL = ["--limit", "3", "--priors", "2", "--samples", "2", "--max-tokens", "24"]
+
+
+def marginal(*args, cwd=None, **kw):
+    return subprocess.run([sys.executable, "-m", "marginal", *map(str, args)], capture_output=True, text=True, cwd=cwd, **kw)
+
+
+def rows(db):
+    with sqlite3.connect(db) as c:
+        return c.execute("SELECT problem_id, prior, idx, text, answer, seed FROM samples ORDER BY 1, 2, 3").fetchall()
+
+
+def count(db):
+    try:
+        with sqlite3.connect(db) as c:
+            return c.execute("SELECT count(*) FROM samples").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    db = tmp_path_factory.mktemp("full") / "full.db"
+    r = marginal("run", f"jsonl:{DEMO}", *SMALL, "--out", db)
+    assert r.returncode == 0, r.stderr
+    return db
+
+
+def test_run_stores_k_by_m_samples(full_run):
+    got = rows(full_run)
+    assert len(got) == 3 * 2 * 2
+    assert {(p, c) for p, c, *_ in got} == {(f"demo/{i}", c) for i in range(3) for c in ("default", "step-by-step")}
+    assert len({seed for *_, seed in got}) == 12
+
+
+def test_rerun_generates_nothing_new(full_run, tmp_path):
+    before = rows(full_run)
+    r = marginal("run", f"jsonl:{DEMO}", *SMALL, "--out", full_run)
+    assert r.returncode == 0, r.stderr
+    assert rows(full_run) == before
+
+
+def test_resume_after_sigkill(full_run, tmp_path):
+    db = tmp_path / "killed.db"
+    args = [sys.executable, "-m", "marginal", "run", f"jsonl:{DEMO}", *SMALL, "--out", str(db), "--batch-samples", "2"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while count(db) < 4 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = count(db)
+    assert 4 <= partial < 12
+    r = marginal("run", f"jsonl:{DEMO}", *SMALL, "--out", db, "--batch-samples", "2")
+    assert r.returncode == 0, r.stderr
+    got = rows(db)
+    assert len(got) == len(set((p, c, i) for p, c, i, *_ in got)) == 12
+    # Every sample keeps the seed it would have had. (Texts can differ from a run with
+    # other batch sizes: llama.cpp's CPU kernels are not batch-invariant.)
+    assert [(p, c, i, s) for p, c, i, _, _, s in got] == [(p, c, i, s) for p, c, i, _, _, s in rows(full_run)]
+
+
+def test_same_command_reproduces_samples(full_run, tmp_path):
+    db = tmp_path / "again.db"
+    r = marginal("run", f"jsonl:{DEMO}", *SMALL, "--out", db)
+    assert r.returncode == 0, r.stderr
+    assert rows(db) == rows(full_run)
+
+
+def test_growing_samples_adds_only_new_indices(full_run, tmp_path):
+    db = tmp_path / "grow.db"
+    db.write_bytes(full_run.read_bytes())
+    r = marginal("run", f"jsonl:{DEMO}", "--limit", "3", "--priors", "2", "--samples", "3", "--max-tokens", "24", "--out", db)
+    assert r.returncode == 0, r.stderr
+    got = rows(db)
+    assert len(got) == 18
+    old = {(p, c, i): t for p, c, i, t, _, _ in rows(full_run)}
+    assert all(old[(p, c, i)] == t for p, c, i, t, _, _ in got if i < 2)
+
+
+def bad(*args, cwd=None):
+    r = marginal(*args, cwd=cwd)
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr
+    assert r.stderr.strip().startswith("error:")
+    return " ".join(r.stderr.split())
+
+
+def test_bad_inputs(full_run, tmp_path):
+    before = rows(full_run)
+    assert "did you mean 'gsm8k'" in bad("run", "gsm8kk", "--out", tmp_path / "x.db")
+    assert "did you mean 'smollm2-135m'" in bad("run", f"jsonl:{DEMO}", "--model", "smollm2-13m", "--out", tmp_path / "x.db")
+    assert "step-by-step" in bad("run", f"jsonl:{DEMO}", "--priors", "default,step-by-stp", "--out", tmp_path / "x.db")
+    assert "--budget must be a positive integer" in bad("run", f"jsonl:{DEMO}", "--budget", "0", "--out", tmp_path / "x.db")
+    assert "--samples must be a positive integer" in bad("run", f"jsonl:{DEMO}", "--samples", "-1", "--out", tmp_path / "x.db")
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"question": "1+1?", "answer": "2"}\n{"question": oops}\n')
+    assert f"{broken}:2" in bad("run", f"jsonl:{broken}", "--out", tmp_path / "x.db")
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database" * 64)
+    assert "not a marginal run database" in bad("run", f"jsonl:{DEMO}", *SMALL, "--out", junk)
+    assert junk.read_bytes() == b"not a database" * 64
+    # Another configuration into the same --out is refused, naming what differs.
+    msg = bad("run", f"jsonl:{DEMO}", *SMALL, "--temperature", "0.9", "--out", full_run)
+    assert "different run" in msg and "temperature" in msg
+    assert "did you mean 'adaptive'" in bad("run", f"jsonl:{DEMO}", "--policy", "adaptiv", "--budget", "4", "--out", tmp_path / "y.db")
+    assert rows(full_run) == before
+
+
+def test_resume_uses_stored_settings(full_run, tmp_path):
+    db = tmp_path / "r.db"
+    db.write_bytes(full_run.read_bytes())
+    r = marginal("run", "ignored-task-name", "--resume", "--out", db)
+    assert r.returncode == 0, r.stderr
+    assert rows(db) == rows(full_run)
+
+
+def test_export_and_models(full_run, tmp_path):
+    r = marginal("export", full_run, tmp_path / "x.jsonl")
+    assert r.returncode == 0, r.stderr
+    assert len((tmp_path / "x.jsonl").read_text().splitlines()) == 12
+    r = marginal("models")
+    assert r.returncode == 0 and "smollm2-135m" in r.stdout and "qwen2.5-coder-0.5b" in r.stdout
