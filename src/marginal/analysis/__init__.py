@@ -45,3 +45,7 @@ __all__ = [
     "pass_at_k", "plan", "pool_from_lists", "pool_pass_at_k", "prior_stats", "prior_weights", "shares",
     "split_problems", "weighted_credit",
 ]
+
+from .summary import Analysis, analyze  # noqa: E402
+
+__all__ += ["Analysis", "analyze"]
