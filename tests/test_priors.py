@@ -83,3 +83,48 @@ def test_bad_banks(tmp_path, text, match):
 def test_missing_bank_file(tmp_path):
     with pytest.raises(MarginalError, match="cannot read priors file"):
         load_bank(tmp_path / "none.yaml")
+
+
+def test_cli_priors_lists_bank_and_yaml(tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from marginal import cli_analysis, cli_run, cli_tasks  # noqa: F401  (register the commands)
+    from marginal.cli import app
+
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"question": "What is 6 times 7?", "answer": 42}) + "\n")
+    r = CliRunner().invoke(app, ["priors", f"jsonl:{data}"])
+    assert r.exit_code == 0, r.output
+    names = [p.name for p in numeric_bank()]
+    assert all(n in r.output for n in names) and "What is 6 times 7?" in r.output
+    assert r.output.index(names[0]) < r.output.index(names[-1])
+    bank = tmp_path / "bank.yaml"
+    bank.write_text(GOOD)
+    r = CliRunner().invoke(app, ["priors", f"jsonl:{data}", "--priors-file", str(bank)])
+    assert r.exit_code == 0 and "tutor" in r.output and "You are a tutor." in r.output and "default" not in r.output
+    bank.write_text("- name: a\n  templat: x\n")
+    r = CliRunner().invoke(app, ["priors", f"jsonl:{data}", "--priors-file", str(bank)])
+    assert isinstance(r.exception, MarginalError) and "unknown key 'templat'" in str(r.exception)
+
+
+def test_cli_priors_never_shows_gpqa_rows(monkeypatch):
+    import os
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from marginal import cli_analysis, cli_run, cli_tasks  # noqa: F401
+    from marginal.cli import app
+    from marginal.tasks import load_task
+
+    data = Path(os.environ.get("MARGINAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    if not (data / "gpqa_dataset.zip").is_file():
+        pytest.skip("MARGINAL_DATA not available")
+    monkeypatch.setenv("MARGINAL_DATA", str(data))
+    r = CliRunner().invoke(app, ["priors", "gpqa-diamond"])
+    assert r.exit_code == 0
+    first = load_task("gpqa-diamond").problems()[0].question
+    leaked = first.splitlines()[0][:40] in r.output
+    assert leaked is False and "made-up example" in r.output

@@ -109,3 +109,20 @@ def test_limits_validate():
         Limits(timeout=0)
     with pytest.raises(ValueError, match="memory_mb"):
         Limits(memory_mb=-1)
+
+
+def test_nothing_left_behind():
+    import glob
+    import tempfile
+
+    run_many([("import time\ntime.sleep(100)", ""), ("import os\nwhile True: os.fork()", "")], Limits(timeout=1.0), workers=2)
+    mine = []
+    for d in glob.glob("/proc/[0-9]*/cmdline"):
+        try:
+            cmd = open(d, "rb").read()
+        except OSError:
+            continue
+        if b"cfg = json.loads(sys.argv[1])" in cmd:
+            mine.append(d)
+    assert mine == []
+    assert glob.glob(os.path.join(tempfile.gettempdir(), "marginal-sandbox-*")) == []

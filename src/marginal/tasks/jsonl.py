@@ -7,7 +7,8 @@ canonical answers: ``numeric`` (default; ``#### N``, ``\\boxed{}``, "the
 answer is N", the last number), ``exact`` (normalized text), ``math``
 (math-verify), ``choice`` (an option letter A-J; the question must list the
 options) or ``code`` (rows also need ``entry_point`` and ``test``, HumanEval
-style; optional ``canonical_solution``). Problem ids are the row's ``id`` field
+style; optional ``canonical_solution``, which is then the stored reference,
+else the test is). Problem ids are the row's ``id`` field
 when present, else ``<file stem>/<row index>``.
 
 Left out: CSV/Parquet input, nested field paths.
@@ -73,7 +74,10 @@ class JsonlTask:
                 meta = {"entry_point": r["entry_point"], "test": r["test"], "prompt": q}
                 if isinstance(r.get("canonical_solution"), str):
                     meta["canonical_solution"] = r["canonical_solution"]
-            self._problems.append(Problem(id=pid, question=q, answer=None if a is None else _scalar(a), meta=meta))
+            ref = None if a is None else _scalar(a)
+            if grader == "code":  # the reference is the test (graded by running it): keep a readable copy
+                ref = meta.get("canonical_solution") or meta["test"]
+            self._problems.append(Problem(id=pid, question=q, answer=ref, meta=meta))
         self._code: Any = None
         if grader == "code":
             from .humaneval import CodeGrader
