@@ -180,3 +180,31 @@ def test_gpqa_bad_zip(tmp_path, offline):
     (tmp_path / "gpqa_dataset.zip").write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(MarginalError, match=r"gpqa_dataset.zip.*(cannot read GPQA|no GPQA rows)"):
         load_task("gpqa-diamond", data=tmp_path)
+
+
+def test_hub_path_through_a_fake_datasets_module(monkeypatch, tmp_path):
+    import importlib.machinery
+    import sys
+    import types
+
+    calls = []
+
+    class FakeDatasets(types.ModuleType):
+        def load_dataset(self, repo, config, split):
+            calls.append((repo, config, split))
+            if repo == "HuggingFaceH4/MATH-500":
+                raise ConnectionError("no network here")
+            return [{"question": "Q1?", "answer": "step\n#### 7"}]
+
+    fake = FakeDatasets("datasets")
+    fake.__spec__ = importlib.machinery.ModuleSpec("datasets", None)
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    monkeypatch.delenv("MARGINAL_DATA", raising=False)
+    monkeypatch.delenv("MARGINAL_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    t = load_task("gsm8k", data=tmp_path / "absent")
+    assert t.source == "hf:openai/gsm8k" and calls == [("openai/gsm8k", "main", "test")]
+    assert [(p.id, p.answer) for p in t.problems()] == [("gsm8k/0", "7")]
+    with pytest.raises(MarginalError, match=r"Hugging Face hub HuggingFaceH4/MATH-500 \(ConnectionError: no network here\)"):
+        load_task("math500")

@@ -39,7 +39,7 @@ def extract_text(text: str) -> Extraction:
         cand = list(_IS_RE.finditer(text))[-1].group(1)
     else:
         lines = [ln for ln in text.splitlines() if ln.strip()]
-        cand = lines[-1] if lines else None
+        cand = re.sub(r"^[\s*_#>]*(?:final answer|answer)\s*[:：]?", "", lines[-1], flags=re.IGNORECASE) if lines else None
     if cand is None:
         return Extraction(None, "no_answer")
     out = normalize(cand)
