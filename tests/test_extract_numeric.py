@@ -30,6 +30,8 @@ CASES = [
     ("The answer is 007.", "7"),
     ("Total = \\boxed{\\$ 12}", "12"),
     ("She pays 12.5 + 12.5 = 25. The answer is 25.", "25"),
+    ("To answer this, we need 3 groups. 3 * 4 = 12 in total.", "12"),
+    ("The answer is N.\nShe has 9 left.", "9"),
 ]
 
 

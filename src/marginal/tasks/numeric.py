@@ -21,7 +21,7 @@ _NUM = r"[-−]?\s?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?|[
 _NUM_RE = re.compile(rf"(?<![\w.])(?:{_NUM})(?:\s*/\s*(?:\d+(?:\.\d+)?))?")
 _HASH_RE = re.compile(r"####\s*([^\n]*)")
 _ANSWER_RE = re.compile(
-    r"(?:final answer|the answer|answer)\s*(?:is|:|=|would be|will be)?\s*[:=]?\s*([^\n]*)", re.IGNORECASE
+    r"(?:final answer|the answer|answer)\s*(?:is|was|would be|will be|:|=)\s*[:=]?\s*([^\n]*)", re.IGNORECASE
 )
 _FRAC_RE = re.compile(r"\\[dt]?frac\s*\{\s*([^{}]+?)\s*\}\s*\{\s*([^{}]+?)\s*\}")
 
