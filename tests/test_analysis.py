@@ -63,6 +63,25 @@ def test_exact_equals_brute_force(mode, replace, ties):
     assert worst < 1e-9
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("replace", [False, True])
+@pytest.mark.parametrize("ties", TIES)
+def test_two_answer_fast_path_equals_brute_force_and_general_path(mode, replace, ties):
+    from marginal.analysis.accuracy import _LogFact, _exact_problem
+
+    rng = np.random.default_rng([7, MODES.index(mode), int(replace), TIES.index(ties)])
+    pool = rand_pool(rng, N=12, P=4, n=4, A=2, fail=0.2)  # gold is 0, 1 or never sampled (2)
+    g = accuracy_grid(pool, 8, mode=mode, replace=replace, ties=ties, method="exact")
+    for j, (k, m) in enumerate(g.cells):
+        bf = brute_force_accuracy(pool, k, m, mode=mode, replace=replace, ties=ties)
+        np.testing.assert_allclose(g.acc[:, j], bf, atol=1e-9)
+    c, f, n = pool.counts()
+    lf = _LogFact(10)
+    for i in range(pool.n_problems):
+        gen, ok = _exact_problem(c[i], f[i], n[i], int(pool.gold[i]), g.cells, mode, replace, ties, 10**6, lf)
+        np.testing.assert_allclose(gen, g.acc[i], atol=1e-9)
+
+
 def test_brute_force_by_hand():
     # one prior, samples g g x ; M=2 without replacement: {gg, gx, gx} -> 1, 0.5, 0.5
     pool = pool_from_lists([[["g", "g", "x"]]], ["g"])

@@ -172,22 +172,31 @@ def _prior_dist(m, f, n, M, replace, pows, lf, cap):
     return key[ok], np.exp(lp[ok])
 
 
-def _conv(k1, p1, k2, p2, cap):
+
+
+def _accumulate(k, p, space):
+    """Sum probabilities of equal keys: dense bincount when the key space is small, else sort."""
+    if space <= max(4096, 4 * len(k)):
+        dense = np.bincount(k, weights=p, minlength=space)
+        u = np.flatnonzero(dense)
+        return u.astype(np.int64), dense[u]
+    u, inv = np.unique(k, return_inverse=True)
+    return u, np.bincount(inv.ravel(), weights=p, minlength=len(u))
+
+
+def _conv(k1, p1, k2, p2, cap, space=1 << 62):
     if len(k1) * len(k2) > 20 * cap:
         raise _TooBig
     k = (k1[:, None] + k2[None, :]).ravel()
     p = (p1[:, None] * p2[None, :]).ravel()
-    u, inv = np.unique(k, return_inverse=True)
+    u, q = _accumulate(k, p, space)
     if len(u) > cap:
         raise _TooBig
-    return u, np.bincount(inv.ravel(), weights=p, minlength=len(u))
+    return u, q
 
 
-def _merge(k1, p1, k2, p2):
-    k = np.concatenate([k1, k2])
-    p = np.concatenate([p1, p2])
-    u, inv = np.unique(k, return_inverse=True)
-    return u, np.bincount(inv.ravel(), weights=p, minlength=len(u))
+def _merge(k1, p1, k2, p2, space=1 << 62):
+    return _accumulate(np.concatenate([k1, k2]), np.concatenate([p1, p2]), space)
 
 
 def _exact_problem(m, f, n, gold, cells, mode, replace, ties, max_states, lf):
@@ -228,6 +237,7 @@ def _exact_problem(m, f, n, gold, cells, mode, replace, ties, max_states, lf):
     if A * math.log2(base) > 62:
         return out, ok
     pows = base ** np.arange(A, dtype=np.int64)
+    space = base**A
     by_m: dict[int, list[tuple[int, int]]] = {}
     for j, (k, mm) in enumerate(cells):
         by_m.setdefault(mm, []).append((k, j))
@@ -247,7 +257,7 @@ def _exact_problem(m, f, n, gold, cells, mode, replace, ties, max_states, lf):
             if mode == "first":
                 keys, probs = np.zeros(1, np.int64), np.ones(1)
                 for c in range(kmax):
-                    keys, probs = _conv(keys, probs, *dists[c], max_states)
+                    keys, probs = _conv(keys, probs, *dists[c], max_states, space)
                     if c + 1 in col:
                         out[col[c + 1]] = value(keys, probs)
                         ok[col[c + 1]] = True
@@ -257,8 +267,8 @@ def _exact_problem(m, f, n, gold, cells, mode, replace, ties, max_states, lf):
                     for j in range(min(c + 1, kmax), 0, -1):
                         if D[j - 1] is None:
                             continue
-                        add = _conv(*D[j - 1], *dists[c], max_states)
-                        D[j] = add if D[j] is None else _merge(*D[j], *add)
+                        add = _conv(*D[j - 1], *dists[c], max_states, space)
+                        D[j] = add if D[j] is None else _merge(*D[j], *add, space)
                         if len(D[j][0]) > max_states:
                             raise _TooBig
                 for k, j in col.items():
@@ -267,6 +277,79 @@ def _exact_problem(m, f, n, gold, cells, mode, replace, ties, max_states, lf):
         except _TooBig:
             continue
     return out, ok
+
+
+def _exact_two(cg, co, f, n, gold_col_ok, cells, mode, replace, ties, lf):
+    """Exact credit, vectorized over problems whose votes can only go to gold or one other answer.
+
+    With two candidates the vote is decided by D = X_gold − X_other, so each
+    prior contributes a 1-D distribution of D and priors combine by
+    convolution (FFT, batched over problems and K). Returns (N2, C).
+    """
+    N2, P = cg.shape
+    out = np.zeros((N2, len(cells)))
+    by_m: dict[int, list[tuple[int, int]]] = {}
+    for j, (k, m) in enumerate(cells):
+        by_m.setdefault(m, []).append((k, j))
+    t = lf.t
+    for M, wanted in by_m.items():
+        kmax = max(k for k, _ in wanted)
+        x = np.arange(M + 1)
+        xg, xo = x[:, None], x[None, :]
+        mp = np.minimum(M, n) if not replace else np.full_like(n, M)  # (N2, P)
+        r = mp[..., None, None] - xg - xo  # draws that failed
+        if replace:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                nn = np.maximum(n, 1)[..., None, None].astype(float)
+                lg = np.where(cg[..., None, None] > 0, np.log(cg[..., None, None] / nn), -np.inf)
+                lo = np.where(co[..., None, None] > 0, np.log(co[..., None, None] / nn), -np.inf)
+                lfail = np.where(f[..., None, None] > 0, np.log(f[..., None, None] / nn), -np.inf)
+                rr = np.clip(r, 0, None)
+                lp = (t[M] - t[xg] - t[xo] - t[rr]
+                      + np.where(xg > 0, xg * lg, 0.0) + np.where(xo > 0, xo * lo, 0.0) + np.where(rr > 0, rr * lfail, 0.0))
+            ok = r >= 0
+        else:
+            cgb, cob, fb, nb = (a[..., None, None] for a in (cg, co, f, n))
+            ok = (xg <= cgb) & (xo <= cob) & (r >= 0) & (r <= fb)
+            xg_c, xo_c, r_c = np.minimum(xg, cgb), np.minimum(xo, cob), np.clip(np.minimum(r, fb), 0, None)
+            mpb = mp[..., None, None]
+            lp = (t[cgb] - t[xg_c] - t[cgb - xg_c] + t[cob] - t[xo_c] - t[cob - xo_c]
+                  + t[fb] - t[r_c] - t[fb - r_c] - (t[nb] - t[mpb] - t[nb - mpb]))
+        pmf = np.where(ok, np.exp(np.where(ok, lp, 0.0)), 0.0)
+        empty = n == 0
+        pmf[empty] = 0.0
+        pmf[empty, 0, 0] = 1.0
+        d = np.zeros((N2, P, 2 * M + 1))
+        for a in range(M + 1):
+            d[..., a : a + M + 1] += pmf[..., a, ::-1]
+        z = pmf[..., 0, 0]  # P(no vote from this prior)
+        L = 2 * kmax * M + 1
+        nfft = 1 << (L - 1).bit_length()
+        F = np.fft.rfft(d, nfft, axis=-1)
+        if mode == "first":
+            spec = np.cumprod(F[:, :kmax], axis=1)
+            zk = np.cumprod(z[:, :kmax], axis=1)
+            dist = np.fft.irfft(spec, nfft, axis=-1)
+        else:
+            E = np.zeros((N2, kmax + 1, F.shape[-1]), complex)
+            e = np.zeros((N2, kmax + 1))
+            E[:, 0] = 1
+            e[:, 0] = 1
+            for c in range(P):
+                top = min(c + 1, kmax)
+                E[:, 1 : top + 1] = E[:, 1 : top + 1] + E[:, :top] * F[:, c : c + 1]
+                e[:, 1 : top + 1] = e[:, 1 : top + 1] + e[:, :top] * z[:, c : c + 1]
+            norm = np.array([math.comb(P, k) for k in range(1, kmax + 1)], float)
+            dist = np.fft.irfft(E[:, 1:], nfft, axis=-1) / norm[None, :, None]
+            zk = e[:, 1:] / norm[None, :]
+        for k, j in wanted:
+            centre = k * M
+            dk = dist[:, k - 1]
+            win = dk[:, centre + 1 : 2 * centre + 1].sum(axis=1)
+            tie = dk[:, centre] - zk[:, k - 1]
+            out[:, j] = win + (0.5 * tie if ties == "split" else 0.0)
+    out[~gold_col_ok] = 0.0
+    return np.clip(out, 0.0, 1.0)
 
 
 # -- Monte Carlo with common random numbers ------------------------------------------
@@ -380,13 +463,18 @@ def accuracy_grid(
     reps: int = 256,
     seed: int = 0,
     max_states: int = 4_000,
+    exact_cells: int = 5_000,
 ) -> Grid:
     """Expected majority-vote accuracy for every (K, M) with K*M <= budget (see module docstring).
 
     ``method``: "exact" (error if a problem's state space passes
     ``max_states``), "mc" (Monte Carlo for every problem), "auto" (exact
-    where small, Monte Carlo elsewhere). ``budget`` defaults to the largest
-    the pool supports.
+    where small, Monte Carlo elsewhere). Problems whose votes can only go to
+    gold or one other answer are exact in a vectorized pass; problems with
+    more answers use the count-vector convolution, which "auto" spends on
+    at most ``exact_cells`` (problem, cell) pairs, fewest answers first,
+    leaving the rest to Monte Carlo (a deterministic work bound). ``budget``
+    defaults to the largest the pool supports.
     """
     _check_opts(mode, ties, method)
     pool.require_gold("vote accuracy")
@@ -410,7 +498,28 @@ def accuracy_grid(
     if method != "mc":
         c, f, n = pool.counts()
         lf = _LogFact(int(max(n.max(), max(m for _, m in cells))) + 2)
-        for i in np.flatnonzero(lab):
+        li = np.flatnonzero(lab)
+        g = pool.gold[li]
+        cl = c[li]
+        sampled = np.take_along_axis(cl.sum(axis=1), g[:, None], axis=1)[:, 0] > 0
+        n_active = (cl.sum(axis=1) > 0).sum(axis=1)
+        # never-sampled gold: exactly 0; gold plus at most one other answer: vectorized 1-D path
+        zero = li[~sampled]
+        done[zero] = True
+        two = ~(~sampled) & (n_active <= 2)
+        if two.any():
+            i2 = li[two]
+            cg = np.take_along_axis(c[i2], pool.gold[i2][:, None, None].repeat(pool.n_priors, 1), axis=2)[..., 0]
+            co = c[i2].sum(axis=2) - cg
+            acc[i2] = _exact_two(cg, co, f[i2], n[i2], np.ones(len(i2), bool), cells, mode, replace, ties, lf)
+            done[i2] = True
+        rest = li[sampled & (n_active > 2)]
+        rest = rest[np.argsort(n_active[sampled & (n_active > 2)], kind="stable")]  # cheapest first
+        work = 0
+        for i in rest:
+            if method == "auto" and work + len(cells) > exact_cells:
+                break
+            work += len(cells)
             acc[i], done[i] = _exact_problem(
                 c[i], f[i], n[i], int(pool.gold[i]), cells, mode, replace, ties, max_states, lf
             )
