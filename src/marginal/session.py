@@ -92,7 +92,9 @@ class Session:
         if isinstance(policy, str):
             if plan is not None:
                 plan.check(self.task.name, self.backend.name)
-            return make_policy(policy, budget, len(self.priors), k=min(4, len(self.priors)), plan=plan)
+            # "fixed" without a K: the largest K <= 4 (and <= the bank) that divides the budget.
+            k = max(d for d in range(1, min(4, len(self.priors), budget) + 1) if budget % d == 0) if budget > 0 else 1
+            return make_policy(policy, budget, len(self.priors), k=k, plan=plan)
         return policy
 
     def solve(self, question: str | Problem, *, budget: int = 16, policy: str | Policy = "adaptive", plan: Plan | None = None) -> Result:
