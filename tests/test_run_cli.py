@@ -135,3 +135,12 @@ def test_export_and_models(full_run, tmp_path):
     assert len((tmp_path / "x.jsonl").read_text().splitlines()) == 12
     r = marginal("models")
     assert r.returncode == 0 and "smollm2-135m" in r.stdout and "qwen2.5-coder-0.5b" in r.stdout
+
+
+def test_demo_runs_offline_end_to_end(tmp_path):
+    r = marginal("demo", "--model", "smollm2-135m", "--limit", "2", "--max-tokens", "8", "--out-dir", tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert count(tmp_path / "demo-smollm2-135m.db") == 2 * 4 * 2
+    assert "regime" in r.stdout
+    html = (tmp_path / "demo-smollm2-135m.html").read_text()
+    assert html.startswith("<!DOCTYPE html>") or "<html" in html[:200]
