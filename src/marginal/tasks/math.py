@@ -34,6 +34,10 @@ _FINAL_RE = re.compile(
 )
 
 
+MAX_PARSE = 400
+"""Answers longer than this (characters) keep their normalized text instead of being parsed."""
+
+
 def _main_thread() -> bool:
     """math-verify's timeouts use SIGALRM (main thread only); elsewhere they are off, and so is its warning."""
     if threading.current_thread() is threading.main_thread():
@@ -81,6 +85,8 @@ def canonical_math(answer: str) -> str:
     words = re.fullmatch(r"[A-Za-z][A-Za-z ]*", s)
     if words and (len(s) >= 3 or re.search(r"\\(?:text|textbf|mathrm|mbox)\{[A-Za-z ]{2,}\}", answer)):
         return s.casefold()  # a word answer ("Evelyn"), not a product of symbols
+    if len(s) > MAX_PARSE:  # runaway boxes from small models: too long to be an answer worth parsing
+        return s
     parsed = _parse(s)
     expr = parsed[0] if parsed else None
     if isinstance(expr, sympy.Eq) and isinstance(expr.lhs, sympy.Symbol):
