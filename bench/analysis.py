@@ -83,7 +83,7 @@ def main() -> None:
         dt = time.perf_counter() - t0
         rows.append((f"crn-{method}", dt, float(g.se.max()), float(g.exact.mean())))
         results[method] = {"seconds": dt, "max_se": float(g.se.max()), "exact_share": float(g.exact.mean()),
-                           "reps": reps, "mean_acc_64": g.at(4, 16)}
+                           "reps": reps, "acc_k8_m8": g.at(8, 8)}
     t_ind, ses, tot = independent_mc(pool, cells, float(results["mc"]["max_se"]))
     rows.append(("independent-mc", t_ind, float(ses.max()), 0.0))
     results["independent"] = {"seconds": t_ind, "max_se": float(ses.max()), "total_reps": tot}

@@ -43,6 +43,13 @@ def _check_common(budget: Optional[int], split: float, reps: int) -> None:
         raise MarginalError(f"--reps must be >= 2, got {reps}")
 
 
+DEFAULT_MAX_BUDGET = 64
+
+
+def _default_budget(pool, budget: Optional[int]) -> int:
+    return min(pool.max_budget, DEFAULT_MAX_BUDGET) if budget is None else budget
+
+
 def grid_table(g, title: str) -> Table:
     t = Table(title=title, title_justify="left")
     t.add_column("K \\ M", justify="right", style="bold")
@@ -173,7 +180,7 @@ def render_analysis(a, console: Console) -> None:
 def analyze_cmd(
     db: Path = typer.Argument(..., help="a run database written by `marginal run`"),
     run: Optional[str] = typer.Option(None, "--run", help="run id, when the file holds several"),
-    budget: Optional[int] = typer.Option(None, "--budget", "-B", help="samples per problem (default: the largest the pool supports)"),
+    budget: Optional[int] = typer.Option(None, "--budget", "-B", help="samples per problem (default: the largest the pool supports, at most 64)"),
     split: float = typer.Option(0.5, "--split", help="calibration share of problems for the planner and weights"),
     seed: int = typer.Option(0, "--seed", help="seed of the split, bootstrap and Monte Carlo"),
     ties: str = typer.Option("split", "--ties", help="split: 1/|T| credit for a tie with gold; strict: 0"),
@@ -188,7 +195,7 @@ def analyze_cmd(
 
     _check_common(budget, split, reps)
     pool = load_pool(db, run, failed=failed)
-    a = analyze(pool, budget, split=split, seed=seed, ties=ties, replace=replace, method=method, reps=reps)
+    a = analyze(pool, _default_budget(pool, budget), split=split, seed=seed, ties=ties, replace=replace, method=method, reps=reps)
     render_analysis(a, out)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -201,7 +208,7 @@ def report_cmd(
     dbs: List[Path] = typer.Argument(..., help="one or more run databases (shown side by side)"),
     html: Path = typer.Option(Path("report.html"), "--html", help="the HTML file to write"),
     run: Optional[str] = typer.Option(None, "--run", help="run id, when a file holds several"),
-    budget: Optional[int] = typer.Option(None, "--budget", "-B", help="samples per problem (default: each pool's largest)"),
+    budget: Optional[int] = typer.Option(None, "--budget", "-B", help="samples per problem (default: each pool's largest, at most 64)"),
     split: float = typer.Option(0.5, "--split", help="calibration share of problems"),
     seed: int = typer.Option(0, "--seed"),
     method: str = typer.Option("auto", "--method", help="auto | exact | mc"),
@@ -215,6 +222,6 @@ def report_cmd(
     analyses = []
     for db in dbs:
         pool = load_pool(db, run)
-        analyses.append(analyze(pool, budget, split=split, seed=seed, method=method, reps=reps))
+        analyses.append(analyze(pool, _default_budget(pool, budget), split=split, seed=seed, method=method, reps=reps))
     path = write_report(analyses, html, names=[str(d) for d in dbs])
     out.print(f"wrote {path} ({path.stat().st_size // 1024} KiB)")

@@ -110,12 +110,15 @@ def plot_heatmap(a: Analysis) -> str:
     fig, ax = plt.subplots(figsize=(0.42 * t.shape[1] + 2.2, 0.34 * t.shape[0] + 1.6))
     im = ax.imshow(100 * t, origin="lower", cmap="viridis", aspect="auto")
     best = a.grid.best()
+    lo, hi = np.nanmin(t), np.nanmax(t)
     if t.size <= 400:
         for k in range(t.shape[0]):
             for m in range(t.shape[1]):
                 if not np.isnan(t[k, m]):
                     w = "bold" if (k + 1, m + 1) == best else "normal"
-                    ax.text(m, k, f"{100 * t[k, m]:.0f}", ha="center", va="center", fontsize=6.5, color="white", weight=w)
+                    light = (t[k, m] - lo) / max(hi - lo, 1e-12) > 0.6  # viridis is light at the top
+                    ax.text(m, k, f"{100 * t[k, m]:.0f}", ha="center", va="center", fontsize=6.5,
+                            color="black" if light else "white", weight=w)
     ax.set_xticks(range(t.shape[1]), [str(m + 1) for m in range(t.shape[1])], fontsize=7)
     ax.set_yticks(range(t.shape[0]), [str(k + 1) for k in range(t.shape[0])], fontsize=7)
     ax.set_xlabel("M samples per prior")

@@ -400,16 +400,17 @@ def _mc_problems(pool: Pool, idx: np.ndarray, cells, mode, replace, ties, reps, 
     mmax = max(by_m)
     chunk = max(1, mem // max(1, reps * P * (W + 1)))
     lab = np.arange(W + 1, dtype=np.int32)
+    dt = np.int8 if max(k * m for k, m in cells) <= 127 else np.int16
     for s in range(0, N, chunk):
         ids = ids_all[s : s + chunk]
         drawn = draw_orders(ids, sizes_all[s : s + chunk], reps, replace, mode, rng)
-        counts = np.zeros(drawn.shape[:3] + (W + 1,), np.int16)
+        counts = np.zeros(drawn.shape[:3] + (W + 1,), dt)
         for M in range(1, mmax + 1):
             counts += drawn[..., M - 1, None] == lab
             if M not in by_m:
                 continue
             kmax = max(k for k, _ in by_m[M])
-            cum = np.cumsum(counts[:, :, :kmax, :W], axis=2, dtype=np.int16)
+            cum = np.cumsum(counts[:, :, :kmax, :W], axis=2, dtype=dt)
             for k, j in by_m[M]:
                 cr = credit(cum[:, :, k - 1, :], 0, ties)
                 out[s : s + chunk, j] = cr.mean(axis=0)
