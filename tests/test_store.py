@@ -38,8 +38,13 @@ def test_failed_sample_roundtrip(tmp_path):
 def test_redacted_question_not_written(tmp_path):
     s = Store(tmp_path / "r.db")
     s.create_run("r1", {}, [Problem("p1", "SECRET QUESTION", "B", meta={"redact": True})], [Prior("a")], "0")
+    s.add_samples("r1", [Sample("p1", "a", 0, "The SECRET QUESTION asks... B", "B", True, None)])
+    assert s.samples("r1")[0].text == "The SECRET QUESTION asks... B"
+    rows = [json.loads(l) for l in open(s.export("r1", tmp_path / "x.jsonl"))]
+    assert rows[0]["text"].startswith("zlib:")  # exports keep it compressed too
     s.close()
     assert b"SECRET QUESTION" not in (tmp_path / "r.db").read_bytes()
+    assert b"SECRET QUESTION" not in (tmp_path / "r.db-wal").read_bytes() if (tmp_path / "r.db-wal").exists() else True
 
 
 def test_export_jsonl_and_parquet(tmp_path):

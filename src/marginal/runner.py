@@ -31,7 +31,7 @@ from . import __version__
 from .backends.base import Backend
 from .errors import MarginalError
 from .store import Store
-from .tasks.base import Extraction, Task
+from .tasks.base import Task, extract_all
 from .policies import Decision, Policy
 from .types import Completion, Prior, Problem, Sample, SampleSpec
 
@@ -135,13 +135,6 @@ def _missing(store: Store, run_id: str, plan: RunPlan) -> list[_Group]:
     return groups
 
 
-def _extract(task: Task, items: list[tuple[str, Problem]]) -> list[Extraction]:
-    batch = getattr(task, "extract_batch", None)
-    if batch is not None:
-        return list(batch(items))
-    return [task.extract(text, problem) for text, problem in items]
-
-
 def to_samples(
     task: Task, groups: Sequence[_Group], outs: Sequence[Sequence[Completion]], seconds: float
 ) -> list[Sample]:
@@ -152,7 +145,7 @@ def to_samples(
             if comp.finish_reason != "error":
                 items.append((comp.text, g.problem))
                 where.append((g, j))
-    extracted = dict(zip(where, _extract(task, items)))
+    extracted = dict(zip(where, extract_all(task, items)))
     per = seconds / max(1, sum(len(o) for o in outs))
     samples = []
     for g, comps in zip(groups, outs):

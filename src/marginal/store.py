@@ -6,8 +6,10 @@ Layout (one file may hold several runs):
   JSON of everything that decides the samples (task, model, priors, spec,
   problems); a run's id is a hash of it.
 - ``problems(run_id, position, problem_id, question, reference)``: the run's
-  problems in order; the question is left empty for problems whose
-  ``meta["redact"]`` is set (GPQA: its rows must not be written in plain text).
+  problems in order. For problems whose ``meta["redact"]`` is set (GPQA,
+  whose rows must never be written in plain text) the question is left
+  empty and sample texts, which may quote it, are stored zlib-compressed
+  (``samples()`` returns them decoded).
 - ``priors(run_id, position, name, spec)``: the run's bank, in order.
 - ``decisions(run_id, problem_id, used, requests, reason)``: a policy's
   steps, keyed by the samples used when it decided (a replay after a resume
@@ -25,8 +27,10 @@ Left out: concurrent writers from several processes (one driver writes).
 
 from __future__ import annotations
 
+import base64
 import json
 import sqlite3
+import zlib
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -50,6 +54,7 @@ CREATE TABLE IF NOT EXISTS problems (
     problem_id TEXT NOT NULL,
     question TEXT NOT NULL,
     reference TEXT,
+    redacted INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (run_id, problem_id)
 );
 CREATE TABLE IF NOT EXISTS priors (
@@ -92,8 +97,23 @@ SAMPLE_COLUMNS = [f.name for f in fields(Sample)]
 _DB_COLUMNS = ["problem_id", "prior", "idx", *SAMPLE_COLUMNS[3:]]
 
 
-def _row_to_sample(row: Sequence[Any]) -> Sample:
+_ZPREFIX = "zlib:"
+
+
+def _encode(text: str) -> str:
+    return _ZPREFIX + base64.b64encode(zlib.compress(text.encode("utf-8"))).decode("ascii")
+
+
+def _decode(text: str) -> str:
+    if text.startswith(_ZPREFIX):
+        return zlib.decompress(base64.b64decode(text[len(_ZPREFIX):])).decode("utf-8")
+    return text
+
+
+def _row_to_sample(row: Sequence[Any], decode: bool = True) -> Sample:
     d = dict(zip(_DB_COLUMNS, row))
+    if decode:
+        d["text"] = _decode(d["text"])
     d["index"] = d.pop("idx")
     if d["correct"] is not None:
         d["correct"] = bool(d["correct"])
@@ -151,9 +171,9 @@ class Store:
                 (run_id, json.dumps(config, sort_keys=True), time.time(), code_version),
             )
             db.executemany(
-                "INSERT OR IGNORE INTO problems VALUES (?,?,?,?,?)",
+                "INSERT OR IGNORE INTO problems VALUES (?,?,?,?,?,?)",
                 [
-                    (run_id, i, p.id, "" if p.meta.get("redact") else p.question, p.answer)
+                    (run_id, i, p.id, "" if p.meta.get("redact") else p.question, p.answer, int(bool(p.meta.get("redact"))))
                     for i, p in enumerate(problems)
                 ],
             )
@@ -186,15 +206,20 @@ class Store:
         except sqlite3.OperationalError as e:
             raise MarginalError(f"cannot write {self.path}: {e}") from None
 
+    def _redacted(self, run_id: str) -> set[str]:
+        rows = self.db.execute("SELECT problem_id FROM problems WHERE run_id=? AND redacted=1", (run_id,))
+        return {r[0] for r in rows}
+
     def add_samples(
         self, run_id: str, samples: Iterable[Sample], decisions: Iterable[tuple[str, int, str, str]] = ()
     ) -> int:
         """Store samples (and policy decisions: problem id, used, requests JSON,
         reason) in one transaction; returns how many samples were new."""
         now = time.time()
+        redacted = self._redacted(run_id)
         rows = [
             (
-                run_id, s.problem_id, s.prior, s.index, s.text, s.answer,
+                run_id, s.problem_id, s.prior, s.index, _encode(s.text) if s.problem_id in redacted else s.text, s.answer,
                 None if s.correct is None else int(s.correct), s.error, s.prompt_tokens,
                 s.completion_tokens, s.cached_prompt_tokens, s.logprob, s.finish_reason,
                 s.seed, s.seconds, now,
@@ -218,12 +243,13 @@ class Store:
         ).fetchall()
         return [(p, u, json.loads(r), why) for p, u, r, why in rows]
 
-    def samples(self, run_id: str) -> list[Sample]:
+    def samples(self, run_id: str, *, decode: bool = True) -> list[Sample]:
+        """The run's samples; ``decode=False`` keeps redacted texts compressed (for export)."""
         rows = self.db.execute(
             f"SELECT {', '.join(_DB_COLUMNS)} FROM samples WHERE run_id=? ORDER BY problem_id, prior, idx",
             (run_id,),
         ).fetchall()
-        return [_row_to_sample(r) for r in rows]
+        return [_row_to_sample(r, decode) for r in rows]
 
     def done_keys(self, run_id: str) -> set[tuple[str, str, int]]:
         rows = self.db.execute("SELECT problem_id, prior, idx FROM samples WHERE run_id=?", (run_id,))
@@ -233,9 +259,9 @@ class Store:
         return self.db.execute("SELECT count(*) FROM samples WHERE run_id=?", (run_id,)).fetchone()[0]
 
     def export(self, run_id: str, out: str | Path) -> Path:
-        """Write the run's samples as JSONL (``.jsonl``) or Parquet (``.parquet``)."""
+        """Write the run's samples as JSONL (``.jsonl``) or Parquet (``.parquet``); redacted texts stay compressed."""
         out = Path(out)
-        samples = self.samples(run_id)
+        samples = self.samples(run_id, decode=False)
         if out.suffix == ".jsonl":
             with open(out, "w", encoding="utf-8") as f:
                 for s in samples:
