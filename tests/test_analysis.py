@@ -319,9 +319,18 @@ def test_empty_pool_errors():
     with pytest.raises(MarginalError, match="empty"):
         pool_from_lists([], [])
     with pytest.raises(MarginalError, match="empty"):
-        pool_from_lists([[[None, None]]], ["g"])
+        pool_from_lists([[[]]], ["g"])
     with pytest.raises(MarginalError, match="empty"):
-        Pool(np.full((1, 1, 1), FAILED), np.zeros(1), ("p",), ("0",))
+        Pool(np.full((1, 1, 1), -2), np.zeros(1), ("p",), ("0",))
+
+
+def test_all_failed_run_is_analysable():
+    # every sample failed: nothing votes, so every allocation scores 0 (not an error)
+    pool = pool_from_lists([[[None, None], [None]], [[None], [None, None]]], ["g", "h"])
+    g = accuracy_grid(pool, method="exact")
+    assert np.all(g.acc == 0)
+    assert margins(pool).gamma.max() == 0
+    assert np.all(bias_variance(pool, 2).normal == 0)
 
 
 # -- loading from the store ----------------------------------------------------------
@@ -387,3 +396,13 @@ def test_load_pool_label_free_and_errors(tmp_path):
         load_pool(tmp_path / "nosamples.db")
     with pytest.raises(MarginalError, match="unknown run"):
         load_pool(tmp_path / "run.db" if (tmp_path / "run.db").exists() else make_store(tmp_path / "run.db"), run="r2")
+
+
+def test_load_pool_all_failed_with_references_is_labelled(tmp_path):
+    st = Store(tmp_path / "f.db")
+    st.create_run("r", {}, [Problem("a", "q", "1"), Problem("b", "q", "2")], [Prior("x"), Prior("y")], "t")
+    st.add_samples("r", [Sample(p, c, j, "", None, None, "no answer") for p in "ab" for c in "xy" for j in range(2)])
+    st.close()
+    pool = load_pool(tmp_path / "f.db")
+    assert not pool.label_free and (pool.answers == FAILED).all()
+    assert np.all(accuracy_grid(pool).acc == 0)

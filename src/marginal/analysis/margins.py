@@ -240,13 +240,15 @@ def bias_variance(pool: Pool, budget: int | None = None, *, method: str = "auto"
     gam, sw, sb, present = moments(pool)
     cells = grid_cells(pool.n_priors, pool.n_slots, budget)
     N = gam.shape[0]
+    sub = pool.subset(pool.labelled)
+    gold_seen = (sub.answers == sub.gold[:, None, None]).any(axis=(1, 2))
     normal = np.ones((N, len(cells)))
     for j, (k, m) in enumerate(cells):
         sd = np.sqrt(sw / (k * m) + sb / k)
         with np.errstate(divide="ignore", invalid="ignore"):
             z = np.where(sd > 0, gam / np.where(sd > 0, sd, 1), np.where(gam > 0, np.inf, np.where(gam < 0, -np.inf, 0.0)))
         ph = np.where(present, _phi(z), 1.0)
-        normal[:, j] = ph.prod(axis=1)
+        normal[:, j] = np.where(gold_seen, ph.prod(axis=1), 0.0)  # gold never sampled: never right
     ex = accuracy_grid(pool, budget, cells=cells, mode="random", replace=True, method=method, seed=seed)
     masked = np.where(present, gam, np.inf)
     b = masked.argmin(axis=1)

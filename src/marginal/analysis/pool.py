@@ -57,8 +57,8 @@ class Pool:
             raise MarginalError(f"pool gold must have one id per problem ({a.shape[0]}), got shape {g.shape}")
         if len(self.priors) != a.shape[1]:
             raise MarginalError(f"pool has {a.shape[1]} priors but {len(self.priors)} prior names")
-        if a.shape[0] == 0 or a.shape[1] == 0 or a.shape[2] == 0 or not (a >= 0).any():
-            raise MarginalError(f"run {self.run_id or '(arrays)'} is empty: no answered samples")
+        if a.shape[0] == 0 or a.shape[1] == 0 or a.shape[2] == 0 or not (a != MISSING).any():
+            raise MarginalError(f"run {self.run_id or '(arrays)'} is empty: it holds no samples")
         a.setflags(write=False)
         g.setflags(write=False)
         object.__setattr__(self, "answers", a)
@@ -229,7 +229,7 @@ def load_pool(path, run: str | None = None, *, failed: str = "abstain") -> Pool:
         if pid not in prob_pos:
             prob_pos[pid] = len(prob_pos)
             refs.append(None)
-    label_free = all(r[4] is None for r in rows)
+    label_free = all(r[4] is None for r in rows) and all(r is None for r in refs)
     cells: list[list[list[tuple[int, str | None, int | None]]]] = [
         [[] for _ in priors] for _ in prob_pos
     ]
