@@ -51,7 +51,7 @@ def _default_budget(pool, budget: Optional[int]) -> int:
 
 
 def grid_table(g, title: str) -> Table:
-    t = Table(title=title, title_justify="left")
+    t = Table(title=title or None, title_justify="left")
     t.add_column("K \\ M", justify="right", style="bold")
     mmax = max(m for _, m in g.cells)
     for m in range(1, mmax + 1):
@@ -100,8 +100,11 @@ def render_analysis(a, console: Console) -> None:
         return
     g = a.grid
     ex = g.exact.mean()
-    console.print(grid_table(g, f"Vote accuracy % by (K priors in bank order, M samples each), K x M <= {a.budget}"
-                             f"  [{'exact' if ex == 1 else f'{100 * ex:.0f}% exact, rest Monte Carlo ± SE'}]"))
+    console.print(
+        f"[bold]Vote accuracy %[/] of K priors (bank order, rows) x M samples each (columns), K x M <= {a.budget}; "
+        f"{'exact' if ex == 1 else f'{100 * ex:.0f}% of cells exact, the rest Monte Carlo ± SE'}; best in green"
+    )
+    console.print(grid_table(g, ""))
     gr = a.grid_random
     k1 = g.best()
     console.print(
