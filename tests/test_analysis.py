@@ -406,3 +406,12 @@ def test_load_pool_all_failed_with_references_is_labelled(tmp_path):
     pool = load_pool(tmp_path / "f.db")
     assert not pool.label_free and (pool.answers == FAILED).all()
     assert np.all(accuracy_grid(pool).acc == 0)
+
+
+def test_pool_validates_arrays():
+    with pytest.raises(MarginalError, match="padding"):
+        Pool(np.array([[[0, -2, 1]]]), np.zeros(1), ("p",), ("0",))
+    with pytest.raises(MarginalError, match="ids"):
+        Pool(np.array([[[0, -3]]]), np.zeros(1), ("p",), ("0",))
+    with pytest.raises(MarginalError, match="prior names"):
+        Pool(np.array([[[0, 1]]]), np.zeros(1), ("p", "q"), ("0",))

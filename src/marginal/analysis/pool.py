@@ -59,6 +59,11 @@ class Pool:
             raise MarginalError(f"pool has {a.shape[1]} priors but {len(self.priors)} prior names")
         if a.shape[0] == 0 or a.shape[1] == 0 or a.shape[2] == 0 or not (a != MISSING).any():
             raise MarginalError(f"run {self.run_id or '(arrays)'} is empty: it holds no samples")
+        if (a < MISSING).any() or (g < NO_GOLD).any():
+            raise MarginalError("pool ids must be >= 0, -1 (failed) or -2 (missing); gold >= 0 or -1 (unknown)")
+        pad = a == MISSING
+        if (pad[:, :, :-1] & ~pad[:, :, 1:]).any():
+            raise MarginalError("pool padding (-2) must come after a cell's stored samples")
         a.setflags(write=False)
         g.setflags(write=False)
         object.__setattr__(self, "answers", a)
