@@ -229,3 +229,19 @@ def test_bundled_gguf_through_transformers(smol_path, smol):
     assert first.max() - first[ref.token_ids[0]] < 0.5
     out = b.generate([chat, "2 + 2 ="], SampleSpec(n=2, temperature=0.8, max_tokens=8, seed=1))
     assert [len(r) for r in out] == [2, 2] and all(c.error is None and c.token_ids for r in out for c in r)
+
+
+def test_gpu_check_script_runs_tiny(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.py"
+    out = tmp_path / "g.json"
+    r = subprocess.run([sys.executable, str(script), "--tiny", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert {x["engine"] for x in rows} == {"generate_1", "marginal", "generate_nrs"}
+    assert all(x["tokens"] == x["sequences"] * 8 and x["tok_s"] > 0 for x in rows)  # no EOS: full length each
+    assert "vs generate" in r.stdout

@@ -225,7 +225,7 @@ class FakeOpenAIServer:
     """A stdlib HTTP server that answers like an OpenAI-compatible one.
 
     ``mode``: "n" honours n (choices with logprobs, cached-token usage);
-    "reject_n" answers 400 "n must be 1" to n > 1; prompts containing
+    "reject_n" answers n > 1 as llama.cpp's C++ server does (400); prompts containing
     "RATE" get one 429 first, prompts containing "BROKEN" always get 500.
     Every request body is kept in ``requests``.
     """
@@ -261,8 +261,8 @@ class FakeOpenAIServer:
                 if "RATE" in text and text not in fake.seen:
                     fake.seen.add(text)
                     return self._send(429, {"error": {"message": "slow down"}})
-                if fake.mode == "reject_n" and n > 1:
-                    return self._send(400, {"error": {"message": "n must be 1 for this server", "param": "n"}})
+                if fake.mode == "reject_n" and n > 1:  # llama.cpp's C++ server says this
+                    return self._send(400, {"error": {"message": "Only one completion choice is allowed"}})
                 chat = "messages" in body
                 choices = []
                 for i in range(n):

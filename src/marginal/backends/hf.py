@@ -353,8 +353,9 @@ class HFBackend:
         step = 0
         while True:
             u = torch.from_numpy(step_uniforms(seeds[live], step))
+            logits = logits.float()
             tok = sample_tokens(logits, spec, u)
-            lp = (logits.float().gather(1, tok[:, None])[:, 0] - torch.logsumexp(logits.float(), -1)).tolist()
+            lp = (logits.gather(1, tok[:, None])[:, 0] - torch.logsumexp(logits, -1)).tolist()
             tok_l = tok.tolist()
             c["tokens_generated"] += len(live)
             keep: list[int] = []

@@ -398,7 +398,10 @@ class _Retryable(Exception):
 
 def _names_n(low: str) -> bool:
     """Whether a server's error message is about the ``n`` parameter."""
-    return any(s in low for s in ("'n'", '"n"', " n ", "n must", "n >", "n=", "parameter n", "best_of"))
+    return any(
+        s in low
+        for s in ("'n'", '"n"', " n ", "n must", "n >", "n=", "parameter n", "best_of", "one completion choice", "choices")
+    )
 
 
 def _token_logprobs(lp: Any) -> list[float] | None:
