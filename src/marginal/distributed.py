@@ -1,0 +1,341 @@
+"""Multi-worker runs on Ray: the K x M grid sharded to actors, one writer.
+
+``execute_ray`` does what `marginal.runner.execute` does, on a Ray cluster:
+
+- The driver opens the run and lists the missing (problem, prior) groups
+  exactly as ``execute`` does (so a resumed run shards only what is missing),
+  and cuts them into the same batches (groups of one engine and sample
+  offset, about ``batch_samples`` samples each). A batch is the shard.
+- Each worker is a Ray actor holding its own task (rebuilt in the worker
+  from ``task_args`` with `marginal.tasks.load_task`, not pickled) and its
+  own backend per model (``load_backend(model, **backend_options)``, e.g.
+  ``n_threads=1`` per CPU worker). It generates, extracts and grades a
+  batch (`marginal.runner.to_samples`) and returns its samples.
+- The driver keeps one batch in flight per actor, collects finished batches
+  with ``ray.wait`` as they come, and ALONE writes the store (one
+  transaction per batch, as ``execute``) and reports progress.
+- A worker that dies (``ray.kill``, OOM, a lost node) fails its in-flight
+  batch with a ``RayActorError``; the batch goes back to the front of the
+  queue and a replacement actor is started. Each batch may be retried
+  ``max_retries`` times. Samples are keyed (problem, prior, index); the
+  driver checks that every returned batch holds exactly the keys it asked
+  for and counts (and skips) any key already stored, so a duplicate is
+  reported, never written silently.
+- Seeds derive from (spec seed, prompt, sample index) as in the one-process
+  path, so a Ray run stores the same samples as ``execute`` up to llama.cpp's
+  batch-composition and thread-count numerics.
+
+`RayCluster` connects before anything touches the store: ``--address`` is
+checked with a TCP connection first, because ``ray.init`` on an address with
+nothing behind it retries for minutes; without an address a local cluster
+with ``workers x cpus_per_worker`` CPUs is started.
+
+Left out: policy runs (``execute_policy``, whose rounds depend on answers
+seen so far, stay in one process); shipping data files or models to remote
+nodes (every node must resolve the same task data and model names, e.g. a
+shared filesystem or ``$MARGINAL_DATA``); a reachable address that is not a
+Ray cluster (Ray itself then aborts after its GCS timeout); autoscaling.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import MarginalError
+from .runner import Progress, RunPlan, _Group, _missing, open_run, to_samples
+from .store import Store
+from .types import Sample, SampleSpec
+
+INSTALL = "pip install 'marginal[ray]'"
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise MarginalError(f"--ray needs Ray, which is not installed: {INSTALL}") from None
+    return ray
+
+
+@dataclass(frozen=True)
+class RayReport:
+    """What a Ray run did."""
+
+    run_id: str
+    workers: int
+    """Actors started at first (replacements not counted)."""
+    batches: int
+    """Batches (shards) stored."""
+    samples: int
+    """New samples stored."""
+    retried: int
+    """Batches dispatched again because their worker died."""
+    restarts: int
+    """Replacement actors started."""
+    duplicates: int
+    """Returned samples whose key was already stored (skipped; 0 in a healthy run)."""
+
+
+def _batches(groups: Sequence[_Group], spec: SampleSpec, batch_samples: int) -> list[tuple[list[_Group], SampleSpec]]:
+    """The batches ``execute`` would generate, each with its sampling spec."""
+    buckets: dict[tuple, list[_Group]] = defaultdict(list)
+    for g in groups:
+        buckets[(g.prior.model, g.first, g.n)].append(g)
+    out = []
+    for (_, first, n), bucket in buckets.items():
+        per_call = max(1, batch_samples // n)
+        for start in range(0, len(bucket), per_call):
+            out.append((bucket[start : start + per_call], replace(spec, n=n, first_index=first)))
+    return out
+
+
+def _keys(groups: Sequence[_Group]) -> set[tuple[str, str, int]]:
+    return {(g.problem.id, g.prior.name, g.first + j) for g in groups for j in range(g.n)}
+
+
+def _absolute(task_args: dict) -> dict:
+    """``task_args`` with local relative paths made absolute (workers may run elsewhere)."""
+    args = dict(task_args)
+    name = args.get("name", "")
+    if name.startswith("jsonl:") and Path(name[6:]).exists():
+        args["name"] = "jsonl:" + str(Path(name[6:]).resolve())
+    if args.get("data") is not None and Path(args["data"]).exists():
+        args["data"] = str(Path(args["data"]).resolve())
+    return args
+
+
+class _Worker:
+    """One Ray actor's state: a task and the backends it has loaded (lazily,
+    so that a bad task or model fails the first batch with its own message)."""
+
+    def __init__(self, task_args: dict, model: str, backend_options: dict):
+        self.task_args = task_args
+        self.model = model
+        self.backend_options = backend_options
+        self.task = None
+        self.backends: dict[str, Any] = {}
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def run(self, groups: list[_Group], spec: SampleSpec) -> list[Sample]:
+        from .backends import load_backend
+        from .tasks import load_task
+
+        if self.task is None:
+            args = dict(self.task_args)
+            self.task = load_task(args.pop("name"), **args)
+        name = groups[0].prior.model or self.model
+        if name not in self.backends:
+            self.backends[name] = load_backend(name, **self.backend_options)
+        t0 = time.perf_counter()
+        outs = self.backends[name].generate([g.prior.render(g.problem.question) for g in groups], spec)
+        return to_samples(self.task, groups, outs, time.perf_counter() - t0)
+
+    def close(self) -> None:
+        for b in self.backends.values():
+            b.close()
+        self.backends.clear()
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A one-line MarginalError unless something accepts TCP connections at ``address``."""
+    hostport = address.split("://", 1)[1] if "://" in address else address
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise MarginalError(f"--address {address!r}: expected HOST:PORT, ray://HOST:PORT or auto")
+    host = host.strip("[]")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise MarginalError(f"--address {address}: Ray cluster unreachable ({reason}); start one with `ray start --head` or drop --address for a local cluster") from None
+
+
+class RayCluster:
+    """A connection to Ray for one run: ``address`` (HOST:PORT, ray://HOST:PORT
+    or auto) or, when None, a new local cluster of ``workers x cpus_per_worker``
+    CPUs. Reuses an already initialized Ray (and then leaves it running)."""
+
+    def __init__(self, address: str | None = None, workers: int | None = None, cpus_per_worker: float = 1):
+        ray = _ray()
+        if workers is not None and workers <= 0:
+            raise MarginalError(f"--workers must be a positive integer, got {workers}")
+        self.started = False
+        if ray.is_initialized():
+            return
+        import logging
+
+        common = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+        try:
+            if address is not None:
+                if address != "auto":
+                    _check_reachable(address)
+                ray.init(address=address, **common)
+            else:
+                cpus = (workers or os.cpu_count() or 1) * cpus_per_worker
+                ray.init(address="local", num_cpus=max(1, round(cpus)), **common)
+        except MarginalError:
+            raise
+        except Exception as e:  # ConnectionError, version mismatch, ...
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            where = f"at {address}" if address else "(local)"
+            raise MarginalError(f"cannot connect to the Ray cluster {where}: {first}") from None
+        self.started = True
+
+    def close(self) -> None:
+        if self.started:
+            _ray().shutdown()
+            self.started = False
+
+    def __enter__(self) -> RayCluster:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def execute_ray(
+    plan: RunPlan,
+    task_args: dict,
+    model: str,
+    store: Store,
+    *,
+    workers: int | None = None,
+    address: str | None = None,
+    backend_options: dict | None = None,
+    batch_samples: int = 64,
+    on_progress: Callable[[Progress], None] | None = None,
+    cpus_per_worker: float = 1,
+    gpus_per_worker: float = 0,
+    max_retries: int = 3,
+) -> RayReport:
+    """Generate every missing sample of ``plan`` into ``store`` on Ray actors.
+
+    ``task_args`` are `marginal.tasks.load_task`'s arguments with the task's
+    ``name`` (each worker rebuilds the task); ``model`` is the run's model
+    (priors may name their own); ``backend_options`` go to ``load_backend``
+    in each worker. ``workers`` actors (default: as many as the cluster's
+    CPUs / ``cpus_per_worker``) each reserve ``cpus_per_worker`` CPUs and
+    ``gpus_per_worker`` GPUs. Connects with `RayCluster` unless Ray is
+    already initialized. A batch whose worker dies is retried up to
+    ``max_retries`` times on a replacement actor; past that, or on an error
+    inside a worker, the run stops with what is stored kept.
+    """
+    ray = _ray()
+    if not isinstance(batch_samples, int) or batch_samples <= 0:
+        raise MarginalError(f"--batch-samples must be a positive integer, got {batch_samples}")
+    with RayCluster(address, workers, cpus_per_worker):
+        run_id = open_run(store, plan)
+        groups = _missing(store, run_id, plan)
+        batches = _batches(groups, plan.spec, batch_samples)
+        if not batches:
+            return RayReport(run_id, 0, 0, 0, 0, 0, 0)
+        if workers is None:
+            workers = max(1, int(ray.cluster_resources().get("CPU", 1) // max(cpus_per_worker, 1e-9)))
+        n_actors = min(workers, len(batches))
+        return _drive(
+            ray, plan, run_id, store, groups, batches, n_actors, _absolute(task_args), model,
+            dict(backend_options or {}), on_progress, cpus_per_worker, gpus_per_worker, max_retries,
+        )
+
+
+def _drive(
+    ray, plan, run_id, store, groups, batches, n_actors, task_args, model, backend_options, on_progress,
+    cpus_per_worker, gpus_per_worker, max_retries,
+) -> RayReport:
+    from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
+
+    actor_cls = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=0)(_Worker)
+    tag = f"marginal-{run_id}-{os.getpid()}-{os.urandom(3).hex()}"
+    started = 0
+
+    def new_actor():
+        nonlocal started
+        started += 1
+        return actor_cls.options(name=f"{tag}-w{started}").remote(task_args, model, backend_options)
+
+    total = len(plan.problems) * len(plan.priors) * plan.spec.n
+    done = total - sum(g.n for g in groups)
+    remaining = defaultdict(int)
+    for g in groups:
+        remaining[g.problem.id] += g.n
+    problems_done = len(plan.problems) - len(remaining)
+    stored = store.done_keys(run_id)
+
+    actors = {k: new_actor() for k in range(n_actors)}
+    idle = deque(actors)
+    queue = deque(range(len(batches)))
+    attempts: dict[int, int] = defaultdict(int)
+    inflight: dict[Any, tuple[int, int, float]] = {}
+    retried = restarts = duplicates = new = stored_batches = 0
+
+    def dispatch() -> None:
+        while queue and idle:
+            k, b = idle.popleft(), queue.popleft()
+            chunk, spec = batches[b]
+            inflight[actors[k].run.remote(chunk, spec)] = (k, b, time.perf_counter())
+
+    try:
+        dispatch()
+        while inflight:
+            (ref,), _ = ray.wait(list(inflight), num_returns=1)
+            k, b, t0 = inflight.pop(ref)
+            try:
+                samples = ray.get(ref)
+            except RayTaskError as e:
+                cause = getattr(e, "cause", None)
+                if isinstance(cause, MarginalError):
+                    raise MarginalError(str(cause)) from None
+                raise
+            except (RayActorError, WorkerCrashedError) as e:
+                attempts[b] += 1
+                if attempts[b] > max_retries:
+                    raise MarginalError(
+                        f"a batch failed on {attempts[b]} Ray workers in a row (last: {type(e).__name__}); "
+                        "stored samples are kept, run the same command again to resume"
+                    ) from None
+                retried += 1
+                restarts += 1
+                ray.kill(actors[k], no_restart=True)
+                actors[k] = new_actor()
+                queue.appendleft(b)
+                idle.append(k)
+                dispatch()
+                continue
+            idle.append(k)
+            dispatch()  # keep the worker busy while the driver writes
+            chunk, _ = batches[b]
+            got = [(s.problem_id, s.prior, s.index) for s in samples]
+            if len(got) != len(set(got)) or set(got) != _keys(chunk):
+                raise RuntimeError(f"Ray worker returned samples {sorted(got)} for keys {sorted(_keys(chunk))}")
+            fresh = [s for s, key in zip(samples, got) if key not in stored]
+            duplicates += len(samples) - len(fresh)
+            added = store.add_samples(run_id, fresh)
+            stored.update(got)
+            new += added
+            done += added
+            stored_batches += 1
+            for g in chunk:
+                remaining[g.problem.id] -= g.n
+                if remaining[g.problem.id] == 0:
+                    problems_done += 1
+            if on_progress:
+                on_progress(
+                    Progress(
+                        problems_done, len(plan.problems), done, total, added,
+                        sum(s.completion_tokens for s in fresh), time.perf_counter() - t0,
+                    )
+                )
+    finally:
+        for a in actors.values():
+            ray.kill(a, no_restart=True)
+    return RayReport(run_id, n_actors, stored_batches, new, retried, restarts, duplicates)
