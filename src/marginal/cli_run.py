@@ -116,6 +116,9 @@ def run(
     plan_file: Optional[Path] = typer.Option(None, "--plan", help="plan.json from `marginal analyze --save-plan` (policy planned)"),
     threshold: float = typer.Option(0.95, help="adaptive: stop when P(leader stays leader) reaches this"),
     batch_samples: int = typer.Option(64, help="samples generated and committed per batch (a crash loses at most one batch)"),
+    use_ray: bool = typer.Option(False, "--ray", help="shard the batches to Ray workers, each with its own model (pip install 'marginal[ray]')"),
+    address: Optional[str] = typer.Option(None, help="--ray: cluster address HOST:PORT, ray://HOST:PORT or auto (default: a new local cluster)"),
+    workers: Optional[int] = typer.Option(None, help="--ray: worker actors, each with --threads CPUs (default: the cluster's CPUs)"),
 ) -> None:
     """Sample K priors x M samples for each problem into a resumable SQLite pool.
 
@@ -164,6 +167,15 @@ def run(
         budget=grid_budget, limit=limit, seed=seed, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
         min_p=min_p, data=data, question_field=question_field, answer_field=answer_field, grader=grader,
     )
+    cluster = None
+    if use_ray:  # connect before the store is touched: a bad address leaves it as it was
+        from .distributed import RayCluster
+
+        if policy is not None:
+            raise MarginalError("--ray runs K x M grids; --policy runs in one process (drop one of them)")
+        cluster = RayCluster(address, workers, threads or 1)
+    elif address is not None or workers is not None:
+        raise MarginalError("--address and --workers apply to --ray runs only")
     store = Store(out_path)
     backends: dict = {}
 
@@ -190,13 +202,23 @@ def run(
     t0 = time.perf_counter()
     try:
         with bar.progress:
-            if pol is None:
+            if cluster is not None:
+                from .distributed import execute_ray
+
+                task_args = dict(name=task, data=data, question_field=question_field, answer_field=answer_field, grader=grader, seed=seed)
+                run_id = execute_ray(
+                    plan, task_args, model, store, workers=workers, address=address, backend_options={"n_threads": threads or 1},
+                    batch_samples=batch_samples, on_progress=bar, cpus_per_worker=threads or 1,
+                ).run_id
+            elif pol is None:
                 run_id = execute(plan, task_obj, backend_for, store, batch_samples=batch_samples, on_progress=bar)
             else:
                 run_id = execute_policy(plan, pol, budget, task_obj, backend_for, store, on_progress=bar)
     finally:
         for b in backends.values():
             b.close()
+        if cluster is not None:
+            cluster.close()
     _summary(store, run_id, plan, time.perf_counter() - t0, out_path)
     store.close()
 
