@@ -225,7 +225,8 @@ class FakeOpenAIServer:
     """A stdlib HTTP server that answers like an OpenAI-compatible one.
 
     ``mode``: "n" honours n (choices with logprobs, cached-token usage);
-    "reject_n" answers n > 1 as llama.cpp's C++ server does (400); prompts containing
+    "reject_n" answers n > 1 as llama.cpp's C++ server does (400);
+    "no_logprobs" answers 400 to any request asking for logprobs; prompts containing
     "RATE" get one 429 first, prompts containing "BROKEN" always get 500.
     Every request body is kept in ``requests``.
     """
@@ -261,6 +262,8 @@ class FakeOpenAIServer:
                 if "RATE" in text and text not in fake.seen:
                     fake.seen.add(text)
                     return self._send(429, {"error": {"message": "slow down"}})
+                if fake.mode == "no_logprobs" and ("logprobs" in body or "top_logprobs" in body):
+                    return self._send(400, {"error": {"message": "logprobs are not supported"}})
                 if fake.mode == "reject_n" and n > 1:  # llama.cpp's C++ server says this
                     return self._send(400, {"error": {"message": "Only one completion choice is allowed"}})
                 chat = "messages" in body
@@ -270,11 +273,11 @@ class FakeOpenAIServer:
                     toks = [out[k : k + 3] for k in range(0, len(out), 3)]
                     if chat:
                         lp = {"content": [{"token": t, "logprob": -0.5, "top_logprobs": []} for t in toks]}
-                        choices.append({"index": i, "message": {"role": "assistant", "content": out}, "logprobs": lp,
-                                        "finish_reason": "stop"})
+                        choice = {"message": {"role": "assistant", "content": out}, "finish_reason": "stop"}
                     else:
                         lp = {"tokens": toks, "token_logprobs": [-0.25] * len(toks), "text_offset": [], "top_logprobs": []}
-                        choices.append({"index": i, "text": out, "logprobs": lp, "finish_reason": "length"})
+                        choice = {"text": out, "finish_reason": "length"}
+                    choices.append({"index": i, "logprobs": None if fake.mode == "no_logprobs" else lp, **choice})
                 usage = {"prompt_tokens": 7, "completion_tokens": 99, "total_tokens": 106,
                          "prompt_tokens_details": {"cached_tokens": 4}}
                 self._send(200, {"id": "x", "object": "chat.completion" if chat else "text_completion",
@@ -332,3 +335,15 @@ def test_retries_on_429_and_error_completions_on_5xx():
         assert sum("BROKEN" in r["prompt"] for r in srv.requests) == 4  # 2 samples x (1 try + 1 retry)
         with pytest.raises(MarginalError, match="every request failed; last error: .*boom"):
             b.generate(["BROKEN"], SampleSpec(n=1))
+
+
+def test_server_without_logprobs():
+    with FakeOpenAIServer("no_logprobs") as srv, OpenAIBackend(srv.url, "fake-7b", retries=0) as b:
+        out = b.generate([_chat("a"), "b"], SampleSpec(n=2, seed=5))
+        assert b._logprobs is False and srv.requests[0].get("logprobs") is True
+        assert all("logprobs" not in r for r in srv.requests[1:])
+        for row in out:
+            # n choices per request, no logprobs: the request's 99 tokens split evenly (approximate)
+            assert all(c.error is None and c.logprob == 0.0 and c.completion_tokens == 50 for c in row)
+        one = b.generate(["c"], SampleSpec(n=1))
+        assert one[0][0].completion_tokens == 99  # one choice: the usage is exact

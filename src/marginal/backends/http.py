@@ -157,6 +157,8 @@ class OpenAIBackend:
             max_retries=retries,
         )
         self._use_n = use_n
+        self._n_ok = False
+        """The server has answered n > 1 with n choices."""
         self._logprobs = True
         self._lock = threading.Lock()
         self.model = model if model else ""
@@ -256,8 +258,9 @@ class OpenAIBackend:
                 jobs.extend((i, [j]) for j in todo)
         if not jobs:
             return
-        if batched:  # probe the first prompt alone: a server without n fails or answers short at once
+        if batched and not self._n_ok:  # probe with one prompt: a server without n fails or answers short at once
             self._job(prompts, spec, results, jobs[0], batched=True)
+            self._n_ok = True
             jobs = jobs[1:]
         if len(jobs) == 1 or self.max_concurrency == 1:
             for job in jobs:
