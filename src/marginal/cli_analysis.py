@@ -190,7 +190,7 @@ def analyze_cmd(
     replace: bool = typer.Option(False, "--replace", help="draw samples with replacement (bootstrap) instead of subsampling"),
     method: str = typer.Option("auto", "--method", help="auto | exact | mc"),
     failed: str = typer.Option("abstain", "--failed", help="abstain: failed samples use budget; drop: removed"),
-    reps: int = typer.Option(256, "--reps", help="Monte Carlo replicates where exact is too large"),
+    reps: int = typer.Option(128, "--reps", help="Monte Carlo replicates where exact is too large"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the numbers as JSON"),
 ) -> None:
     """Accuracy of every (K priors x M samples) split, margins, drift regime and the planner's choice."""
@@ -215,7 +215,7 @@ def report_cmd(
     split: float = typer.Option(0.5, "--split", help="calibration share of problems"),
     seed: int = typer.Option(0, "--seed"),
     method: str = typer.Option("auto", "--method", help="auto | exact | mc"),
-    reps: int = typer.Option(256, "--reps"),
+    reps: int = typer.Option(128, "--reps"),
 ) -> None:
     """Write a self-contained HTML report (plots embedded) for one or more runs."""
     from .analysis import analyze, load_pool

@@ -461,7 +461,7 @@ def accuracy_grid(
     replace: bool = False,
     ties: str = "split",
     method: str = "auto",
-    reps: int = 256,
+    reps: int = 128,
     seed: int = 0,
     max_states: int = 4_000,
     exact_cells: int = 5_000,
@@ -516,11 +516,11 @@ def accuracy_grid(
             done[i2] = True
         rest = li[sampled & (n_active > 2)]
         rest = rest[np.argsort(n_active[sampled & (n_active > 2)], kind="stable")]  # cheapest first
-        work = 0
+        work, unit = 0, len(cells) * (pool.n_priors if mode == "random" else 1)  # random: P x the passes
         for i in rest:
-            if method == "auto" and work + len(cells) > exact_cells:
+            if method == "auto" and work + unit > exact_cells:
                 break
-            work += len(cells)
+            work += unit
             acc[i], done[i] = _exact_problem(
                 c[i], f[i], n[i], int(pool.gold[i]), cells, mode, replace, ties, max_states, lf
             )

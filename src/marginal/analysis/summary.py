@@ -103,7 +103,7 @@ def _f(x) -> list:
 
 
 def analyze(pool: Pool, budget: int | None = None, *, split: float = 0.5, seed: int = 0, ties: str = "split",
-            replace: bool = False, method: str = "auto", reps: int = 256, n_boot: int = 2000) -> Analysis:
+            replace: bool = False, method: str = "auto", reps: int = 128, n_boot: int = 2000) -> Analysis:
     """Run every analysis the pool supports for ``budget`` (default: the largest valid)."""
     budget = pool.max_budget if budget is None else budget
     pool.check_budget(budget)
