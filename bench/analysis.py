@@ -94,6 +94,10 @@ def main() -> None:
         print(f"{name:<16}{dt:>9.2f}{se:>9.4f}{ex:>7.2f}")
     print(f"speed ratio independent/CRN-MC at equal max SE: {results['speed_ratio_vs_crn_mc']:.1f}x")
     print(f"peak RSS {results['peak_rss_mib']:.0f} MiB")
+    a = results["auto"]
+    results["targets_met"] = {"seconds<=10": a["seconds"] <= 10, "max_se<=0.002": a["max_se"] <= TARGET_SE,
+                              "peak_rss<2GiB": results["peak_rss_mib"] < 2048}
+    print("targets (auto):", ", ".join(f"{k} {'ok' if v else 'MISSED'}" for k, v in results["targets_met"].items()))
     if not quick:
         out = Path(__file__).parent / "results" / "analysis.json"
         out.write_text(json.dumps(results, indent=2) + "\n")
