@@ -120,8 +120,8 @@ def test_report_cli_side_by_side(runs, tmp_path):
     text = out.read_text()
     assert "<html" in text and "http://" not in text and "https://" not in text  # self-contained
     imgs = _images(text)
-    # 2 labelled runs x 6 plots + label-free run x 3 plots
-    assert len(imgs) == 2 * 6 + 3
+    # 2 labelled runs x 7 plots + label-free run x 3 plots
+    assert len(imgs) == 2 * 7 + 3
     assert all(b.startswith(b"\x89PNG") and len(b) > 2000 for b in imgs)
     for s in ("Accuracy vs budget", "Planner", "regime", "label-free run", "a.db", "b.db", "lf.db"):
         assert s in text, s

@@ -5,8 +5,8 @@ budget per allocation family (repetition-only, diversity-only in bank order
 and at random, fixed K, the best cell within the budget, the oracle) with
 95% bands; the (K, M) heatmap; Γ_K with its bootstrap band, dominance and the
 label-free margin; histograms of per-problem margins for two allocations
-(K = 1 and all priors); per-prior accuracy and the agreement matrix; the
-planner's choice against the baselines on held-out problems. A label-free
+(K = 1 and all priors); per-prior accuracy and the agreement matrix; the normal approximation
+against the exact accuracy (bias-variance theory check); the planner's choice against the baselines on held-out problems. A label-free
 run gets the label-free sections only. Matplotlib runs on the Agg backend.
 Left out: interactive plots, external assets (the file needs nothing else).
 """
@@ -194,6 +194,23 @@ def plot_priors(a: Analysis) -> str:
     return _png(fig)
 
 
+def plot_normal(a: Analysis) -> str:
+    plt = _plt()
+    bv = a.bias_variance
+    ex, nm = 100 * bv.exact.mean(axis=0), 100 * bv.normal.mean(axis=0)
+    km = np.array([k * m for k, m in bv.cells])
+    fig, ax = plt.subplots(figsize=(4.6, 3.8))
+    sc = ax.scatter(ex, nm, c=np.log2(km), cmap="viridis", s=14)
+    lo, hi = float(min(ex.min(), nm.min())) - 2, float(max(ex.max(), nm.max())) + 2
+    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+    ax.set_xlabel("exact accuracy % (random K, with replacement)")
+    ax.set_ylabel("normal approximation %")
+    ax.set_title(f"mean |error| {100 * bv.mean_abs_error:.1f} points over {len(bv.cells)} cells", fontsize=9)
+    fig.colorbar(sc, ax=ax, label="log2(K x M)", shrink=0.8)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
 def plot_plan(a: Analysis) -> str:
     plt = _plt()
     pl = a.plan
@@ -285,6 +302,7 @@ def render_html(analyses: Sequence[Analysis], names: Sequence[str] | None = None
         section("Margins as priors are added: Γ_K, dominance, label-free margin", plot_gamma, need_gold=False),
         section("Per-problem margins for two allocations", plot_margin_hist, need_gold=False),
         section("Per-prior accuracy and agreement", plot_priors, need_gold=False),
+        section("Theory check: normal approximation vs exact accuracy per (K, M)", plot_normal),
         section("Planner's choice on held-out problems", lambda a: plot_plan(a) + _plan_table(a)),
     ]
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
