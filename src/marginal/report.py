@@ -84,7 +84,8 @@ def plot_budget_curves(a: Analysis) -> str:
     for i, (name, grid, pairs) in enumerate(fams):
         x, y, s = series(grid, pairs)
         ax.plot(x, 100 * y, "o-", ms=3, lw=1.5, color=COLORS[i % len(COLORS)], label=name)
-        ax.fill_between(x, 100 * (y - 1.96 * s), 100 * (y + 1.96 * s), color=COLORS[i % len(COLORS)], alpha=0.15, lw=0)
+        ax.fill_between(x, 100 * np.clip(y - 1.96 * s, 0, 1), 100 * np.clip(y + 1.96 * s, 0, 1),
+                        color=COLORS[i % len(COLORS)], alpha=0.15, lw=0)
     budgets = np.arange(1, B + 1)
     env, env_se = [], []
     for b in budgets:

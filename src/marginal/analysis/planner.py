@@ -126,7 +126,8 @@ def plan(pool: Pool, budget: int, *, split: float = 0.5, seed: int = 0, mode: st
         j = g.index(k, m)
         x = A[test, j]
         d = x - xc
-        scored.append(Scored(name, k, m, float(x.mean()), _ci(x, V[test, j]), float(d.mean()),
+        lo, hi = _ci(x, V[test, j])
+        scored.append(Scored(name, k, m, float(x.mean()), (max(lo, 0.0), min(hi, 1.0)), float(d.mean()),
                              _ci(d, V[test, j] + V[test, j_choice]) if j != j_choice else (0.0, 0.0)))
     # difficulty buckets: share of gold samples in the problem's whole pool
     a = sub.answers

@@ -62,7 +62,7 @@ class Analysis:
             return out
         for name, g in (("grid", self.grid), ("grid_random", self.grid_random), ("oracle", self.oracle)):
             out[name] = {"cells": [list(c) for c in g.cells], "accuracy": _f(g.mean), "mc_se": _f(g.se),
-                         "ci95": _f(np.stack([g.mean - 1.96 * g.sampling_se, g.mean + 1.96 * g.sampling_se], 1)),
+                         "ci95": _f(np.clip(np.stack([g.mean - 1.96 * g.sampling_se, g.mean + 1.96 * g.sampling_se], 1), 0, 1)),
                          "exact_share": float(g.exact.mean()), "mode": g.mode, "replace": g.replace, "ties": g.ties}
         out["pass_at_k"] = self.pass_at
         m = self.margins
