@@ -10,9 +10,12 @@ the single top answer ("strict"); an all-failed draw gets 0.
 
 Exact: per prior, the distribution of its vote-count vector; convolved over
 priors (first K: one pass in bank order serves every K; random: a
-subset-size dynamic programme). States are count vectors, so it is exact
-while the state space is small (few distinct answers per problem); past
-``max_states`` a problem falls back to Monte Carlo with common random
+subset-size dynamic programme). Problems where only gold and at most one
+other answer occur reduce to the 1-D difference X_gold − X_other, convolved
+by FFT for all such problems at once. Otherwise states are count vectors,
+so it is exact while the state space is small (few distinct answers); past
+``max_states`` (or the ``exact_cells`` work bound of method "auto") a
+problem's cells fall back to Monte Carlo with common random
 numbers: one random permutation per (replicate, prior) gives nested
 subsamples (the first M of a random permutation is a uniform M-subset), and
 one random prior order per replicate gives nested prior sets, so one set of
