@@ -188,6 +188,35 @@ def test_stop_strings_and_eos(tiny):
     assert ended[1].text == tiny.tokenizer.decode(list(c.token_ids[:first]))
 
 
+class FakeOOMModel(torch.nn.Module):
+    """Wraps a model; a forward over more than ``limit`` rows (or a prompt of ``deny`` tokens) runs out of memory."""
+
+    def __init__(self, model, limit: int, deny: int = -1):
+        super().__init__()
+        self.inner, self.limit, self.deny, self.config = model, limit, deny, model.config
+        self.generation_config = model.generation_config
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None, use_cache=True, logits_to_keep=0):
+        if input_ids.shape[0] > self.limit or input_ids.shape[1] == self.deny:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (fake)")
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+                          use_cache=use_cache, logits_to_keep=logits_to_keep)
+
+
+def test_out_of_memory_halves_the_chunk(tiny):
+    spec = SampleSpec(n=3, temperature=1.0, max_tokens=6, seed=2)
+    ref = tiny.generate(PROMPTS, spec)
+    b = HFBackend.from_model(FakeOOMModel(tiny.model, limit=2), tiny.tokenizer, max_seqs=16)
+    out = b.generate(PROMPTS, spec)
+    assert b.max_seqs == 2 and b.stats.oom_retries == 2  # 9 -> 4 -> 2 sequences per chunk
+    assert [[c.token_ids for c in r] for r in out] == [[c.token_ids for c in r] for r in ref]
+    deny = len(tiny.tokenize("x" * 7))
+    b = HFBackend.from_model(FakeOOMModel(tiny.model, limit=1, deny=deny), tiny.tokenizer, max_seqs=1)
+    out = b.generate(["x" * 7, "y"], SampleSpec(n=1, temperature=0, max_tokens=3))
+    assert out[0][0].finish_reason == "error" and "out of memory with one sequence of 7 prompt tokens" in out[0][0].error
+    assert out[1][0].error is None and len(out[1][0].token_ids) == 3
+
+
 def test_context_limits(tiny):
     with pytest.raises(MarginalError, match=r"prompt 1 has 130 tokens, which leaves no room to generate in the model's context of 128"):
         tiny.generate(["ok", "y" * 130], SampleSpec(max_tokens=4, temperature=0))

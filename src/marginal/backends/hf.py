@@ -31,6 +31,9 @@ How a call to ``generate(prompts, spec)`` runs:
   before it, the token ids keep every sampled token), or after ``max_tokens``
   tokens or at the model's context end ("length"). Special tokens are left
   out of the text.
+- Out of memory in a chunk: the chunk starts again with half the sequences
+  (``max_seqs`` stays lowered for the backend's life); a single sequence that
+  still does not fit gets an error completion (``finish_reason="error"``).
 - A prompt that leaves no room in the model's context
   (``max_position_embeddings``) raises ``MarginalError`` for the call.
 
@@ -143,6 +146,8 @@ class HFStats:
     """Prompt tokens that sequences got by expanding a cache instead of encoding."""
     tokens_generated: int = 0
     forward_calls: int = 0
+    oom_retries: int = 0
+    """Chunks started again with half the sequences after running out of memory."""
     seconds: float = 0.0
 
 
@@ -162,7 +167,7 @@ class HFBackend:
     ``model_id_or_path``: a local directory or hub id, or a ``.gguf`` file
     (then ``gguf_file`` is taken from it). ``dtype``: None (float32 on CPU,
     bfloat16 on CUDA), a name ("bfloat16", "float16", "float32") or a
-    ``torch.dtype``. ``max_seqs`` bounds the sequences decoded together.
+    ``torch.dtype``. ``max_seqs`` bounds the sequences decoded together (halved on out of memory).
     """
 
     def __init__(
@@ -292,8 +297,26 @@ class HFBackend:
                 )
             toks.append(t)
         seqs = [_Seq(i, j, spec.sequence_seed(prompt_key(p), j)) for i, p in enumerate(prompts) for j in range(spec.n)]
-        for a in range(0, len(seqs), self.max_seqs):
-            self._run_chunk(seqs[a : a + self.max_seqs], toks, spec)
+        a = 0
+        while a < len(seqs):
+            chunk = seqs[a : a + self.max_seqs]
+            try:
+                self._run_chunk(chunk, toks, spec)
+            except Exception as e:
+                if not _is_oom(e):
+                    raise
+                for s in chunk:  # start the chunk again, smaller
+                    s.tokens, s.logprob, s.result = [], 0.0, None
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if len(chunk) > 1:
+                    self.max_seqs = max(1, len(chunk) // 2)
+                    self._counters["oom_retries"] += 1
+                    continue
+                s = chunk[0]
+                msg = f"out of memory with one sequence of {len(toks[s.prompt])} prompt tokens: {' '.join(str(e).split())[:200]}"
+                s.result = Completion("", (), 0.0, "error", len(toks[s.prompt]), 0, seed=s.seed, error=msg)
+            a += len(chunk)
         out: list[list[Completion]] = [[] for _ in prompts]
         for s in seqs:
             assert s.result is not None
@@ -405,6 +428,13 @@ class HFBackend:
 
     def _decode(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
+
+def _is_oom(e: BaseException) -> bool:
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom is not None and isinstance(e, oom):
+        return True
+    return isinstance(e, RuntimeError) and any(m in str(e) for m in ("out of memory", "can't allocate memory"))
 
 
 def _device(device: str) -> Any:
