@@ -112,6 +112,8 @@ def test_sampler_greedy_and_uniform_edges():
     spec = SampleSpec(temperature=1.0, top_k=1)
     top = sample_tokens(logits, spec, torch.tensor([1.0 - 2**-53, 0.0], dtype=torch.float64))
     assert top.tolist() == [1, 0]  # u at the top edge stays on a kept token
+    under = torch.tensor([[0.0, -1e4, -1e4]] * 2)  # softmax underflows to exact zeros
+    assert sample_tokens(under, SampleSpec(temperature=1.0), torch.tensor([1.0 - 2**-53, 0.5], dtype=torch.float64)).tolist() == [0, 0]
 
 
 def test_step_uniforms_are_per_sequence_streams():

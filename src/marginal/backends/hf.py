@@ -125,10 +125,10 @@ def sample_tokens(logits: torch.Tensor, spec: SampleSpec, u: torch.Tensor) -> to
             keep &= probs >= spec.min_p * probs[:, :1]
         probs = probs * keep
     cdf = probs.double().cumsum(-1)
-    r = u.to(cdf.device, torch.float64) * cdf[:, -1]
+    total = cdf[:, -1]
+    # r < total strictly, so the first index whose cdf exceeds r exists and has a probability > 0
+    r = torch.minimum(u.to(cdf.device, torch.float64) * total, torch.nextafter(total, torch.zeros_like(total)))
     idx = torch.searchsorted(cdf, r[:, None], right=True)[:, 0]
-    last = V - 1 - (probs > 0).flip(-1).to(torch.int8).argmax(-1)  # never land on a zero (rounding at the top)
-    idx = torch.minimum(idx, last)
     return order.gather(1, idx[:, None])[:, 0] if truncate else idx
 
 
