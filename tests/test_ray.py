@@ -1,0 +1,182 @@
+"""`marginal run --ray` on a local Ray cluster with 2 workers and the real bundled model:
+the same rows as the one-process runner, a killed worker's batch retried
+without duplicates, resume of a partial store, bad addresses and options."""
+
+import hashlib
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from marginal.distributed import RayCluster, execute_ray  # noqa: E402
+from marginal.errors import MarginalError  # noqa: E402
+
+DEMO = Path(__file__).resolve().parents[1] / "src" / "marginal" / "data" / "demo.jsonl"
+TASK = f"jsonl:{DEMO}"
+SMALL = ["--limit", "3", "--priors", "2", "--samples", "2", "--max-tokens", "16", "--batch-samples", "2"]
+"""3 problems x 2 priors x 2 samples in 6 batches of one (problem, prior) each: llama.cpp's numerics depend
+on a batch's composition, so the reference runs the same batches (its thread count does not matter)."""
+TASK_ARGS = {"name": TASK}
+
+
+def marginal(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "marginal", *map(str, args)], capture_output=True, text=True, **kw)
+
+
+def rows(db):
+    with sqlite3.connect(db) as c:
+        return c.execute(
+            "SELECT problem_id, prior, idx, seed, text, answer, correct, error, completion_tokens FROM samples ORDER BY 1, 2, 3"
+        ).fetchall()
+
+
+def plan():
+    from marginal.cli_run import build_plan
+
+    _, p = build_plan(
+        TASK, model="smollm2-135m", priors="2", priors_file=None, samples=2, budget=None, limit=3, seed=0,
+        max_tokens=16, temperature=0.7, top_p=1.0, top_k=0, min_p=0.0, data=None, question_field="question",
+        answer_field="answer", grader=None,
+    )
+    return p
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, smol_path):
+    """The one-process runner's rows for the same plan: what every Ray run must store."""
+    from marginal.backends.llamacpp import LlamaCppBackend
+    from marginal.runner import execute
+    from marginal.store import Store
+    from marginal.tasks import load_task
+
+    db = tmp_path_factory.mktemp("ref") / "ref.db"
+    store = Store(db)
+    smol = LlamaCppBackend(smol_path, name="smollm2-135m", n_threads=1)
+    try:
+        execute(plan(), load_task(TASK), lambda prior: smol, store, batch_samples=2)
+    finally:
+        smol.close()
+        store.close()
+    got = rows(db)
+    assert len(got) == 3 * 2 * 2 and len({r[3] for r in got}) == 12
+    return db
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local 2-CPU Ray cluster for the in-process tests, shut down at the end of the module."""
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+
+
+def test_cli_ray_two_workers_stores_the_one_process_rows(reference, tmp_path):
+    db = tmp_path / "ray.db"
+    r = marginal("run", TASK, *SMALL, "--ray", "--workers", "2", "--out", db, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert rows(db) == rows(reference)
+    assert "12 samples" in r.stdout
+
+
+def test_killed_workers_batches_are_retried_without_duplicates(reference, cluster, tmp_path):
+    from marginal.store import Store
+
+    store = Store(tmp_path / "killed.db")
+    killed = []
+
+    def kill_all_workers(progress):
+        if not killed:  # after the first batch: both workers hold a batch in flight
+            for name in ray.util.list_named_actors():
+                if name.startswith("marginal-"):
+                    ray.kill(ray.get_actor(name))
+                    killed.append(name)
+
+    report = execute_ray(
+        plan(), TASK_ARGS, "smollm2-135m", store, workers=2, backend_options={"n_threads": 1}, batch_samples=2,
+        on_progress=kill_all_workers,
+    )
+    assert len(killed) == 2
+    assert report.retried >= 1 and report.restarts >= 1
+    assert report.duplicates == 0
+    assert report.samples == 12 and report.batches == 6
+    store.close()
+    assert rows(tmp_path / "killed.db") == rows(reference)
+    assert not [n for n in ray.util.list_named_actors() if n.startswith("marginal-")]  # workers are gone
+
+
+def test_resume_shards_only_the_missing_samples(reference, cluster, tmp_path):
+    from marginal.store import Store
+
+    db = tmp_path / "partial.db"
+    shutil.copy(reference, db)
+    with sqlite3.connect(db) as c:  # a run killed part way: one problem and one (problem, prior) missing
+        c.execute("DELETE FROM samples WHERE problem_id='demo/1' OR (problem_id='demo/2' AND prior='default')")
+        kept = c.execute("SELECT problem_id, prior, idx, created FROM samples ORDER BY 1, 2, 3").fetchall()
+    assert len(kept) == 12 - 4 - 2
+    seen = []
+    store = Store(db)
+    report = execute_ray(
+        plan(), TASK_ARGS, "smollm2-135m", store, workers=2, backend_options={"n_threads": 1}, batch_samples=2,
+        on_progress=seen.append,
+    )
+    store.close()
+    assert report.samples == 6 and report.batches == 3 and report.duplicates == 0 and report.retried == 0
+    assert sum(p.new_samples for p in seen) == 6 and seen[-1].samples_done == 12 and seen[-1].problems_done == 3
+    assert rows(db) == rows(reference)
+    with sqlite3.connect(db) as c:
+        after = c.execute("SELECT problem_id, prior, idx, created FROM samples ORDER BY 1, 2, 3").fetchall()
+    assert set(kept) <= set(after)  # stored samples untouched
+
+    again = Store(db)  # nothing missing: no actor, no batch
+    assert execute_ray(plan(), TASK_ARGS, "smollm2-135m", again, workers=2).batches == 0
+    again.close()
+
+
+def test_cli_address_of_a_running_cluster(reference, cluster, tmp_path):
+    db = tmp_path / "addr.db"
+    r = marginal("run", TASK, *SMALL, "--ray", "--address", cluster, "--threads", "1", "--out", db, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert rows(db) == rows(reference)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_address_is_one_line_and_leaves_the_store(reference, tmp_path):
+    db = tmp_path / "kept.db"
+    shutil.copy(reference, db)
+    digest = hashlib.sha256(db.read_bytes()).hexdigest()
+    r = marginal("run", TASK, *SMALL, "--ray", "--address", f"127.0.0.1:{_free_port()}", "--out", db, timeout=60)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unreachable" in lines[0] and "Traceback" not in r.stderr
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == digest
+    r = marginal("run", TASK, *SMALL, "--ray", "--address", "nohost", "--out", tmp_path / "new.db", timeout=60)
+    assert r.returncode == 2 and "HOST:PORT" in r.stderr and not (tmp_path / "new.db").exists()
+
+
+def test_bad_ray_options(tmp_path):
+    r = marginal("run", TASK, *SMALL, "--workers", "2", "--out", tmp_path / "x.db")
+    assert r.returncode == 2 and "--ray" in r.stderr
+    r = marginal("run", TASK, "--budget", "4", "--policy", "adaptive", "--ray", "--out", tmp_path / "x.db")
+    assert r.returncode == 2 and "--policy" in r.stderr
+    r = marginal("run", TASK, *SMALL, "--ray", "--workers", "0", "--out", tmp_path / "x.db")
+    assert r.returncode == 2 and "--workers" in r.stderr
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_without_ray_installed_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(MarginalError, match=r"pip install 'marginal\[ray\]'"):
+        RayCluster()
