@@ -350,8 +350,12 @@ class HFBackend:
             mask[k, L - lens[k] :] = 1
         ids, mask = ids.to(dev), mask.to(dev)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        try:
+            empty = DynamicCache(config=self.model.config)
+        except TypeError:  # transformers < 4.56
+            empty = DynamicCache()
         logits, cache = self._forward(
-            DynamicCache(config=self.model.config), input_ids=ids, attention_mask=mask, position_ids=pos,
+            empty, input_ids=ids, attention_mask=mask, position_ids=pos,
             **({self._keep_kw: 1} if self._keep_kw else {}),
         )
         c["prompts_encoded"] += len(uniq)
