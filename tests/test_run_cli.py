@@ -144,3 +144,44 @@ def test_demo_runs_offline_end_to_end(tmp_path):
     assert "regime" in r.stdout
     html = (tmp_path / "demo-smollm2-135m.html").read_text()
     assert html.startswith("<!DOCTYPE html>") or "<html" in html[:200]
+
+
+def test_save_plan_then_planned_policy_run(full_run, tmp_path):
+    plan = tmp_path / "plan.json"
+    r = marginal("analyze", full_run, "--budget", "4", "--save-plan", plan)
+    assert r.returncode == 0, r.stderr
+    import json
+
+    d = json.loads(plan.read_text())
+    assert d["task"] == f"jsonl:{DEMO}" and d["model"] == "smollm2-135m" and set(d["splits"]) == {"2", "4"}
+    db = tmp_path / "planned.db"
+    r = marginal("run", f"jsonl:{DEMO}", "--policy", "planned", "--plan", plan, "--budget", "4", "--limit", "2",
+                 "--max-tokens", "16", "--out", db)
+    assert r.returncode == 0, r.stderr
+    k, m = d["splits"]["4"]
+    got = rows(db)
+    assert len(got) == 2 * k * m
+    with sqlite3.connect(db) as c:
+        reasons = [x for (x,) in c.execute("SELECT reason FROM decisions")]
+    assert any("fixed split" in x for x in reasons)
+    # A plan made for another task is refused.
+    other = tmp_path / "other.json"
+    other.write_text(plan.read_text().replace(f"jsonl:{DEMO}", "gsm8k"))
+    msg = bad("run", f"jsonl:{DEMO}", "--policy", "planned", "--plan", other, "--budget", "4", "--out", tmp_path / "z.db")
+    assert "plan was made for task 'gsm8k'" in msg
+
+
+def test_adaptive_policy_run_resumes_without_duplicates(tmp_path):
+    db = tmp_path / "adaptive.db"
+    args = ["run", f"jsonl:{DEMO}", "--policy", "adaptive", "--budget", "6", "--limit", "2", "--max-tokens", "16", "--out", db]
+    r = marginal(*args)
+    assert r.returncode == 0, r.stderr
+    first, n_dec = rows(db), None
+    with sqlite3.connect(db) as c:
+        n_dec = c.execute("SELECT count(*) FROM decisions").fetchone()[0]
+    assert 0 < len(first) <= 12 and n_dec >= 2
+    r = marginal(*args)  # replays the stored decisions, adds nothing
+    assert r.returncode == 0, r.stderr
+    assert rows(db) == first
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT count(*) FROM decisions").fetchone()[0] == n_dec

@@ -192,6 +192,7 @@ def analyze_cmd(
     failed: str = typer.Option("abstain", "--failed", help="abstain: failed samples use budget; drop: removed"),
     reps: int = typer.Option(128, "--reps", help="Monte Carlo replicates where exact is too large"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the numbers as JSON"),
+    save_plan: Optional[Path] = typer.Option(None, "--save-plan", help="write the planner's (K, M) for budgets 2, 4, 8, ... up to B, for `--policy planned`"),
 ) -> None:
     """Accuracy of every (K priors x M samples) split, margins, drift regime and the planner's choice."""
     from .analysis import analyze, load_pool
@@ -204,6 +205,23 @@ def analyze_cmd(
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(a.to_dict(), indent=1) + "\n")
         out.print(f"wrote {json_out}")
+    if save_plan is not None:
+        _save_plan(db, pool, a.budget, split, seed, save_plan)
+
+
+def _save_plan(db: Path, pool, budget: int, split: float, seed: int, path: Path) -> None:
+    """The planner's held-out-checked choice at each power-of-two budget up to ``budget``."""
+    from .analysis import plan
+    from .policies import Plan
+    from .store import Store
+
+    store = Store(db, readonly=True)
+    cfg = store.run_config(pool.run_id or store.only_run())
+    store.close()
+    budgets = sorted({b for b in (2 ** i for i in range(1, 12)) if b <= budget} | {budget})
+    splits = {b: plan(pool, b, split=split, seed=seed).choice for b in budgets}
+    Plan(cfg["task"], cfg["model"], splits).save(path)
+    out.print(f"wrote {path}: " + ", ".join(f"B={b}: K={k} x M={m}" for b, (k, m) in splits.items()))
 
 
 @app.command("report")
