@@ -39,6 +39,7 @@ Ray cluster (Ray itself then aborts after its GCS timeout); autoscaling.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
@@ -157,13 +158,17 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
             pass
     except OSError as e:
         reason = e.strerror or type(e).__name__
-        raise MarginalError(f"--address {address}: Ray cluster unreachable ({reason}); start one with `ray start --head` or drop --address for a local cluster") from None
+        raise MarginalError(
+            f"--address {address}: Ray cluster unreachable ({reason}); "
+            "start one with `ray start --head`, or drop --address for a local cluster"
+        ) from None
 
 
 class RayCluster:
     """A connection to Ray for one run: ``address`` (HOST:PORT, ray://HOST:PORT
     or auto) or, when None, a new local cluster of ``workers x cpus_per_worker``
-    CPUs. Reuses an already initialized Ray (and then leaves it running)."""
+    CPUs (all the machine's cores without ``workers``). Reuses an already
+    initialized Ray (and then leaves it running)."""
 
     def __init__(self, address: str | None = None, workers: int | None = None, cpus_per_worker: float = 1):
         ray = _ray()
@@ -174,15 +179,15 @@ class RayCluster:
             return
         import logging
 
-        common = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+        quiet = dict(log_to_driver=False, logging_level=logging.ERROR)
         try:
             if address is not None:
                 if address != "auto":
                     _check_reachable(address)
-                ray.init(address=address, **common)
+                ray.init(address=address, **quiet)
             else:
-                cpus = (workers or os.cpu_count() or 1) * cpus_per_worker
-                ray.init(address="local", num_cpus=max(1, round(cpus)), **common)
+                cpus = workers * cpus_per_worker if workers else (os.cpu_count() or 1)
+                ray.init(address="local", num_cpus=max(1, math.ceil(cpus)), include_dashboard=False, **quiet)
         except MarginalError:
             raise
         except Exception as e:  # ConnectionError, version mismatch, ...
@@ -223,9 +228,9 @@ def execute_ray(
     ``task_args`` are `marginal.tasks.load_task`'s arguments with the task's
     ``name`` (each worker rebuilds the task); ``model`` is the run's model
     (priors may name their own); ``backend_options`` go to ``load_backend``
-    in each worker. ``workers`` actors (default: as many as the cluster's
-    CPUs / ``cpus_per_worker``) each reserve ``cpus_per_worker`` CPUs and
-    ``gpus_per_worker`` GPUs. Connects with `RayCluster` unless Ray is
+    in each worker. ``workers`` actors (default, and at most: as many as the
+    cluster's resources fit, never more than batches) each reserve
+    ``cpus_per_worker`` CPUs and ``gpus_per_worker`` GPUs. Connects with `RayCluster` unless Ray is
     already initialized. A batch whose worker dies is retried up to
     ``max_retries`` times on a replacement actor; past that, or on an error
     inside a worker, the run stops with what is stored kept.
@@ -239,9 +244,17 @@ def execute_ray(
         batches = _batches(groups, plan.spec, batch_samples)
         if not batches:
             return RayReport(run_id, 0, 0, 0, 0, 0, 0)
-        if workers is None:
-            workers = max(1, int(ray.cluster_resources().get("CPU", 1) // max(cpus_per_worker, 1e-9)))
-        n_actors = min(workers, len(batches))
+        # an actor the cluster cannot place would hold its batch forever: no more than fit
+        res = ray.cluster_resources()
+        fit = int(res.get("CPU", 0) // cpus_per_worker) if cpus_per_worker > 0 else len(batches)
+        if gpus_per_worker > 0:
+            fit = min(fit, int(res.get("GPU", 0) // gpus_per_worker))
+        if fit < 1:
+            raise MarginalError(
+                f"the Ray cluster has {res.get('CPU', 0):g} CPUs and {res.get('GPU', 0):g} GPUs; a worker needs "
+                f"{cpus_per_worker:g} CPUs and {gpus_per_worker:g} GPUs"
+            )
+        n_actors = min(workers or fit, fit, len(batches))
         return _drive(
             ray, plan, run_id, store, groups, batches, n_actors, _absolute(task_args), model,
             dict(backend_options or {}), on_progress, cpus_per_worker, gpus_per_worker, max_retries,
