@@ -206,10 +206,13 @@ def run(
                 from .distributed import execute_ray
 
                 task_args = dict(name=task, data=data, question_field=question_field, answer_field=answer_field, grader=grader, seed=seed)
-                run_id = execute_ray(
+                report = execute_ray(
                     plan, task_args, model, store, workers=workers, address=address, backend_options={"n_threads": threads or 1},
                     batch_samples=batch_samples, on_progress=bar, cpus_per_worker=threads or 1,
-                ).run_id
+                )
+                run_id = report.run_id
+                if report.retried or report.duplicates:
+                    out.print(f"[yellow]Ray: {report.retried} batches retried after workers died, {report.duplicates} duplicate samples skipped[/]")
             elif pol is None:
                 run_id = execute(plan, task_obj, backend_for, store, batch_samples=batch_samples, on_progress=bar)
             else:
