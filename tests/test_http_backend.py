@@ -347,3 +347,71 @@ def test_server_without_logprobs():
             assert all(c.error is None and c.logprob == 0.0 and c.completion_tokens == 50 for c in row)
         one = b.generate(["c"], SampleSpec(n=1))
         assert one[0][0].completion_tokens == 99  # one choice: the usage is exact
+
+
+# ------------------------------------------------------------- through the runner
+
+DEMO = Path(__file__).resolve().parents[1] / "src" / "marginal" / "data" / "demo.jsonl"
+
+
+def _plan(model: str):
+    from marginal.cli_run import build_plan
+
+    _, p = build_plan(
+        f"jsonl:{DEMO}", model=model, priors="2", priors_file=None, samples=2, budget=None, limit=3, seed=0,
+        max_tokens=12, temperature=0.7, top_p=1.0, top_k=0, min_p=0.0, data=None, question_field="question",
+        answer_field="answer", grader=None,
+    )
+    return p
+
+
+def _rows(db):
+    import sqlite3
+
+    with sqlite3.connect(db) as c:
+        return c.execute(
+            "SELECT problem_id, prior, idx, seed, text, prompt_tokens, completion_tokens, finish_reason FROM samples ORDER BY 1, 2, 3"
+        ).fetchall()
+
+
+def test_runner_resumes_after_the_server_is_killed(smol_path, tmp_path):
+    """A run whose server dies after its first batch fails with MarginalError, keeps that batch,
+    and a second run against a new server adds exactly the missing samples."""
+    from marginal.runner import execute
+    from marginal.store import Store
+    from marginal.tasks import load_task
+
+    plan = _plan("http://127.0.0.1/v1#smol")  # the run's identity; the servers below move ports
+    task = load_task(f"jsonl:{DEMO}")
+    db = tmp_path / "run.db"
+    proc, url = _start_llama_server(smol_path, tmp_path / "s1.log")
+    try:
+        b = OpenAIBackend(url, "smol", retries=1, max_concurrency=2, timeout=30)
+        store = Store(db)
+
+        def kill_after_first(progress):
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+        with pytest.raises(MarginalError, match="unreachable"):
+            execute(plan, task, lambda prior: b, store, batch_samples=2, on_progress=kill_after_first)
+        store.close()
+    finally:
+        _stop(proc)
+    first = _rows(db)
+    assert len(first) == 2  # the first batch: one (problem, prior) x 2 samples
+
+    proc, url = _start_llama_server(smol_path, tmp_path / "s2.log")
+    try:
+        store = Store(db)
+        with OpenAIBackend(url, "smol", retries=1) as b:
+            execute(plan, task, lambda prior: b, store, batch_samples=2)
+        store.close()
+    finally:
+        _stop(proc)
+    got = _rows(db)
+    assert len(got) == 3 * 2 * 2 and len({r[:3] for r in got}) == 12 and len({r[3] for r in got}) == 12
+    assert [r for r in got if r[:3] in {f[:3] for f in first}] == first  # nothing stored was lost or rewritten
+    for r in got:
+        assert r[5] > 10 and 1 <= r[6] <= 12 and r[7] in ("stop", "length")  # usage recorded per sample
