@@ -24,10 +24,12 @@ How a call to ``generate(prompts, spec)`` runs:
   before it, the token ids keep every sampled token), or after ``max_tokens``
   tokens or at the end of the context ("length").
 
-Reproducibility: a completion depends only on (model, prompt, spec, j) as far
-as llama.cpp's numerics are batch-invariant; on CPU they are in practice (the
-tests check the same completions inside a different batch composition), but
-llama.cpp does not promise it across thread counts or builds.
+Reproducibility: the same call (same prompts in the same order, same spec,
+model, n_ctx, max_seqs) gives the same completions, bit for bit. llama.cpp's
+numerics are NOT batch-invariant, though: the same prompt decoded next to
+other sequences (or with another max_seqs / n_ctx schedule) can diverge after
+a few tokens, because the matmul path depends on the batch size (measured in
+tests/test_llamacpp.py). Seeds and output order never depend on the batch.
 
 Left out: sharing a common prefix between *different* prompts (each prompt is
 evaluated in full once), grammar/JSON constraints, repetition penalties,
@@ -201,7 +203,11 @@ class LlamaCppBackend:
         if not self._ctx:
             self.close()
             raise MarginalError(f"llama.cpp could not create a context with n_ctx={n_ctx}, max_seqs={max_seqs}")
-        self.n_ctx = _ll.llama_n_ctx(self._ctx)
+        self.n_ctx = _ll.llama_n_ctx(self._ctx)  # llama.cpp may round it up
+        self.n_batch = _ll.llama_n_batch(self._ctx)  # and clamps n_batch to n_ctx
+        if self.n_batch < max_seqs:
+            self.close()
+            raise MarginalError(f"max_seqs={max_seqs} exceeds the batch size {self.n_batch} (raise n_ctx)")
         self._mem = _ll.llama_get_memory(self._ctx)
 
         self._batch, self._batch_arrays = _make_batch(self.n_batch)
@@ -265,6 +271,73 @@ class LlamaCppBackend:
         finally:
             self._counters["seconds"] += time.perf_counter() - t0
 
+    def next_logprobs(self, prompts: Sequence[Prompt]) -> list[np.ndarray]:
+        """The next-token log-probabilities (log-softmax of the raw logits, float32,
+        one entry per vocabulary token) after each prompt, in input order.
+
+        Prompts are evaluated together in batches of at most ``max_seqs`` prompts
+        and ``n_batch`` tokens (a longer prompt goes alone, in chunks). A prompt
+        that does not fit in ``n_ctx`` raises MarginalError. Nothing is cached
+        between calls.
+        """
+        if self._ctx is None:
+            raise MarginalError("the llama.cpp backend is closed")
+        toks = [self.tokenize(p) for p in prompts]
+        for i, t in enumerate(toks):
+            if not t or len(t) > self.n_ctx:
+                raise MarginalError(f"prompt {i} has {len(t)} tokens; expected 1 to n_ctx={self.n_ctx}")
+        out: list[np.ndarray] = [np.empty(0, np.float32)] * len(toks)
+        group: list[int] = []
+        used = 0
+
+        def run(idx: list[int]) -> None:
+            _ll.llama_memory_clear(self._mem, True)
+            tok_np, pos_np, seq_np, out_np = self._batch_arrays
+            rows: list[int] = []
+            chunks = [(i, s, a) for s, i in enumerate(idx) for a in range(0, len(toks[i]), self.n_batch)]
+            k = 0
+            for ci, (i, s, a) in enumerate(chunks):
+                t = toks[i][a : a + self.n_batch]
+                tok_np[k : k + len(t)] = t
+                pos_np[k : k + len(t)] = np.arange(a, a + len(t), dtype=np.int32)
+                seq_np[k : k + len(t)] = s
+                out_np[k : k + len(t)] = 0
+                last = a + len(t) == len(toks[i])
+                if last:
+                    out_np[k + len(t) - 1] = 1
+                    rows.append(i)
+                k += len(t)
+                nxt = chunks[ci + 1] if ci + 1 < len(chunks) else None
+                if nxt is None or k + min(self.n_batch, len(toks[nxt[0]]) - nxt[2]) > self.n_batch:
+                    self._decode(k)
+                    if rows:
+                        logits = np.ctypeslib.as_array(_ll.llama_get_logits(self._ctx), shape=(len(rows), self.n_vocab))
+                        lse = _logsumexp_rows(logits)
+                        for r, j in enumerate(rows):
+                            out[j] = (logits[r] - np.float32(lse[r])).astype(np.float32)
+                    rows, k = [], 0
+            _ll.llama_memory_clear(self._mem, True)
+
+        for i, t in enumerate(toks):
+            if group and (len(group) == self.max_seqs or used + len(t) > self.n_ctx):
+                run(group)
+                group, used = [], 0
+            group.append(i)
+            used += len(t)
+        if group:
+            run(group)
+        return out
+
+    def _decode(self, k: int) -> None:
+        self._batch.n_tokens = k
+        t = time.perf_counter()
+        ret = _ll.llama_decode(self._ctx, self._batch)
+        self._counters["decode_seconds"] += time.perf_counter() - t
+        self._counters["decode_calls"] += 1
+        self._counters["decode_tokens"] += k
+        if ret != 0:
+            raise MarginalError(f"llama_decode failed with code {ret} on a batch of {k} tokens")
+
     def close(self) -> None:
         if self._ctx is not None:
             _ll.llama_free(self._ctx)
@@ -319,7 +392,8 @@ class LlamaCppBackend:
             p = self._piece_cache[token] = buf.raw[:n]
         return p
 
-    def _is_eog(self, token: int) -> bool:
+    def is_eog(self, token: int) -> bool:
+        """Whether a token ends generation (EOS, EOT, ...)."""
         e = self._eog_cache.get(token)
         if e is None:
             e = self._eog_cache[token] = bool(_ll.llama_vocab_is_eog(self._vocab, token))
@@ -424,7 +498,7 @@ class LlamaCppBackend:
             """Record a sampled token; True when the sequence goes on."""
             s.tokens.append(token)
             s.logprob += lp
-            if self._is_eog(token):
+            if self.is_eog(token):
                 finish(s, "stop")
                 return False
             s.data += self._piece(token)
