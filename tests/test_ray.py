@@ -8,6 +8,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -140,10 +141,29 @@ def test_resume_shards_only_the_missing_samples(reference, cluster, tmp_path):
     again.close()
 
 
-def test_cli_address_of_a_running_cluster(reference, cluster, tmp_path):
-    db = tmp_path / "addr.db"
-    r = marginal("run", TASK, *SMALL, "--ray", "--address", cluster, "--threads", "1", "--out", db, timeout=300)
-    assert r.returncode == 0, r.stderr
+def test_cli_worker_killed_from_outside(reference, cluster, tmp_path):
+    """`marginal run --ray --address` on a running cluster, with `ray.kill` from another
+    process while it has batches in flight."""
+    db = tmp_path / "outside.db"
+    args = [sys.executable, "-m", "marginal", "run", TASK, *SMALL, "--ray", "--address", cluster, "--threads", "1", "--out", str(db)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        victim = None
+        while victim is None and proc.poll() is None and time.time() < deadline:
+            named = [a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith("marginal-")]
+            if named:
+                victim = named[0]
+                ray.kill(ray.get_actor(victim["name"], namespace=victim["namespace"]))
+            time.sleep(0.1)
+        stdout, stderr = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert victim is not None, "no worker seen"
+    assert proc.returncode == 0, stderr
+    assert "batches retried after workers died, 0 duplicate" in " ".join(stdout.split())
     assert rows(db) == rows(reference)
 
 
