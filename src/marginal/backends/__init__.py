@@ -1,8 +1,14 @@
 """Backends: the Backend protocol and the engines behind it.
 
-``load_backend(model)`` maps a model name to an engine: a catalog name, a
-``.gguf`` path or ``hf:repo/file.gguf`` run in process on llama.cpp.
-Left out here: the HTTP, vLLM and transformers engines (own modules).
+``load_backend(model)`` maps a model spec to an engine:
+
+- ``http://host:port/v1#name`` (or https): any OpenAI-compatible server;
+- ``torch:ID_OR_PATH``: HF transformers (a hub id, a local folder, or a
+  ``.gguf`` file), on CUDA when available;
+- anything else (a catalog name, a ``.gguf`` path, ``hf:repo/file.gguf``):
+  llama.cpp in process.
+
+Left out: vLLM (not installable on the CPU machines this is tested on).
 """
 
 from __future__ import annotations
@@ -11,11 +17,30 @@ from .base import Backend
 
 __all__ = ["Backend", "load_backend"]
 
+_LLAMA_ONLY = ("n_threads", "n_ctx", "max_seqs")
+
 
 def load_backend(model: str, **options) -> Backend:
-    """An engine for ``model``; ``options`` go to the engine's constructor."""
+    """An engine for ``model``; ``options`` go to the engine's constructor
+    (llama.cpp's ``n_threads``/``n_ctx``/``max_seqs`` are dropped for the others)."""
+    from .http import is_http_model
+
+    if is_http_model(model):
+        from .http import OpenAIBackend
+
+        return OpenAIBackend.from_spec(model, **{k: v for k, v in options.items() if k not in _LLAMA_ONLY})
+    if model.startswith("torch:"):
+        from .hf import HFBackend
+
+        try:
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        except ImportError:
+            device = "cpu"
+        opts = {k: v for k, v in options.items() if k not in _LLAMA_ONLY}
+        return HFBackend(model.removeprefix("torch:"), device=opts.pop("device", device), name=model, **opts)
     from ..models import resolve_model
     from .llamacpp import LlamaCppBackend
 
-    path = resolve_model(model)
-    return LlamaCppBackend(path, name=model, **options)
+    return LlamaCppBackend(resolve_model(model), name=model, **options)
