@@ -27,7 +27,7 @@ err = Console(stderr=True)
 
 
 def main() -> None:
-    from . import cli_analysis, cli_run, cli_tasks  # noqa: F401  (register commands)
+    from . import cli_analysis, cli_blend, cli_run, cli_tasks  # noqa: F401  (register commands)
 
     try:
         app()
