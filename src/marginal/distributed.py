@@ -230,8 +230,8 @@ def execute_ray(
     (priors may name their own); ``backend_options`` go to ``load_backend``
     in each worker. ``workers`` actors (default, and at most: as many as the
     cluster's resources fit, never more than batches) each reserve
-    ``cpus_per_worker`` CPUs and ``gpus_per_worker`` GPUs. Connects with `RayCluster` unless Ray is
-    already initialized. A batch whose worker dies is retried up to
+    ``cpus_per_worker`` CPUs and ``gpus_per_worker`` GPUs. Connects with
+    `RayCluster` unless Ray is already initialized. A batch whose worker dies is retried up to
     ``max_retries`` times on a replacement actor; past that, or on an error
     inside a worker, the run stops with what is stored kept.
     """
