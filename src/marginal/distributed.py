@@ -10,7 +10,7 @@
   from ``task_args`` with `marginal.tasks.load_task`, not pickled) and its
   own backend per model (``load_backend(model, **backend_options)``, e.g.
   ``n_threads=1`` per CPU worker). It generates, extracts and grades a
-  batch (`marginal.runner.to_samples`) and returns its samples.
+  batch (`marginal.runner.generate_groups`) and returns its samples.
 - The driver keeps one batch in flight per actor, collects finished batches
   with ``ray.wait`` as they come, and ALONE writes the store (one
   transaction per batch, as ``execute``) and reports progress.
@@ -45,12 +45,13 @@ import socket
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import MarginalError
-from .runner import Progress, RunPlan, _Group, _missing, open_run, to_samples
+from .runner import Progress, RunPlan, _Group, _missing, generate_groups, open_run
+from .runner import batches as runner_batches
 from .store import Store
 from .types import Sample, SampleSpec
 
@@ -82,19 +83,6 @@ class RayReport:
     """Replacement actors started."""
     duplicates: int
     """Returned samples whose key was already stored (skipped; 0 in a healthy run)."""
-
-
-def _batches(groups: Sequence[_Group], spec: SampleSpec, batch_samples: int) -> list[tuple[list[_Group], SampleSpec]]:
-    """The batches ``execute`` would generate, each with its sampling spec."""
-    buckets: dict[tuple, list[_Group]] = defaultdict(list)
-    for g in groups:
-        buckets[(g.prior.model, g.first, g.n)].append(g)
-    out = []
-    for (_, first, n), bucket in buckets.items():
-        per_call = max(1, batch_samples // n)
-        for start in range(0, len(bucket), per_call):
-            out.append((bucket[start : start + per_call], replace(spec, n=n, first_index=first)))
-    return out
 
 
 def _keys(groups: Sequence[_Group]) -> set[tuple[str, str, int]]:
@@ -136,9 +124,7 @@ class _Worker:
         name = groups[0].prior.model or self.model
         if name not in self.backends:
             self.backends[name] = load_backend(name, **self.backend_options)
-        t0 = time.perf_counter()
-        outs = self.backends[name].generate([g.prior.render(g.problem.question) for g in groups], spec)
-        return to_samples(self.task, groups, outs, time.perf_counter() - t0)
+        return generate_groups(groups, spec, self.task, lambda prior: self.backends[name])
 
     def close(self) -> None:
         for b in self.backends.values():
@@ -241,7 +227,7 @@ def execute_ray(
     with RayCluster(address, workers, cpus_per_worker):
         run_id = open_run(store, plan)
         groups = _missing(store, run_id, plan)
-        batches = _batches(groups, plan.spec, batch_samples)
+        batches = runner_batches(groups, plan.spec, batch_samples)
         if not batches:
             return RayReport(run_id, 0, 0, 0, 0, 0, 0)
         # an actor the cluster cannot place would hold its batch forever: no more than fit

@@ -16,7 +16,8 @@ each unfinished question's policy for its next request, serves the requests
 of all questions in as few backend calls as it can, and reports each batch
 (samples and decisions) to a callback, which may store it. Policies are pure
 functions of the answers seen, so resuming from stored samples replays them.
-Left out: multi-worker execution.
+Multi-worker execution (Ray) lives in ``distributed.py`` and reuses the
+batching here.
 """
 
 from __future__ import annotations
@@ -135,6 +136,30 @@ def _missing(store: Store, run_id: str, plan: RunPlan) -> list[_Group]:
     return groups
 
 
+def batches(items: Sequence, spec: SampleSpec, batch_samples: int, group_of: Callable = lambda x: x) -> list[tuple[list, SampleSpec]]:
+    """Cut groups (or items carrying one, see ``group_of``) into backend calls:
+    one engine, sample offset and n per call, about ``batch_samples`` samples each."""
+    buckets: dict[tuple, list] = defaultdict(list)
+    for item in items:
+        g = group_of(item)
+        buckets[(g.prior.model, g.first, g.n)].append(item)
+    out = []
+    for (_, first, n), bucket in buckets.items():
+        per_call = max(1, batch_samples // n)
+        for start in range(0, len(bucket), per_call):
+            out.append((bucket[start : start + per_call], replace(spec, n=n, first_index=first)))
+    return out
+
+
+def generate_groups(
+    groups: Sequence[_Group], spec: SampleSpec, task: Task, backend_for: Callable[[Prior], Backend]
+) -> list[Sample]:
+    """One backend call for ``groups`` (one engine, ``spec.n == g.n``), extracted and graded."""
+    t0 = time.perf_counter()
+    outs = backend_for(groups[0].prior).generate([g.prior.render(g.problem.question) for g in groups], spec)
+    return to_samples(task, groups, outs, time.perf_counter() - t0)
+
+
 def to_samples(
     task: Task, groups: Sequence[_Group], outs: Sequence[Sequence[Completion]], seconds: float
 ) -> list[Sample]:
@@ -193,31 +218,23 @@ def execute(
         remaining_per_problem[g.problem.id] += g.n
     problems_done = len(plan.problems) - len(remaining_per_problem)
 
-    buckets: dict[tuple, list[_Group]] = defaultdict(list)
-    for g in groups:
-        buckets[(g.prior.model, g.first, g.n)].append(g)
-    for (_, first, n), bucket in buckets.items():
-        per_call = max(1, batch_samples // n)
-        for start in range(0, len(bucket), per_call):
-            chunk = bucket[start : start + per_call]
-            spec = replace(plan.spec, n=n, first_index=first)
-            t0 = time.perf_counter()
-            outs = backend_for(chunk[0].prior).generate([g.prior.render(g.problem.question) for g in chunk], spec)
-            samples = to_samples(task, chunk, outs, time.perf_counter() - t0)
-            store.add_samples(run_id, samples)
-            seconds = time.perf_counter() - t0
-            done += len(samples)
-            for g in chunk:
-                remaining_per_problem[g.problem.id] -= g.n
-                if remaining_per_problem[g.problem.id] == 0:
-                    problems_done += 1
-            if on_progress:
-                on_progress(
-                    Progress(
-                        problems_done, len(plan.problems), done, total, len(samples),
-                        sum(s.completion_tokens for s in samples), seconds,
-                    )
+    for chunk, spec in batches(groups, plan.spec, batch_samples):
+        t0 = time.perf_counter()
+        samples = generate_groups(chunk, spec, task, backend_for)
+        store.add_samples(run_id, samples)
+        seconds = time.perf_counter() - t0
+        done += len(samples)
+        for g in chunk:
+            remaining_per_problem[g.problem.id] -= g.n
+            if remaining_per_problem[g.problem.id] == 0:
+                problems_done += 1
+        if on_progress:
+            on_progress(
+                Progress(
+                    problems_done, len(plan.problems), done, total, len(samples),
+                    sum(s.completion_tokens for s in samples), seconds,
                 )
+            )
     return run_id
 
 
@@ -275,26 +292,15 @@ def allocate(
                 if not 0 <= i < len(priors):
                     raise MarginalError(f"policy {policy.name} asked for prior {i}; the bank has {len(priors)}")
                 groups.append((q, _Group(problems[q], priors[i], len(st.answers[i]), n)))
-        buckets: dict[tuple, list[tuple[int, _Group]]] = defaultdict(list)
-        for q, g in groups:
-            buckets[(g.prior.model, g.first, g.n)].append((q, g))
         new: list[Sample] = []
-        for (_, first, n), bucket in buckets.items():
-            per_call = max(1, max_batch // n)
-            for s in range(0, len(bucket), per_call):
-                chunk = bucket[s : s + per_call]
-                gs = [g for _, g in chunk]
-                t0 = time.perf_counter()
-                outs = backend_for(gs[0].prior).generate(
-                    [g.prior.render(g.problem.question) for g in gs], replace(spec, n=n, first_index=first)
-                )
-                made = iter(to_samples(task, gs, outs, time.perf_counter() - t0))
-                for q, g in chunk:
-                    for _ in range(g.n):
-                        smp = next(made)
-                        states[q].samples.append(smp)
-                        states[q].answers[index[g.prior.name]].append(smp.answer)
-                        new.append(smp)
+        for chunk, call_spec in batches(groups, spec, max_batch, group_of=lambda x: x[1]):
+            made = iter(generate_groups([g for _, g in chunk], call_spec, task, backend_for))
+            for q, g in chunk:
+                for _ in range(g.n):
+                    smp = next(made)
+                    states[q].samples.append(smp)
+                    states[q].answers[index[g.prior.name]].append(smp.answer)
+                    new.append(smp)
         if on_batch:
             on_batch(new, step)
     return states
