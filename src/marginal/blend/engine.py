@@ -140,6 +140,8 @@ class LlamaCppEngine:
             self.close()
             raise MarginalError(f"llama.cpp could not create a context with n_ctx={n_ctx}, max_seqs={max_seqs}")
         self.n_ctx = int(ll.llama_n_ctx(self._ctx))
+        self.n_batch = min(self.n_batch, int(ll.llama_n_batch(self._ctx)), int(ll.llama_n_ubatch(self._ctx)))
+        # llama.cpp may round n_ctx up (256 cells at least) and caps n_batch at n_ctx
         self._mem = ll.llama_get_memory(self._ctx)
         self._batch, self._arrays = _make_batch(ll, self.n_batch)
         self._free = list(range(max_seqs - 1, -1, -1))
