@@ -4,8 +4,10 @@ On one base/guide pair and one batch of questions (greedy, the same
 max_tokens), runs: the base alone, then the blend at gamma = 0 (0%
 intervention: the guide must do no work), at a gamma calibrated to ~15% of
 steps (the 15th percentile of the base's own top probabilities along its
-greedy run), and at gamma = 1.5 (100%). For each: emitted tokens/s (fastest of
---reps interleaved repetitions), the overhead vs base alone, engine time, the intervention rate, guide batches and guide tokens.
+greedy run), and at gamma = 1.5 (100%). For each: emitted tokens/s (fastest
+of --reps interleaved repetitions), the overhead vs base alone, the
+intervention rate, guide batches, guide and base tokens, and the time spent
+inside the two engines (decode + log-softmax) out of the wall time.
 Prints a table and writes bench/results/blend.json.
 
     python bench/blend.py [--base smollm2-135m] [--guide smollm2-135m] [--questions 8] [--max-tokens 64]

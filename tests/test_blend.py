@@ -348,3 +348,40 @@ def test_blend_cli(tmp_path, smol_path):
         assert (inter == 0 and ma is None) if v == "base" else (inter == steps and rate == 1.0 and 0 <= ma <= 1)
     r2 = CliRunner().invoke(app, [*args[:-2], "--alpha", "1.5"])
     assert r2.exit_code != 0 and "--alpha must be" in str(r2.exception or r2.output)
+
+
+def test_backend_protocol(pair):
+    from marginal.backends.base import Backend
+
+    assert isinstance(pair, Backend)
+    assert pair.name.startswith("blend:smollm2-135m+") and "g0.4-aauto-k100" in pair.name
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("MARGINAL_SLOW_TESTS"),
+                    reason="set MARGINAL_SLOW_TESTS=1: a real different-tokenizer pair (Qwen2.5-Coder-0.5B guide)")
+def test_different_tokenizers_on_real_models(engines):
+    from marginal.models import CATALOG, is_available
+
+    if not is_available(CATALOG["qwen2.5-coder-0.5b"]):
+        pytest.skip("qwen2.5-coder-0.5b is not installed")
+    b, _ = engines
+    q = LlamaCppEngine.load("qwen2.5-coder-0.5b", n_ctx=1024, max_seqs=4, n_threads=2)
+    try:
+        pair = BlendBackend(b, q, BlendConfig(gamma=1.5, alpha=0.9))
+        assert pair.match == "string"
+        prompts = [Chat((Message("user", "Write a Python function that adds two numbers."),)), "def fib(n):"]
+        for (c,) in pair.generate(prompts, SampleSpec(temperature=0, max_tokens=24)):
+            assert c.interventions == c.steps > 0 and c.error is None
+            assert b.detokenize(c.token_ids).startswith(c.text)  # token_ids are the base's tokens of the text
+        # the guide's catch-up after re-tokenization equals a fresh evaluation of prompt + text
+        prompt = q.tokenize(prompts[1])
+        text = q.tokenize_text("    if n < 2:\n        return n")
+        x, y = q.open(2)
+        q.extend([x], [prompt + text[:3]])
+        got = q.extend([x], [text[3:]])[0]
+        fresh = q.extend([y], [prompt + text])[0]
+        assert int(got.argmax()) == int(fresh.argmax())
+        np.testing.assert_allclose(got, fresh, atol=5e-2)
+        q.release([x, y])
+    finally:
+        q.close()
