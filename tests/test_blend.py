@@ -19,6 +19,7 @@ from marginal.blend import (
     alpha_for,
     auto_alpha,
     check_pair,
+    parse_blend_spec,
     mix,
     union_by_id,
     union_by_string,
@@ -385,3 +386,15 @@ def test_different_tokenizers_on_real_models(engines):
         q.release([x, y])
     finally:
         q.close()
+
+
+def test_parse_blend_spec():
+    base, guide, cfg, match = parse_blend_spec("blend:qwen2.5-coder-1.5b+qwen2.5-coder-0.5b:gamma=0.3,alpha=0.5")
+    assert (base, guide, match) == ("qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b", "auto")
+    assert cfg == BlendConfig(gamma=0.3, alpha=0.5)
+    assert parse_blend_spec("blend:a+b:variant=always,match=id")[2:] == (BlendConfig(gamma=1.0), "id")
+    for bad, msg in [("blend:a", "expected 'blend:BASE"), ("blend:a+b:beta=1", "bad option 'beta=1'"),
+                     ("blend:a+b:gamma=x", "must be numbers"), ("blend:a+b:variant=mix", "unknown blend variant"),
+                     ("blend:a+b:match=bytes", "match must be")]:
+        with pytest.raises(MarginalError, match=msg):
+            parse_blend_spec(bad)

@@ -17,6 +17,8 @@ from .backend import (
     BlendConfig,
     BlendStats,
     check_pair,
+    load_blend,
+    parse_blend_spec,
     variant_config,
 )
 from .engine import EngineStats, LlamaCppEngine, NextTokenLogprobs
@@ -24,6 +26,6 @@ from .mix import Candidates, StringVocab, alpha_for, auto_alpha, mix, union_by_i
 
 __all__ = [
     "VARIANTS", "BlendBackend", "BlendCompletion", "BlendConfig", "BlendStats", "Candidates", "EngineStats",
-    "LlamaCppEngine", "NextTokenLogprobs", "StringVocab", "alpha_for", "auto_alpha", "check_pair", "mix",
+    "LlamaCppEngine", "NextTokenLogprobs", "StringVocab", "alpha_for", "auto_alpha", "check_pair", "load_blend", "mix", "parse_blend_spec",
     "union_by_id", "union_by_string", "variant_config",
 ]

@@ -579,6 +579,44 @@ class BlendBackend:
                     rows[g] = out[r]
 
 
+def parse_blend_spec(spec: str) -> tuple[str, str, BlendConfig, Match]:
+    """(base, guide, config, match) of ``blend:BASE+GUIDE[:key=value,...]``.
+
+    Keys: variant (default blend), gamma, alpha (auto or a number), top_k,
+    match (auto|id|string); e.g. ``blend:qwen2.5-coder-1.5b+qwen2.5-coder-0.5b:gamma=0.3,alpha=auto``.
+    """
+    form = "expected 'blend:BASE+GUIDE[:gamma=G,alpha=A,top_k=K,variant=V,match=M]'"
+    if not spec.startswith("blend:"):
+        raise MarginalError(f"blend model {spec!r}: {form}")
+    body = spec[len("blend:"):]
+    models, _, opts = body.partition(":")
+    base, plus, guide = models.partition("+")
+    if not (base and plus and guide):
+        raise MarginalError(f"blend model {spec!r}: {form}")
+    kv: dict[str, str] = {}
+    for part in filter(None, opts.split(",")):
+        k, eq, v = part.partition("=")
+        if not eq or k not in ("variant", "gamma", "alpha", "top_k", "match"):
+            raise MarginalError(f"blend model {spec!r}: bad option {part!r}; {form}")
+        kv[k] = v
+    try:
+        gamma = float(kv.get("gamma", 0.4))
+        alpha: Alpha = "auto" if kv.get("alpha", "auto") == "auto" else float(kv["alpha"])
+        top_k = int(kv.get("top_k", 100))
+    except ValueError:
+        raise MarginalError(f"blend model {spec!r}: gamma, alpha and top_k must be numbers; {form}") from None
+    match = kv.get("match", "auto")
+    if match not in ("auto", "id", "string"):
+        raise MarginalError(f"blend model {spec!r}: match must be auto, id or string, got {match!r}")
+    return base, guide, variant_config(kv.get("variant", "blend"), gamma=gamma, alpha=alpha, top_k=top_k), match  # type: ignore[return-value]
+
+
+def load_blend(spec: str, **options) -> BlendBackend:
+    """A BlendBackend from ``blend:BASE+GUIDE[:...]`` (see `parse_blend_spec`); options: n_ctx, max_seqs, n_threads."""
+    base, guide, config, match = parse_blend_spec(spec)
+    return BlendBackend.load(base, guide, config, match=match, **options)
+
+
 def _first_eog(e: NextTokenLogprobs) -> int:
     return next(t for t in range(e.n_vocab) if e.is_eog(t))
 
