@@ -24,6 +24,14 @@ How a call to ``generate(prompts, spec)`` runs:
   before it, the token ids keep every sampled token), or after ``max_tokens``
   tokens or at the end of the context ("length").
 
+Failures stay with their prompt: a prompt that does not fit in the context
+(or whose chat template raises) gets ``n`` completions with finish_reason
+"error" and ``error`` holding the MarginalError message (prompt length and
+n_ctx); the other prompts are generated as usual. ``backend.stats`` counts the
+work (prompts and prompt tokens evaluated, prompt tokens reused, tokens
+generated, decode calls, seconds). ``next_logprobs(prompts)`` gives the
+next-token log-probabilities after each prompt (for token blending).
+
 Reproducibility: the same call (same prompts in the same order, same spec,
 model, n_ctx, max_seqs) gives the same completions, bit for bit. llama.cpp's
 numerics are NOT batch-invariant, though: the same prompt decoded next to
