@@ -30,7 +30,7 @@ def chat(q: str, system: str | None = None) -> Chat:
 
 @pytest.fixture(scope="module")
 def backend():
-    with LlamaCppBackend(bundled_model_path(), n_ctx=4096, max_seqs=32, n_threads=2) as b:
+    with LlamaCppBackend(bundled_model_path(), n_ctx=4096, max_seqs=32, n_threads=1) as b:
         yield b
 
 
@@ -47,7 +47,7 @@ def test_chat_template_applied(backend):
     im_start = backend.tokenize("<|im_start|>")
     assert len(im_start) == 1  # a special token, parsed as one
     assert toks.count(im_start[0]) == 3  # default system turn, user turn, generation prompt
-    assert backend.tokenize("plain text") == backend.tokenize("plain text")  # str is sent as is
+    assert im_start[0] not in backend.tokenize("plain text")  # a str is sent as is, not templated
     assert backend.render("plain text") == "plain text"
 
 
@@ -57,7 +57,7 @@ def test_plain_fallback_rendering():
 
 
 def test_seeded_reproducibility_and_distinct_samples(backend):
-    spec = SampleSpec(n=4, temperature=1.0, max_tokens=16, seed=7)
+    spec = SampleSpec(n=4, temperature=1.0, max_tokens=12, seed=7)
     prompts = [chat(QUESTIONS[2]), chat(QUESTIONS[6])]
     a = backend.generate(prompts, spec)
     b = backend.generate(prompts, spec)
@@ -65,8 +65,8 @@ def test_seeded_reproducibility_and_distinct_samples(backend):
     for row in a:
         assert len(row) == 4
         assert len({c.text for c in row}) == 4
-    c = backend.generate(prompts, SampleSpec(n=4, temperature=1.0, max_tokens=16, seed=8))
-    assert c != a
+    c = backend.generate(prompts[:1], SampleSpec(n=4, temperature=1.0, max_tokens=12, seed=8))
+    assert c[0] != a[0]
 
 
 def test_seeds_follow_the_spec(backend):
@@ -163,7 +163,7 @@ def test_many_prompts_beyond_max_seqs_keep_input_order(backend):
     prompt, all in input order."""
     prompts = [chat(q) for q in QUESTIONS[:5]]
     spec = SampleSpec(n=5, temperature=0.8, max_tokens=8, seed=9)
-    with LlamaCppBackend(bundled_model_path(), n_ctx=160, max_seqs=3, n_threads=2) as small:
+    with LlamaCppBackend(bundled_model_path(), n_ctx=160, max_seqs=3, n_threads=1) as small:
         tight = small.generate(prompts, spec)
         s = small.stats
         assert small.generate(prompts, spec) == tight  # the schedule is deterministic
@@ -177,7 +177,7 @@ def test_many_prompts_beyond_max_seqs_keep_input_order(backend):
 
 
 def test_prompt_too_long_fails_alone():
-    with LlamaCppBackend(bundled_model_path(), n_ctx=256, max_seqs=4, n_threads=2) as b:
+    with LlamaCppBackend(bundled_model_path(), n_ctx=256, max_seqs=4, n_threads=1) as b:
         long = "word " * 300
         out = b.generate([long, "Hello"], SampleSpec(n=2, max_tokens=8, seed=1))
         n_long = len(b.tokenize(long))
