@@ -18,10 +18,12 @@ class Backend(Protocol):
 
     ``generate(prompts, spec)`` returns, for each prompt in order, ``spec.n``
     completions. Completion ``j`` of a prompt samples with seed
-    ``spec.sequence_seed(prompt_key(prompt), j)``, so the same seed, model and
-    settings give the same completions whatever else is in the batch. A
-    completion that fails has ``finish_reason == "error"`` and ``error`` set;
-    it is never dropped or replaced.
+    ``spec.sequence_seed(prompt_key(prompt), j)``, so the same call (prompts,
+    spec, engine settings) gives the same completions. Engines whose kernels
+    are not batch-invariant (llama.cpp on CPU, most GPU kernels) may give a
+    prompt other tokens when it is batched with other prompts: same seed, not
+    always the same text. A completion that fails has ``finish_reason ==
+    "error"`` and ``error`` set; it is never dropped or replaced.
     """
 
     name: str
