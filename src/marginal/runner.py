@@ -151,6 +151,9 @@ def batches(items: Sequence, spec: SampleSpec, batch_samples: int, group_of: Cal
     return out
 
 
+TRUNCATED = "truncated: max_tokens reached before the final answer"
+
+
 def generate_groups(
     groups: Sequence[_Group], spec: SampleSpec, task: Task, backend_for: Callable[[Prior], Backend]
 ) -> list[Sample]:
@@ -163,11 +166,16 @@ def generate_groups(
 def to_samples(
     task: Task, groups: Sequence[_Group], outs: Sequence[Sequence[Completion]], seconds: float
 ) -> list[Sample]:
-    """Extract and grade the completions of ``groups``; failed ones stay failed."""
+    """Extract and grade the completions of ``groups``; failed ones stay failed.
+
+    A completion cut off by ``max_tokens`` ("length") is failed as truncated:
+    it never reached the final answer the prompt asks for, and the last number
+    of a half-written solution is an intermediate result, not a vote.
+    """
     items, where = [], []
     for g, comps in zip(groups, outs):
         for j, comp in enumerate(comps):
-            if comp.finish_reason != "error":
+            if comp.finish_reason == "stop":
                 items.append((comp.text, g.problem))
                 where.append((g, j))
     extracted = dict(zip(where, extract_all(task, items)))
@@ -177,7 +185,8 @@ def to_samples(
         for j, comp in enumerate(comps):
             ex = extracted.get((g, j))
             if ex is None:
-                answer, error = None, comp.error or "generation failed"
+                answer = None
+                error = TRUNCATED if comp.finish_reason == "length" else comp.error or "generation failed"
             else:
                 answer, error = ex.answer, ex.error
             correct = None
