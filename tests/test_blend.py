@@ -349,6 +349,8 @@ def test_blend_cli(tmp_path, smol_path):
         assert (inter == 0 and ma is None) if v == "base" else (inter == steps and rate == 1.0 and 0 <= ma <= 1)
     r2 = CliRunner().invoke(app, [*args[:-2], "--alpha", "1.5"])
     assert r2.exit_code != 0 and "--alpha must be" in str(r2.exception or r2.output)
+    r3 = CliRunner().invoke(app, [*args, "--prior", "defualt"])
+    assert r3.exit_code != 0 and "unknown prior 'defualt' (did you mean 'default'?)" in str(r3.exception)
 
 
 def test_backend_protocol(pair):

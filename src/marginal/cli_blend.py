@@ -1,8 +1,8 @@
 """`marginal blend`: blend a base and a guide model on a task, per variant
 (registered on cli.app).
 
-Each variant generates one completion per problem (the task's default prior,
-each model with its own chat template); answers are extracted and graded by
+Each variant generates one completion per problem (the task's first prior or
+``--prior NAME``, each model with its own chat template); answers are extracted and graded by
 the task. Rows go to a ``blend_samples`` table of the SQLite file ``--out``
 (one row per variant, settings and problem; a rerun skips rows already
 there), and a table of accuracy and intervention rate per variant is printed.
@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .cli import app
-from .errors import MarginalError
+from .errors import MarginalError, unknown
 
 out = Console()
 
@@ -70,6 +70,7 @@ def blend_cmd(
     temperature: float = typer.Option(0.7, help="sample mode: temperature"),
     variant: list[str] = typer.Option(["blend"], "--variant", "-v", help="blend|base|guide|nudge|always|geometric|alpha0.25|alpha0.5|alpha0.75|all (repeatable)"),
     match: str = typer.Option("auto", help="token matching: auto|id|string"),
+    prior_name: Optional[str] = typer.Option(None, "--prior", help="the task's prior to prompt with (default: its first)"),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", help="first N problems only"),
     max_tokens: int = typer.Option(256, help="most new tokens per completion"),
     seed: int = typer.Option(0, help="sampler seed (sample mode)"),
@@ -99,7 +100,14 @@ def blend_cmd(
     problems = task.problems()[: limit or None]
     if not problems:
         raise MarginalError(f"task {task_name!r} has no problems")
-    prior = task.bank()[0]
+    bank = task.bank()
+    if prior_name is None:
+        prior = bank[0]
+    else:
+        by_name = {p.name: p for p in bank}
+        if prior_name not in by_name:
+            raise unknown("prior", prior_name, by_name)
+        prior = by_name[prior_name]
     prompts = [prior.render(p.question) for p in problems]
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,7 +120,7 @@ def blend_cmd(
         for v in names:
             cfg = configs[v]
             cfg_json = json.dumps({"gamma": cfg.gamma, "alpha": cfg.alpha, "top_k": cfg.top_k,
-                                   "combine": cfg.combine, "solo": cfg.solo}, sort_keys=True)
+                                   "combine": cfg.combine, "solo": cfg.solo, "prior": prior.name}, sort_keys=True)
             key = (base, guide, cfg_json, task.name, seed, spec.temperature, max_tokens)
             done = {r[0] for r in db.execute(
                 "SELECT problem_id FROM blend_samples WHERE base=? AND guide=? AND config=? AND task=? AND seed=? "
