@@ -32,3 +32,17 @@ def test_batches_group_by_engine_offset_and_n():
     assert all(spec.seed == 3 for _, spec in out)
     assert sum(len(c) for c, _ in out) == len(groups)
     assert {g.prior.model for g in out[-1][0]} == {"other"}
+
+
+def test_blend_spec_is_a_model_for_any_run():
+    from marginal.backends import load_backend
+    from marginal.blend import BlendBackend
+    from marginal.types import Chat, Message
+
+    b = load_backend("blend:smollm2-135m+smollm2-135m:gamma=0.5", n_ctx=1024, max_seqs=4)
+    try:
+        assert isinstance(b, BlendBackend)
+        (outs,) = b.generate([Chat((Message("user", "Say hi."),))], SampleSpec(n=2, temperature=0.7, max_tokens=4, seed=1))
+        assert len(outs) == 2 and all(c.finish_reason in ("stop", "length") for c in outs)
+    finally:
+        b.close()

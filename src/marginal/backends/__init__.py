@@ -5,6 +5,8 @@
 - ``http://host:port/v1#name`` (or https): any OpenAI-compatible server;
 - ``torch:ID_OR_PATH``: HF transformers (a hub id, a local folder, or a
   ``.gguf`` file), on CUDA when available;
+- ``blend:BASE+GUIDE[:gamma=..,alpha=..]``: two llama.cpp models blended
+  token by token (see ``marginal.blend``);
 - anything else (a catalog name, a ``.gguf`` path, ``hf:repo/file.gguf``):
   llama.cpp in process.
 
@@ -29,6 +31,10 @@ def load_backend(model: str, **options) -> Backend:
         from .http import OpenAIBackend
 
         return OpenAIBackend.from_spec(model, **{k: v for k, v in options.items() if k not in _LLAMA_ONLY})
+    if model.startswith("blend:"):
+        from ..blend import load_blend
+
+        return load_blend(model, **options)
     if model.startswith("torch:"):
         from .hf import HFBackend
 

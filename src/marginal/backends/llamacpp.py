@@ -212,7 +212,8 @@ class LlamaCppBackend:
             self.close()
             raise MarginalError(f"llama.cpp could not create a context with n_ctx={n_ctx}, max_seqs={max_seqs}")
         self.n_ctx = _ll.llama_n_ctx(self._ctx)  # llama.cpp may round it up
-        self.n_batch = _ll.llama_n_batch(self._ctx)  # and clamps n_batch to n_ctx
+        # llama.cpp clamps n_batch (and n_ubatch) to n_ctx; a batch above either aborts the process.
+        self.n_batch = min(int(_ll.llama_n_batch(self._ctx)), int(_ll.llama_n_ubatch(self._ctx)))
         if self.n_batch < max_seqs:
             self.close()
             raise MarginalError(f"max_seqs={max_seqs} exceeds the batch size {self.n_batch} (raise n_ctx)")
