@@ -219,7 +219,7 @@ class LlamaCppBackend:
             raise MarginalError(f"max_seqs={max_seqs} exceeds the batch size {self.n_batch} (raise n_ctx)")
         self._mem = _ll.llama_get_memory(self._ctx)
 
-        self._batch, self._batch_arrays = _make_batch(self.n_batch)
+        self._batch, self._batch_arrays = make_batch(self.n_batch)
         self._piece_cache: dict[int, bytes] = {}
         self._eog_cache: dict[int, bool] = {}
         self._ids = np.arange(self.n_vocab, dtype=np.int32)
@@ -661,7 +661,7 @@ def _logsumexp_rows(rows: np.ndarray) -> np.ndarray:
     return (m[:, 0] + np.log(np.exp(rows - m).sum(axis=1, dtype=np.float64))).astype(np.float64)
 
 
-def _make_batch(n: int):
+def make_batch(n: int):
     """A llama_batch whose arrays are numpy buffers (filled with vectorized writes)."""
     tok = np.zeros(n, dtype=np.int32)
     pos = np.zeros(n, dtype=np.int32)

@@ -27,6 +27,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from ..backends.llamacpp import make_batch
 from ..errors import MarginalError
 from ..types import Prompt
 
@@ -143,7 +144,7 @@ class LlamaCppEngine:
         self.n_batch = min(self.n_batch, int(ll.llama_n_batch(self._ctx)), int(ll.llama_n_ubatch(self._ctx)))
         # llama.cpp may round n_ctx up (256 cells at least) and caps n_batch at n_ctx
         self._mem = ll.llama_get_memory(self._ctx)
-        self._batch, self._arrays = _make_batch(ll, self.n_batch)
+        self._batch, self._arrays = make_batch(self.n_batch)
         self._free = list(range(max_seqs - 1, -1, -1))
         self._len: dict[int, int] = {}
         self._pieces: dict[int, bytes] = {}
@@ -337,27 +338,3 @@ class LlamaCppEngine:
             self.close()
         except Exception:  # pragma: no cover - interpreter shutdown
             pass
-
-
-def _make_batch(ll, n: int):
-    """A llama_batch whose arrays are numpy buffers (as in the llama.cpp backend)."""
-    tok = np.zeros(n, dtype=np.int32)
-    pos = np.zeros(n, dtype=np.int32)
-    nseq = np.ones(n, dtype=np.int32)
-    seq = np.zeros(n, dtype=np.int32)
-    out = np.zeros(n, dtype=np.int8)
-    ptrs = (ctypes.POINTER(ll.llama_seq_id) * n)()
-    base = seq.ctypes.data
-    for i in range(n):
-        ptrs[i] = ctypes.cast(base + 4 * i, ctypes.POINTER(ll.llama_seq_id))
-    batch = ll.llama_batch(
-        n_tokens=0,
-        token=tok.ctypes.data_as(ctypes.POINTER(ll.llama_token)),
-        embd=None,
-        pos=pos.ctypes.data_as(ctypes.POINTER(ll.llama_pos)),
-        n_seq_id=nseq.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)),
-        seq_id=ctypes.cast(ptrs, ctypes.POINTER(ctypes.POINTER(ll.llama_seq_id))),
-        logits=out.ctypes.data_as(ctypes.POINTER(ctypes.c_int8)),
-    )
-    batch._keep = (tok, pos, nseq, seq, out, ptrs)  # type: ignore[attr-defined]
-    return batch, (tok, pos, seq, out)
