@@ -46,3 +46,11 @@ def test_blend_spec_is_a_model_for_any_run():
         assert len(outs) == 2 and all(c.finish_reason in ("stop", "length") for c in outs)
     finally:
         b.close()
+
+
+def test_default_file_names_keep_the_model_name():
+    from marginal.cli_run import _slug
+
+    assert _slug("qwen2.5-coder-0.5b") == "qwen2.5-coder-0.5b"
+    assert _slug("/models/My Model.Q4.gguf") == "My_Model.Q4"
+    assert _slug("http://127.0.0.1:8000/v1#qwen") == "http___127.0.0.1_8000_v1_qwen"

@@ -18,6 +18,12 @@ from .errors import MarginalError
 out = Console()
 
 
+def _slug(model: str) -> str:
+    """A file-name-safe short form of a model spec ('qwen2.5-coder-0.5b', 'model' for x/model.gguf)."""
+    name = Path(model).stem if model.endswith(".gguf") else model
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
 def _positive(name: str, value: Optional[int]) -> None:
     if value is not None and value <= 0:
         raise MarginalError(f"{name} must be a positive integer, got {value}")
@@ -133,7 +139,7 @@ def run(
         raise MarginalError("--resume needs --out RUN.db")
     if out_path is None:
         safe = task.replace(":", "-").replace("/", "_").replace(".", "_")
-        out_path = Path("runs") / f"{safe}-{Path(model).stem}.db"
+        out_path = Path("runs") / f"{safe}-{_slug(model)}.db"
     if resume:
         if not out_path.exists():
             raise MarginalError(f"--resume: no such run database: {out_path}")
@@ -347,7 +353,7 @@ def demo(
                 "pip install 'marginal[qwen05]'[/]"
             )
     data = files("marginal") / "data" / "demo.jsonl"
-    db = out_dir / f"demo-{Path(model).stem}.db"
+    db = out_dir / f"demo-{_slug(model)}.db"
     cli = get_command(app)
     common = ["--model", model, "--priors", str(priors), "--samples", str(samples), "--limit", str(limit),
               "--max-tokens", str(max_tokens), "--out", str(db)]
