@@ -360,3 +360,37 @@ def demo(
     cli.main(["run", f"jsonl:{data}", *common], standalone_mode=False)
     cli.main(["analyze", str(db), "--budget", str(priors * samples)], standalone_mode=False)
     cli.main(["report", str(db), "--html", str(db.with_suffix(".html"))], standalone_mode=False)
+
+
+@app.command("replay")
+def replay_cmd(
+    db: Path = typer.Argument(..., help="a K x M run database (a pool)"),
+    budgets: str = typer.Option("4,8,16", "--budgets", help="comma-separated budgets B"),
+    policies: str = typer.Option("repetition,diversity,adaptive", "--policies", help="comma-separated policy names"),
+    threshold: float = typer.Option(0.95, help="adaptive: stop when P(leader stays leader) reaches this"),
+    run_id: Optional[str] = typer.Option(None, "--run", help="run id when the database holds several"),
+) -> None:
+    """Replay policies on a stored pool (no generation): accuracy with 95% CI and samples used."""
+    from .policies import make_policy
+    from .replay import replay
+    from .store import Store
+
+    try:
+        bs = [int(b) for b in budgets.split(",")]
+    except ValueError:
+        raise MarginalError(f"--budgets expects comma-separated integers, got {budgets!r}") from None
+    for b in bs:
+        _positive("--budgets", b)
+    store = Store(db, readonly=True)
+    n_priors = len(store.priors(run_id or store.only_run()))
+    store.close()
+    t = Table(title=f"policies replayed on {db}")
+    for col in ("B", "policy", "accuracy %", "95% CI", "mean samples", "pool exhausted"):
+        t.add_column(col, justify="left" if col == "policy" else "right")
+    for b in bs:
+        for name in policies.split(","):
+            pol = make_policy(name.strip(), b, n_priors, k=min(n_priors, b), threshold=threshold)
+            r = replay(db, pol, b, run=run_id)
+            t.add_row(str(b), name, f"{100 * r.accuracy:.1f}", f"[{100 * r.ci[0]:.1f}, {100 * r.ci[1]:.1f}]",
+                      f"{r.mean_used:.1f}", str(r.exhausted))
+    out.print(t)

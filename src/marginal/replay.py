@@ -1,0 +1,84 @@
+"""Replay allocation policies on a stored pool, without generating.
+
+A policy asks for "n more samples of prior i"; here they are served from the
+pool: the next stored samples of (problem, prior i) in index order. Sample i
+of a (problem, prior) pair has the same seed whether it was drawn by a grid
+run or by a policy, so a replay is what a live policy run would have drawn
+(up to the engine's batch-composition numerics), and every policy and budget
+can be compared on one pool. A request beyond what the pool holds stops that
+question ("pool exhausted"), and is counted.
+Left out: policies that need samples the pool does not have (grow the pool).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from .policies import Policy, vote
+from .store import Store
+from .types import Sample
+
+
+@dataclass(frozen=True)
+class Replay:
+    """A policy replayed on every problem of a pool."""
+
+    policy: str
+    budget: int
+    accuracy: float
+    """Mean credit of the plurality answer (1/|T| when gold is among |T| tied answers)."""
+    ci: tuple[float, float]
+    """95% bootstrap CI of the accuracy over problems."""
+    mean_used: float
+    exhausted: int
+    """Problems where the policy asked for more samples than the pool holds."""
+    credit: tuple[float, ...]
+    used: tuple[int, ...]
+
+
+def _credit(answers, gold: set[str]) -> float:
+    counts: Counter = vote(answers)
+    if not counts:
+        return 0.0
+    top = max(counts.values())
+    tied = [a for a, c in counts.items() if c == top]
+    return sum(a in gold for a in tied) / len(tied)
+
+
+def replay(path, policy: Policy, budget: int, *, run: str | None = None, seed: int = 0, n_boot: int = 2000) -> Replay:
+    """Replay ``policy`` with ``budget`` samples per problem on the run stored at ``path``."""
+    store = Store(path, readonly=True)
+    run_id = run or store.only_run()
+    priors = [c.name for c in store.priors(run_id)]
+    by: dict[tuple[str, str], list[Sample]] = {}
+    for s in store.samples(run_id):
+        by.setdefault((s.problem_id, s.prior), []).append(s)
+    problems = store.problems(run_id)
+    store.close()
+    credit, used, exhausted = [], [], 0
+    for p in problems:
+        pools = [sorted(by.get((p.id, c), []), key=lambda s: s.index) for c in priors]
+        answers: list[list[str | None]] = [[] for _ in priors]
+        while True:
+            d = policy.decide(answers, budget)
+            if d.stop:
+                break
+            if any(len(answers[i]) + n > len(pools[i]) for i, n in d.requests):
+                exhausted += 1
+                break
+            for i, n in d.requests:
+                answers[i] += [s.answer for s in pools[i][len(answers[i]) : len(answers[i]) + n]]
+        gold = {s.answer for ps in pools for s in ps if s.correct}
+        credit.append(_credit(answers, gold))
+        used.append(sum(len(a) for a in answers))
+    c = np.array(credit)
+    rng = np.random.default_rng(seed)
+    boots = c[rng.integers(0, len(c), size=(n_boot, len(c)))].mean(axis=1) if len(c) else np.zeros(1)
+    return Replay(
+        policy.name, budget, float(c.mean()) if len(c) else 0.0,
+        (float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))),
+        float(np.mean(used)) if used else 0.0, exhausted, tuple(credit), tuple(used),
+    )
