@@ -60,3 +60,14 @@ def test_replay_cli(tmp_path):
     r = subprocess.run([sys.executable, "-m", "marginal", "replay", str(tmp_path / "r.db"), "--budgets", "4,x"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "--budgets expects" in r.stderr
+
+
+def test_partial_pool_analyses_only_sampled_problems(tmp_path):
+    from marginal.analysis import load_pool
+
+    s = Store(tmp_path / "r.db")
+    s.create_run("r", {}, [Problem(f"p{i}", "q", "1") for i in range(3)], [Prior("a")], "0")
+    s.add_samples("r", [Sample("p1", "a", i, "1", "1", True, None) for i in range(2)])
+    s.close()
+    pool = load_pool(tmp_path / "r.db")
+    assert pool.problems == ("p1",)

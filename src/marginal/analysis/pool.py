@@ -197,6 +197,7 @@ def load_pool(path, run: str | None = None, *, failed: str = "abstain") -> Pool:
     removed. Answers of samples graded correct all map to the one gold id;
     a problem with a reference and no correct sample gets a gold id no
     sample has; a run with ``correct`` NULL everywhere is label-free.
+    Problems with no stored sample yet (a pool still growing) are left out.
     """
     from ..store import Store
 
@@ -223,6 +224,8 @@ def load_pool(path, run: str | None = None, *, failed: str = "abstain") -> Pool:
         store.close()
     if not rows:
         raise MarginalError(f"run {run_id} in {path} is empty: it holds no samples")
+    sampled = {r[0] for r in rows}  # a pool still being generated: only the problems sampled so far
+    problems = [p for p in problems if p.id in sampled]
     prior_pos = {n: c for c, n in enumerate(priors)}
     for _, pr, *_ in rows:
         if pr not in prior_pos:  # samples under a prior the bank does not list: append it
