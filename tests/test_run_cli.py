@@ -185,3 +185,21 @@ def test_adaptive_policy_run_resumes_without_duplicates(tmp_path):
     assert rows(db) == first
     with sqlite3.connect(db) as c:
         assert c.execute("SELECT count(*) FROM decisions").fetchone()[0] == n_dec
+
+
+def test_subset_seed_picks_a_seeded_random_subset_and_resume_keeps_it(tmp_path):
+    import numpy as np
+
+    db = tmp_path / "subset.db"
+    args = ["--priors", "1", "--samples", "1", "--max-tokens", "4", "--limit", "3", "--subset-seed", "7"]
+    r = marginal("run", f"jsonl:{DEMO}", *args, "--out", db)
+    assert r.returncode == 0, r.stderr
+    want = [f"demo/{i}" for i in sorted(np.random.default_rng(7).permutation(20)[:3])]
+    with sqlite3.connect(db) as c:
+        stored = [i for (i,) in c.execute("SELECT problem_id FROM problems ORDER BY position")]
+    assert stored == want and want != ["demo/0", "demo/1", "demo/2"]
+    assert sorted({p for p, *_ in rows(db)}) == sorted(want)
+    r = marginal("run", "ignored", "--resume", "--samples", "2", "--out", db)
+    assert r.returncode == 0, r.stderr
+    assert len(rows(db)) == 6 and sorted({p for p, *_ in rows(db)}) == sorted(want)
+    assert "give --limit" in bad("run", f"jsonl:{DEMO}", "--subset-seed", "1", "--out", tmp_path / "y.db")

@@ -33,9 +33,14 @@ def build_plan(
     task_name: str, *, model: str, priors: str, priors_file: Optional[Path], samples: Optional[int],
     budget: Optional[int], limit: Optional[int], seed: int, max_tokens: int, temperature: float,
     top_p: float, top_k: int, min_p: float, data: Optional[Path], question_field: str,
-    answer_field: str, grader: Optional[str],
+    answer_field: str, grader: Optional[str], subset_seed: Optional[int] = None,
+    problem_ids: Optional[list[str]] = None,
 ):
-    """The task and run plan a `marginal run` command line describes."""
+    """The task and run plan a `marginal run` command line describes.
+
+    Problems: the first ``limit`` of the task, or with ``subset_seed`` a seeded random
+    subset of ``limit`` problems (kept in the task's order), or exactly ``problem_ids``
+    (a resumed run's own problems)."""
     from .priors import load_bank, select_priors
     from .runner import RunPlan
     from .tasks import load_task
@@ -65,7 +70,21 @@ def build_plan(
     problems = task.problems()
     if not problems:
         raise MarginalError(f"task {task.name!r} has no problems")
-    problems = problems[:limit] if limit else problems
+    if problem_ids is not None:
+        by_id = {p.id: p for p in problems}
+        missing = [i for i in problem_ids if i not in by_id]
+        if missing:
+            raise MarginalError(f"the stored run has problems the task {task.name!r} lacks: {', '.join(missing[:5])}")
+        problems = [by_id[i] for i in problem_ids]
+    elif subset_seed is not None:
+        if not limit:
+            raise MarginalError("--subset-seed picks --limit N problems at random; give --limit")
+        import numpy as np
+
+        keep = np.sort(np.random.default_rng(subset_seed).permutation(len(problems))[:limit])
+        problems = [problems[i] for i in keep]
+    elif limit:
+        problems = problems[:limit]
     return task, RunPlan(task.name, model, spec, tuple(chosen), tuple(problems))
 
 
@@ -105,6 +124,7 @@ def run(
     samples: Optional[int] = typer.Option(None, "--samples", "-M", help="M: samples per prior (default 4)"),
     budget: Optional[int] = typer.Option(None, "--budget", "-B", help="B = K x M samples per problem (sets M)"),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", help="first N problems only"),
+    subset_seed: Optional[int] = typer.Option(None, help="with --limit N: a random subset of N problems drawn with this seed, not the first N"),
     seed: int = typer.Option(0, help="base seed; the same seed reproduces the same samples"),
     max_tokens: int = typer.Option(256, help="most new tokens per sample"),
     temperature: float = typer.Option(0.7, help="sampling temperature"),
@@ -122,7 +142,7 @@ def run(
     plan_file: Optional[Path] = typer.Option(None, "--plan", help="plan.json from `marginal analyze --save-plan` (policy planned)"),
     threshold: float = typer.Option(0.95, help="adaptive: stop when P(leader stays leader) reaches this"),
     batch_samples: int = typer.Option(64, help="samples generated and committed per batch (a crash loses at most one batch)"),
-    use_ray: bool = typer.Option(False, "--ray", help="shard the batches to Ray workers, each with its own model (pip install 'marginal[ray]')"),
+    use_ray: bool = typer.Option(False, "--ray", help="shard the batches to Ray workers, each with its own model (pip install 'marginal\\[ray]')"),
     address: Optional[str] = typer.Option(None, help="--ray: cluster address HOST:PORT, ray://HOST:PORT or auto (default: a new local cluster)"),
     workers: Optional[int] = typer.Option(None, help="--ray: worker actors, each with --threads CPUs (default: the cluster's CPUs)"),
 ) -> None:
@@ -135,6 +155,7 @@ def run(
     from .store import Store
 
     _positive("--batch-samples", batch_samples)
+    problem_ids = None
     if resume and out_path is None:
         raise MarginalError("--resume needs --out RUN.db")
     if out_path is None:
@@ -151,7 +172,7 @@ def run(
         max_tokens, temperature, seed = sp["max_tokens"], sp["temperature"], sp["seed"]
         top_p, top_k, min_p = sp["top_p"], sp["top_k"], sp["min_p"]
         names = [c.name for c in stored.priors(run_id)]
-        limit = len(stored.problems(run_id))
+        problem_ids = [p.id for p in stored.problems(run_id)]
         if samples is None and budget is None:
             row = stored.db.execute("SELECT max(idx) FROM samples WHERE run_id=?", (run_id,)).fetchone()
             samples = (row[0] or 0) + 1
@@ -172,6 +193,7 @@ def run(
         task, model=model, priors=priors or ("all" if policy else "4"), priors_file=priors_file, samples=samples,
         budget=grid_budget, limit=limit, seed=seed, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
         min_p=min_p, data=data, question_field=question_field, answer_field=answer_field, grader=grader,
+        subset_seed=subset_seed, problem_ids=problem_ids,
     )
     cluster = None
     if use_ray:  # connect before the store is touched: a bad address leaves it as it was
