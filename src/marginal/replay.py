@@ -6,7 +6,8 @@ of a (problem, prior) pair has the same seed whether it was drawn by a grid
 run or by a policy, so a replay is what a live policy run would have drawn
 (up to the engine's batch-composition numerics), and every policy and budget
 can be compared on one pool. A request beyond what the pool holds stops that
-question ("pool exhausted"), and is counted.
+question ("pool exhausted"), and is counted. Problems with no stored sample
+yet (a pool still being generated) are left out, as ``load_pool`` does.
 Left out: policies that need samples the pool does not have (grow the pool).
 """
 
@@ -56,7 +57,8 @@ def replay(path, policy: Policy, budget: int, *, run: str | None = None, seed: i
     by: dict[tuple[str, str], list[Sample]] = {}
     for s in store.samples(run_id):
         by.setdefault((s.problem_id, s.prior), []).append(s)
-    problems = store.problems(run_id)
+    # a pool still being generated: only the problems sampled so far (as load_pool does)
+    problems = [p for p in store.problems(run_id) if any((p.id, c) in by for c in priors)]
     store.close()
     credit, used, exhausted = [], [], 0
     for p in problems:
