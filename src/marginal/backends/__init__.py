@@ -5,16 +5,22 @@
 - ``http://host:port/v1#name`` (or https): any OpenAI-compatible server;
 - ``torch:ID_OR_PATH``: HF transformers (a hub id, a local folder, or a
   ``.gguf`` file), on CUDA when available;
+- ``vllm:ID_OR_PATH``: vLLM (a hub id, a local folder, a ``.gguf`` file, a
+  catalog name such as ``smollm2-135m`` or ``hf:repo/file.gguf``), prefix
+  caching on; needs a device vLLM supports (a CUDA GPU, or a CPU/ROCm build);
 - ``blend:BASE+GUIDE[:gamma=..,alpha=..]``: two llama.cpp models blended
   token by token (see ``marginal.blend``);
 - anything else (a catalog name, a ``.gguf`` path, ``hf:repo/file.gguf``):
   llama.cpp in process.
 
-Left out: vLLM (not installable on the CPU machines this is tested on).
+Left out: engine plug-ins (the prefixes above are fixed). Options meant for
+another engine are dropped (llama.cpp's ``n_threads``/``n_ctx``/``max_seqs``
+for the others).
 """
 
 from __future__ import annotations
 
+from ..errors import MarginalError
 from .base import Backend
 
 __all__ = ["Backend", "load_backend"]
@@ -35,6 +41,18 @@ def load_backend(model: str, **options) -> Backend:
         from ..blend import load_blend
 
         return load_blend(model, **options)
+    if model.startswith("vllm:"):
+        from .vllm import VLLMBackend
+
+        src = model.removeprefix("vllm:")
+        if not src:
+            raise MarginalError(f"model {model!r} names no model; expected vllm:HUB_ID, vllm:PATH or vllm:CATALOG_NAME")
+        from ..models import CATALOG, resolve_model
+
+        if src in CATALOG or src.startswith("hf:"):
+            src = str(resolve_model(src))
+        opts = {k: v for k, v in options.items() if k not in _LLAMA_ONLY}
+        return VLLMBackend(src, name=opts.pop("name", model), **opts)
     if model.startswith("torch:"):
         from .hf import HFBackend
 
