@@ -340,17 +340,45 @@ def test_blend_cli(tmp_path, smol_path):
             "--max-seqs", "2", "--threads", "2"]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
-    assert "intervention" in r.output and "always" in r.output
-    rows = sqlite3.connect(db).execute(
-        "SELECT variant, steps, interventions, intervention_rate, mean_alpha FROM blend_samples ORDER BY variant"
+    assert "rate" in r.output and "always" in r.output
+    db_rows = sqlite3.connect(db).execute(
+        "SELECT r.config, s.completion_tokens, s.interventions, s.intervention_rate, s.mean_alpha, s.topk_overlap "
+        "FROM samples s JOIN runs r USING (run_id) ORDER BY r.config"
     ).fetchall()
-    assert len(rows) == 4
-    for v, steps, inter, rate, ma in rows:
-        assert (inter == 0 and ma is None) if v == "base" else (inter == steps and rate == 1.0 and 0 <= ma <= 1)
+    assert len(db_rows) == 4  # 2 variants x 2 problems, one run each in one file
+    for cfg, tokens, inter, rate, ma, ov in db_rows:
+        if "variant=base" in cfg:
+            assert inter == 0 and rate == 0 and ma is None and ov is None
+        else:
+            assert "variant=always" in cfg and inter == tokens > 0 and rate == 1.0 and 0 <= ma <= 1 and 0 <= ov <= 1
+    # A rerun generates nothing; a gamma sweep adds only the runs whose settings differ.
+    r = CliRunner().invoke(app, [*args, "-v", "blend", "--gamma", "0.4", "--gamma", "0.9"])
+    assert r.exit_code == 0, r.output
+    from marginal.analysis.blend import blend_rows
+
+    rows = blend_rows(db)
+    assert [(x.variant, x.gamma) for x in rows] == [("base", 0.4), ("always", 1.0), ("blend", 0.4), ("blend", 0.9)]
+    assert all(x.samples == 2 for x in rows)
+    # analyze tabulates a file of runs side by side; report plots them.
+    r = CliRunner().invoke(app, ["analyze", str(db), "--json", str(tmp_path / "a.json")])
+    assert r.exit_code == 0, r.output
+    assert "4 blended runs" in r.output and "rate" in r.output
+    import json
+
+    assert len(json.loads((tmp_path / "a.json").read_text())["blend"]) == 4
+    r = CliRunner().invoke(app, ["report", str(db), "--html", str(tmp_path / "r.html")])
+    assert r.exit_code == 0, r.output
+    assert "Blending: accuracy against intervention rate" in (tmp_path / "r.html").read_text()
+    # One blended run analysed in full keeps its diagnostics.
+    r = CliRunner().invoke(app, ["analyze", str(db), "--run", rows[1].run_id])
+    assert r.exit_code == 0, r.output
+    assert "always" in r.output and "accuracy" in r.output
     r2 = CliRunner().invoke(app, [*args[:-2], "--alpha", "1.5"])
     assert r2.exit_code != 0 and "--alpha must be" in str(r2.exception or r2.output)
     r3 = CliRunner().invoke(app, [*args, "--prior", "defualt"])
     assert r3.exit_code != 0 and "unknown prior 'defualt' (did you mean 'default'?)" in str(r3.exception)
+    r4 = CliRunner().invoke(app, [*args, "--samples", "3"])
+    assert r4.exit_code != 0 and "--mode sample" in str(r4.exception)
 
 
 def test_backend_protocol(pair):

@@ -4,8 +4,11 @@
 per-prior accuracy, margins and dominance, the drift regime with λ and its
 CI, the planner's recommended split against the baselines on held-out
 problems, weighting and the normal approximation; ``--json`` writes the same
-numbers. ``report`` writes one self-contained HTML file for one or more runs.
-Left out: analyses of several runs in one table (the report puts them side
+numbers. A file of blended runs (`marginal blend`, or a ``blend:`` model)
+also gets the intervention diagnostics per run and the correlation of
+accuracy with intervention rate; a file holding several runs side by side
+gets only that table unless ``--run`` names one. ``report`` writes one
+self-contained HTML file for one or more runs. Left out: analyses of several runs in one table (the report puts them side
 by side).
 """
 
@@ -179,6 +182,32 @@ def render_analysis(a, console: Console) -> None:
         console.print(t)
 
 
+def render_blend(rows, console: Console, title: str = "blended runs") -> None:
+    """Print the diagnostics of blended runs (`marginal.analysis.blend.BlendRow`) and their correlation."""
+    from .analysis.blend import correlation
+
+    if not rows:
+        return
+    short = lambda m: Path(m).stem if m.endswith(".gguf") else m  # noqa: E731
+    retok = any(r.retokenized for r in rows)
+    t = Table(title=title, title_justify="left")
+    for col in ("base + guide", "variant", "γ", "α", "n", "accuracy % [95% CI]", "failed", "interv. rate", "mean α",
+                "top-k overlap", *(["retokenized"] if retok else [])):
+        t.add_column(col, justify="left" if col in ("base + guide", "variant") else "right")
+    f = lambda x: "-" if x != x else f"{x:.3f}"  # noqa: E731  (nan -> '-')
+    for r in rows:
+        acc = "-" if not r.graded else f"{_pct(r.accuracy)} {_ci(r.ci)}"
+        t.add_row(f"{short(r.base)} + {short(r.guide)}", r.variant, f"{r.gamma:g}", str(r.alpha), str(r.samples), acc,
+                  str(r.failed), f(r.intervention_rate), f(r.mean_alpha), f(r.topk_overlap),
+                  *([str(r.retokenized)] if retok else []))
+    console.print(t)
+    blended = [r for r in rows if r.variant not in ("base", "guide")]
+    c = correlation([r.intervention_rate for r in blended], [r.accuracy for r in blended])
+    if c.n >= 3:
+        console.print(f"accuracy vs intervention rate over {c.n} blended settings: Pearson r = {c.pearson:+.2f}, "
+                      f"Spearman ρ = {c.spearman:+.2f} (descriptive; few settings)")
+
+
 @app.command("analyze")
 def analyze_cmd(
     db: Path = typer.Argument(..., help="a run database written by `marginal run`"),
@@ -197,13 +226,24 @@ def analyze_cmd(
     """Accuracy of every (K priors x M samples) split, margins, drift regime and the planner's choice."""
     from .analysis import analyze, load_pool
 
+    from .analysis.blend import blend_rows
+
     _check_common(budget, split, reps)
-    pool = load_pool(db, run, failed=failed)
-    a = analyze(pool, _default_budget(pool, budget), split=split, seed=seed, ties=ties, replace=replace, method=method, reps=reps)
-    render_analysis(a, out)
+    rows = blend_rows(db)
+    if rows and run is None and len({r.run_id for r in rows}) > 1:  # runs side by side: the diagnostics only
+        render_blend(rows, out, title=f"{db}: {len(rows)} blended runs")
+        out.print("[dim]name one with --run RUN_ID for its full analysis[/]")
+        result = {"blend": [r.to_dict() for r in rows]}
+    else:
+        pool = load_pool(db, run, failed=failed)
+        a = analyze(pool, _default_budget(pool, budget), split=split, seed=seed, ties=ties, replace=replace, method=method, reps=reps)
+        render_analysis(a, out)
+        rows = [r for r in rows if r.run_id == pool.run_id]
+        render_blend(rows, out)
+        result = {**a.to_dict(), **({"blend": [r.to_dict() for r in rows]} if rows else {})}
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(a.to_dict(), indent=1) + "\n")
+        json_out.write_text(json.dumps(result, indent=1) + "\n")
         out.print(f"wrote {json_out}")
     if save_plan is not None:
         _save_plan(db, pool, a.budget, split, seed, save_plan)
@@ -239,10 +279,17 @@ def report_cmd(
     from .analysis import analyze, load_pool
     from .report import write_report
 
+    from .analysis.blend import blend_rows
+
     _check_common(budget, split, reps)
-    analyses = []
+    analyses, names, blended = [], [], []
     for db in dbs:
+        rows = blend_rows(db)
+        blended += rows
+        if rows and run is None and len({r.run_id for r in rows}) > 1:
+            continue  # blended runs side by side: the blend section only
         pool = load_pool(db, run)
         analyses.append(analyze(pool, _default_budget(pool, budget), split=split, seed=seed, method=method, reps=reps))
-    path = write_report(analyses, html, names=[str(d) for d in dbs])
+        names.append(str(db))
+    path = write_report(analyses, html, names=names, blend=blended)
     out.print(f"wrote {path} ({path.stat().st_size // 1024} KiB)")

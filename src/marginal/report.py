@@ -6,8 +6,9 @@ and at random, fixed K, the best cell within the budget, the oracle) with
 95% bands; the (K, M) heatmap; Γ_K with its bootstrap band, dominance and the
 label-free margin; histograms of per-problem margins for two allocations
 (K = 1 and all priors); per-prior accuracy and the agreement matrix; the normal approximation
-against the exact accuracy (bias-variance theory check); the planner's choice against the baselines on held-out problems. A label-free
-run gets the label-free sections only. Matplotlib runs on the Agg backend.
+against the exact accuracy (bias-variance theory check); the planner's choice against the baselines on held-out problems; for blended
+runs (any file given), accuracy against intervention rate per pair, variant
+and gamma. A label-free run gets the label-free sections only. Matplotlib runs on the Agg backend.
 Left out: interactive plots, external assets (the file needs nothing else).
 """
 
@@ -277,9 +278,52 @@ def _plan_table(a: Analysis) -> str:
     return f"<table>{head}{body}</table>{bk}"
 
 
-def render_html(analyses: Sequence[Analysis], names: Sequence[str] | None = None) -> str:
-    """The report's HTML text."""
-    if not analyses:
+def plot_blend(rows) -> str:
+    """Accuracy (95% Wilson CI) against intervention rate, one point per blended run, one colour per pair."""
+    from .analysis.blend import correlation
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.2, 3.8))
+    pairs = list(dict.fromkeys((r.task, r.base, r.guide) for r in rows))
+    for i, pair in enumerate(pairs):
+        pts = [r for r in rows if (r.task, r.base, r.guide) == pair and r.graded]
+        if not pts:
+            continue
+        x = np.array([r.intervention_rate for r in pts])
+        y = np.array([100 * r.accuracy for r in pts])
+        lo = y - np.array([100 * r.ci[0] for r in pts])
+        hi = np.array([100 * r.ci[1] for r in pts]) - y
+        ax.errorbar(x, y, yerr=[lo, hi], fmt="o", ms=4, capsize=2, color=COLORS[i % len(COLORS)],
+                    label=f"{pair[0]}: {pair[1]} + {pair[2]}")
+        for r, xi, yi in zip(pts, x, y):
+            tag = r.variant if r.variant != "blend" else f"γ={r.gamma:g}"
+            ax.annotate(tag, (xi, yi), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    blended = [r for r in rows if r.variant not in ("base", "guide")]
+    c = correlation([r.intervention_rate for r in blended], [r.accuracy for r in blended])
+    if c.n >= 3:
+        ax.set_title(f"over {c.n} blended settings: Pearson r = {c.pearson:+.2f}, Spearman ρ = {c.spearman:+.2f}", fontsize=9)
+    ax.set_xlabel("intervention rate (guide consulted per emitted token)")
+    ax.set_ylabel("accuracy %")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, loc="best")
+    return _png(fig)
+
+
+def _blend_table(rows) -> str:
+    head = "".join(f"<th>{h}</th>" for h in ("base + guide", "task", "variant", "γ", "α", "n", "accuracy", "interv. rate", "mean α", "top-k overlap"))
+    f = lambda x: "–" if x != x else f"{x:.3f}"  # noqa: E731
+    body = "".join(
+        f"<tr><td class='l'>{_e(r.base)} + {_e(r.guide)}</td><td class='l'>{_e(r.task)}</td><td class='l'>{_e(r.variant)}</td>"
+        f"<td>{r.gamma:g}</td><td>{_e(r.alpha)}</td><td>{r.samples}</td><td>{f(r.accuracy)}</td><td>{f(r.intervention_rate)}</td>"
+        f"<td>{f(r.mean_alpha)}</td><td>{f(r.topk_overlap)}</td></tr>"
+        for r in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def render_html(analyses: Sequence[Analysis], names: Sequence[str] | None = None, blend: Sequence = ()) -> str:
+    """The report's HTML text (``blend``: `BlendRow`s of blended runs, plotted in their own section)."""
+    if not analyses and not blend:
         raise MarginalError("a report needs at least one run")
     names = list(names) if names is not None else [a.pool.run_id or f"run {i + 1}" for i, a in enumerate(analyses)]
     labels = [f"{n} ({a.pool.run_id})" if a.pool.run_id and a.pool.run_id not in n else n for n, a in zip(names, analyses)]
@@ -296,7 +340,7 @@ def render_html(analyses: Sequence[Analysis], names: Sequence[str] | None = None
             cards.append(f'<div class="card"><h3>{_e(lab)}</h3>{body}</div>')
         return f"<h2>{_e(title)}</h2><div class='row'>{''.join(cards)}</div>"
 
-    parts = [
+    parts = [] if not analyses else [
         section("Summary", _summary_table, need_gold=False),
         section("Accuracy vs budget per allocation family (95% bands)", plot_budget_curves),
         section("Accuracy % over (K priors, M samples)", plot_heatmap),
@@ -306,6 +350,10 @@ def render_html(analyses: Sequence[Analysis], names: Sequence[str] | None = None
         section("Theory check: normal approximation vs exact accuracy per (K, M)", plot_normal),
         section("Planner's choice on held-out problems", lambda a: plot_plan(a) + _plan_table(a)),
     ]
+    if blend:
+        parts.append("<h2>Blending: accuracy against intervention rate (95% Wilson intervals)</h2>"
+                     f"<div class='row'><div class='card'>{plot_blend(blend)}{_blend_table(blend)}</div></div>")
+        labels = labels + [f"{len(blend)} blended runs"]
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>marginal report</title>"
@@ -316,11 +364,11 @@ def render_html(analyses: Sequence[Analysis], names: Sequence[str] | None = None
     )
 
 
-def write_report(analyses: Sequence[Analysis], path: str | Path, names: Sequence[str] | None = None) -> Path:
+def write_report(analyses: Sequence[Analysis], path: str | Path, names: Sequence[str] | None = None, blend: Sequence = ()) -> Path:
     """Write the self-contained HTML report; returns its path."""
     path = Path(path)
     if path.suffix.lower() not in (".html", ".htm"):
         raise MarginalError(f"--html must name an .html file, got {path.name!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(analyses, names), encoding="utf-8")
+    path.write_text(render_html(analyses, names, blend), encoding="utf-8")
     return path

@@ -23,6 +23,7 @@ batching here.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -91,17 +92,20 @@ def _differences(stored: dict, given: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def open_run(store: Store, plan: RunPlan) -> str:
-    """Register ``plan`` in ``store`` (or check it matches what is there); returns the run id."""
+def open_run(store: Store, plan: RunPlan, *, beside: bool = False) -> str:
+    """Register ``plan`` in ``store`` (or check it matches what is there); returns the run id.
+
+    A file holds one run unless ``beside`` (several runs side by side, as
+    `marginal blend` stores one run per variant)."""
     runs = store.runs()
-    if runs and all(rid != plan.run_id for rid, _ in runs):
+    if runs and not beside and all(rid != plan.run_id for rid, _ in runs):
         rid, stored = runs[-1]
         diff = "; ".join(_differences(stored, plan.identity()))
         raise MarginalError(
             f"{store.path} holds a different run ({rid}: {diff}); use another --out, "
             "or --resume to continue the stored run with its own settings"
         )
-    stored_priors = {c.name: c for c in store.priors(plan.run_id)} if runs else {}
+    stored_priors = {c.name: c for c in store.priors(plan.run_id)}
     for c in plan.priors:
         if c.name in stored_priors and stored_priors[c.name] != c:
             raise MarginalError(
@@ -198,9 +202,22 @@ def to_samples(
                     answer=answer, correct=correct, error=error, prompt_tokens=comp.prompt_tokens,
                     completion_tokens=comp.completion_tokens, cached_prompt_tokens=comp.cached_prompt_tokens,
                     logprob=comp.logprob, finish_reason=comp.finish_reason, seed=comp.seed, seconds=per,
+                    **_blend_diagnostics(comp),
                 )
             )
     return samples
+
+
+def _blend_diagnostics(comp: Completion) -> dict:
+    """The intervention diagnostics of a blended completion (empty for other engines)."""
+    if not hasattr(comp, "interventions"):
+        return {}
+    alpha, overlap = comp.mean_alpha, comp.overlap  # nan without interventions: stored as NULL
+    return {
+        "interventions": comp.interventions, "intervention_rate": comp.intervention_rate,
+        "mean_alpha": None if math.isnan(alpha) else alpha, "topk_overlap": None if math.isnan(overlap) else overlap,
+        "retokenized": comp.retokenized,
+    }
 
 
 def execute(
@@ -211,14 +228,15 @@ def execute(
     *,
     batch_samples: int = 64,
     on_progress: Callable[[Progress], None] | None = None,
+    beside: bool = False,
 ) -> str:
     """Generate every missing sample of ``plan`` into ``store``; returns the run id.
 
     ``backend_for(prior)`` gives the engine of a prior (the run's model, or the
     prior's own). Batches hold groups of the same engine and sample offset, up
-    to about ``batch_samples`` samples each.
+    to about ``batch_samples`` samples each. ``beside``: see `open_run`.
     """
-    run_id = open_run(store, plan)
+    run_id = open_run(store, plan, beside=beside)
     groups = _missing(store, run_id, plan)
     total = len(plan.problems) * len(plan.priors) * plan.spec.n
     done = total - sum(g.n for g in groups)

@@ -89,12 +89,23 @@ CREATE TABLE IF NOT EXISTS samples (
     seed INTEGER NOT NULL,
     seconds REAL NOT NULL,
     created REAL NOT NULL,
+    interventions INTEGER,
+    intervention_rate REAL,
+    mean_alpha REAL,
+    topk_overlap REAL,
+    retokenized INTEGER,
     PRIMARY KEY (run_id, problem_id, prior, idx)
 );
 """
+BLEND_COLUMNS = {
+    "interventions": "INTEGER", "intervention_rate": "REAL", "mean_alpha": "REAL", "topk_overlap": "REAL",
+    "retokenized": "INTEGER",
+}
+"""Per-sample diagnostics of blended models (NULL for other engines); added to older files on open."""
 
 SAMPLE_COLUMNS = [f.name for f in fields(Sample)]
 _DB_COLUMNS = ["problem_id", "prior", "idx", *SAMPLE_COLUMNS[3:]]
+_INSERT_COLUMNS = ["run_id", *_DB_COLUMNS[:-len(BLEND_COLUMNS)], "created", *BLEND_COLUMNS]
 
 
 _ZPREFIX = "zlib:"
@@ -137,7 +148,12 @@ class Store:
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=NORMAL")
                 self.db.executescript(SCHEMA)
+                have = {r[1] for r in self.db.execute("PRAGMA table_info(samples)")}
+                for col, kind in BLEND_COLUMNS.items():  # a file written before blend diagnostics were stored
+                    if col not in have:
+                        self.db.execute(f"ALTER TABLE samples ADD COLUMN {col} {kind}")
             self.db.execute("SELECT count(*) FROM runs").fetchone()
+            self.columns = {r[1] for r in self.db.execute("PRAGMA table_info(samples)")}
         except sqlite3.DatabaseError as e:
             raise MarginalError(f"{self.path} is not a marginal run database ({e})") from None
 
@@ -222,13 +238,16 @@ class Store:
                 run_id, s.problem_id, s.prior, s.index, _encode(s.text) if s.problem_id in redacted else s.text, s.answer,
                 None if s.correct is None else int(s.correct), s.error, s.prompt_tokens,
                 s.completion_tokens, s.cached_prompt_tokens, s.logprob, s.finish_reason,
-                s.seed, s.seconds, now,
+                s.seed, s.seconds, now, *(getattr(s, c) for c in BLEND_COLUMNS),
             )
             for s in samples
         ]
         with self.transaction() as db:
             before = db.total_changes
-            db.executemany(f"INSERT OR IGNORE INTO samples VALUES ({','.join('?' * 16)})", rows)
+            db.executemany(
+                f"INSERT OR IGNORE INTO samples ({', '.join(_INSERT_COLUMNS)}) VALUES ({','.join('?' * len(_INSERT_COLUMNS))})",
+                rows,
+            )
             added = db.total_changes - before
             db.executemany(
                 "INSERT OR IGNORE INTO decisions VALUES (?,?,?,?,?)", [(run_id, *d) for d in decisions]
@@ -245,8 +264,9 @@ class Store:
 
     def samples(self, run_id: str, *, decode: bool = True) -> list[Sample]:
         """The run's samples; ``decode=False`` keeps redacted texts compressed (for export)."""
+        cols = [c if c in self.columns else f"NULL AS {c}" for c in _DB_COLUMNS]  # a read-only older file
         rows = self.db.execute(
-            f"SELECT {', '.join(_DB_COLUMNS)} FROM samples WHERE run_id=? ORDER BY problem_id, prior, idx",
+            f"SELECT {', '.join(cols)} FROM samples WHERE run_id=? ORDER BY problem_id, prior, idx",
             (run_id,),
         ).fetchall()
         return [_row_to_sample(r, decode) for r in rows]

@@ -196,6 +196,16 @@ class Sample:
     finish_reason: str = "stop"
     seed: int = 0
     seconds: float = 0.0
+    interventions: int | None = None
+    """Blended models only (else None): steps where the guide was consulted."""
+    intervention_rate: float | None = None
+    """Blended models only: interventions per emitted token."""
+    mean_alpha: float | None = None
+    """Blended models only: mean guide weight over interventions (None without any)."""
+    topk_overlap: float | None = None
+    """Blended models only: mean top-k overlap of base and guide over interventions."""
+    retokenized: int | None = None
+    """Blended models only: steps that re-tokenized the text for the base."""
 
     @property
     def failed(self) -> bool:

@@ -1,0 +1,150 @@
+"""Blend diagnostics of stored runs: accuracy against intervention rate.
+
+A run whose model is a blend (``blend:BASE+GUIDE:...``, see `marginal.blend`)
+stores per sample the guide's interventions, their rate per emitted token,
+the mean guide weight and the mean top-k overlap. ``blend_rows`` reads every
+blended run of a file as one row (a pair, variant and threshold);
+``correlation`` measures, across rows, how accuracy moves with the
+intervention rate (the issue's "excessive interventions signal a poorly
+matched pair"). Pure numpy apart from the read.
+
+Left out: per-token traces (only per-sample aggregates are stored), and
+significance tests of the correlation (rows are few; the numbers are
+descriptive, with n stated).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class BlendRow:
+    """One blended run of a file: its pair, settings and aggregate diagnostics."""
+
+    run_id: str
+    task: str
+    model: str
+    """The run's model spec, ``blend:BASE+GUIDE:variant=...,gamma=...``."""
+    base: str
+    guide: str
+    variant: str
+    gamma: float
+    alpha: float | str
+    samples: int
+    graded: int
+    correct: int
+    failed: int
+    intervention_rate: float
+    """Mean over samples of interventions per emitted token."""
+    mean_alpha: float
+    """Mean over samples that intervened (nan if none did)."""
+    topk_overlap: float
+    retokenized: int
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.graded if self.graded else math.nan
+
+    @property
+    def ci(self) -> tuple[float, float]:
+        return wilson(self.correct, self.graded)
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        d = asdict(self)
+        d["accuracy"], d["ci"] = self.accuracy, list(self.ci)
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion k/n ((nan, nan) for n = 0)."""
+    if n == 0:
+        return (math.nan, math.nan)
+    p = k / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return (max(0.0, mid - half), min(1.0, mid + half))
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n with ties given their average rank."""
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(1, len(x) + 1)
+    for v in np.unique(x):
+        tie = x == v
+        ranks[tie] = ranks[tie].mean()
+    return ranks
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    x, y = x - x.mean(), y - y.mean()
+    den = math.sqrt(float((x * x).sum() * (y * y).sum()))
+    return float((x * y).sum() / den) if den > 0 else math.nan
+
+
+@dataclass(frozen=True)
+class Correlation:
+    """Correlation of accuracy with intervention rate across blended runs."""
+
+    n: int
+    pearson: float
+    spearman: float
+
+
+def correlation(rates: Sequence[float], accuracies: Sequence[float]) -> Correlation:
+    """Pearson and Spearman correlation of ``accuracies`` with ``rates`` (nan when undefined)."""
+    x, y = np.asarray(rates, float), np.asarray(accuracies, float)
+    keep = ~(np.isnan(x) | np.isnan(y))
+    x, y = x[keep], y[keep]
+    if len(x) < 3:
+        return Correlation(len(x), math.nan, math.nan)
+    return Correlation(len(x), _pearson(x, y), _pearson(_ranks(x), _ranks(y)))
+
+
+def _nanmean(values: list) -> float:
+    vals = [v for v in values if v is not None]
+    return float(np.mean(vals)) if vals else math.nan
+
+
+def blend_rows(path) -> list[BlendRow]:
+    """Every blended run stored in the file at ``path``, in the order they were created."""
+    from ..blend import parse_blend_spec
+    from ..store import Store
+
+    store = Store(path, readonly=True)
+    try:
+        if "interventions" not in store.columns:
+            return []
+        out = []
+        for run_id, cfg in store.runs():
+            model = cfg.get("model", "")
+            if not model.startswith("blend:"):
+                continue
+            rows = store.db.execute(
+                "SELECT correct, answer IS NULL, intervention_rate, mean_alpha, topk_overlap, retokenized "
+                "FROM samples WHERE run_id=? AND interventions IS NOT NULL",
+                (run_id,),
+            ).fetchall()
+            if not rows:
+                continue
+            base, guide, config, _ = parse_blend_spec(model)
+            opts = dict(p.partition("=")[::2] for p in model.split(":", 2)[-1].split(",") if "=" in p)
+            graded = [r[0] for r in rows if r[0] is not None]
+            out.append(BlendRow(
+                run_id=run_id, task=cfg.get("task", ""), model=model, base=base, guide=guide,
+                variant=opts.get("variant", "blend"), gamma=config.gamma, alpha=config.alpha, samples=len(rows),
+                graded=len(graded), correct=int(sum(graded)), failed=int(sum(r[1] for r in rows)),
+                intervention_rate=_nanmean([r[2] for r in rows]), mean_alpha=_nanmean([r[3] for r in rows]),
+                topk_overlap=_nanmean([r[4] for r in rows]), retokenized=int(sum(r[5] or 0 for r in rows)),
+            ))
+        return out
+    finally:
+        store.close()
