@@ -26,7 +26,8 @@ of a prior than the pool holds on some problem: its accuracy is then only
 bounded (an exhausted problem's credit is in [0, 1], its samples used in
 [drawn, B]), and both bounds are reported instead of a truncated number.
 Only problems whose every prior holds all its samples are used (a pool still
-being generated has a partial last problem).
+being generated has a partial last problem); each pool is read from a
+snapshot (SQLite online backup), so a pool being written is safe to pass.
 
 Left out: repetition beyond the samples a prior holds (no extrapolation);
 weighted votes; selection optimism of "best in hindsight" (it is the max over
@@ -40,7 +41,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sqlite3
 import sys
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -276,7 +279,7 @@ def evaluate_pool(db: str, budgets, thresholds, n_orders: int, n_boot: int, seed
             e.pop("_x", None)
             e.pop("_ad", None)
         out["budgets"][str(B)] = res
-    print(f"{db}: {N} problems, {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    print(f"{cells.task}: {N} problems, {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return out
 
 
@@ -550,6 +553,18 @@ def plot(results: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def snapshot(db: str, dst: Path) -> Path:
+    """A consistent copy of a pool that may still be written (SQLite online backup), read-only source."""
+    src = sqlite3.connect(f"file:{Path(db).resolve()}?mode=ro", uri=True)
+    dst_db = sqlite3.connect(dst)
+    try:
+        src.backup(dst_db)
+    finally:
+        dst_db.close()
+        src.close()
+    return dst
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("pools", nargs="+", help="pool databases (copy a pool being written first: sqlite3 a.db '.backup b.db')")
@@ -572,10 +587,14 @@ def main(argv=None) -> int:
         raise SystemExit(f"--orders must be >= 1, got {a.orders}")
     out = Path(a.out)
     results = []
-    for db in a.pools:
-        if not Path(db).exists():
-            raise SystemExit(f"pool not found: {db}")
-        results.append(evaluate_pool(db, budgets, thresholds, a.orders, a.boot, a.seed, a.split))
+    with tempfile.TemporaryDirectory() as tmp:
+        for j, db in enumerate(a.pools):
+            if not Path(db).exists():
+                raise SystemExit(f"pool not found: {db}")
+            snap = snapshot(db, Path(tmp) / f"{j}.db")
+            r = evaluate_pool(str(snap), budgets, thresholds, a.orders, a.boot, a.seed, a.split)
+            r["db"] = db
+            results.append(r)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"budgets": budgets, "thresholds": thresholds, "pools": results}, indent=1) + "\n")
     md = Path(a.markdown) if a.markdown else out.with_name("tables.md")
