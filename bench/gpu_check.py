@@ -1,4 +1,4 @@
-"""GPU throughput check of the transformers backend (issue 8's "GPU check").
+"""GPU throughput check of the transformers and vLLM backends (issue 8's "GPU check").
 
 A random-weight model of a real architecture (Qwen2.5-0.5B shape: 24 layers,
 hidden 896, 14 heads / 2 KV heads, vocab 151936, tied embeddings) in bf16,
@@ -10,7 +10,15 @@ sequences (K x 16). Side by side, tokens/s (new tokens only) of:
 - ``generate_nrs``: plain ``model.generate(K prompts, num_return_sequences=M)``;
 - ``generate_1``: plain ``model.generate`` for one sequence at a time (timed
   on ``--single`` sequences and reported as a rate; at 1024 sequences it
-  would take hours).
+  would take hours);
+- ``vllm``: ``VLLMBackend.generate(K prompts, n=M)`` at the same sequence
+  counts, when ``vllm`` imports and the device is CUDA (``--vllm on`` forces
+  it, ``off`` skips it; otherwise the script prints why vLLM was skipped).
+  The same random weights are saved to a temporary folder, and a word-level
+  tokenizer whose words are the token ids (built offline) to a folder of its
+  own; the transformers model is freed and vLLM loads the folder (bf16,
+  prefix caching on, its default CUDA graphs / compilation; engine start-up
+  is printed, not timed in the rows).
 
 Same sampling for all: temperature 1, no top-k/top-p, no EOS (random weights
 would rarely emit one; every sequence runs its full length). Prompts are
@@ -23,15 +31,18 @@ Run: ``python bench/gpu_check.py`` on a CUDA machine (writes
 model on CPU in seconds to exercise the script. Reference figures for plain
 ``generate`` on the H200 for this shape: 49 tok/s for one sequence, 199 for
 1 x 16, 1.7k for 8 x 16, 11k for 64 x 16; target >= 3x plain ``generate`` at
-1024 sequences. Left out: vLLM (its own script), CUDA graphs, quantization.
+1024 sequences. Left out: CUDA graphs for the transformers path,
+quantization, vLLM's own benchmark tools.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -56,6 +67,60 @@ class IdTokenizer:
 
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
         return " ".join(str(int(i)) for i in ids)
+
+
+def write_id_tokenizer(folder: Path, vocab: int) -> None:
+    """Save a word-level tokenizer whose words are the ids "0" .. str(vocab - 1)
+    (the files vLLM loads as the model's tokenizer; no download, no special tokens)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.WordLevel({str(i): i for i in range(vocab)}, unk_token="0"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tk.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    PreTrainedTokenizerFast(tokenizer_object=tk).save_pretrained(folder)  # no added tokens: "0" stays a word
+
+
+def vllm_unavailable(mode: str, device: torch.device) -> str | None:
+    """Why the vLLM path is skipped, or None when it runs."""
+    if mode == "off":
+        return "--vllm off"
+    try:
+        import vllm  # noqa: F401
+    except ImportError as e:
+        return f"vllm does not import ({e}); pip install 'marginal[vllm]'"
+    if mode == "auto" and device.type != "cuda":
+        return f"device is {device.type}, not CUDA (--vllm on tries anyway)"
+    return None
+
+
+def run_vllm_rows(folder: str, prompt_sets: dict[int, list[str]], m: int, new: int, P: int, memory: float,
+                  cuda: bool) -> list[dict]:
+    """Load the saved model in vLLM and time K x M sampling per size."""
+    from marginal.backends.vllm import VLLMBackend
+
+    rows = []
+    t = time.perf_counter()
+    vb = VLLMBackend(folder, tokenizer=str(Path(folder) / "tokenizer"), dtype="bfloat16" if cuda else "float32",
+                     max_model_len=P + new + 8, gpu_memory_utilization=memory, name="random-qwen2.5-0.5b")
+    print(f"vLLM engine started in {time.perf_counter() - t:.1f}s")
+    try:
+        first = next(iter(prompt_sets.values()))
+        vb.generate(first[:1], SampleSpec(n=2, temperature=1.0, max_tokens=4, seed=1))  # warm-up
+        for s, ps in prompt_sets.items():
+            spec = SampleSpec(n=m, temperature=1.0, max_tokens=new, seed=1)
+            t = time.perf_counter()
+            out = vb.generate(ps, spec)
+            dt = time.perf_counter() - t
+            tok = sum(c.completion_tokens for row in out for c in row)
+            errors = [c.error for row in out for c in row if c.finish_reason == "error"]
+            if errors:
+                print(f"vLLM: {len(errors)} error completions at {s} sequences: {errors[0]}")
+            rows.append({"engine": "vllm", "sequences": len(ps) * m, "k": len(ps), "m": m, "seconds": dt,
+                         "tokens": tok, "tok_s": tok / dt})
+    finally:
+        vb.close()
+    return rows
 
 
 def build_model(tiny: bool, device: torch.device, dtype: torch.dtype):
@@ -116,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--new-tokens", type=int, default=None)
     ap.add_argument("--single", type=int, default=None, help="sequences timed one at a time with generate (default 2)")
     ap.add_argument("--skip-generate", action="store_true", help="time only marginal's backend")
+    ap.add_argument("--vllm", choices=("auto", "on", "off"), default="auto",
+                    help="vLLM path: auto runs it when vllm imports and the device is CUDA")
+    ap.add_argument("--vllm-memory", type=float, default=0.8, help="vLLM's gpu_memory_utilization")
     ap.add_argument("--out", default=None, help="JSON output (default bench/results/gpu_check[_tiny].json)")
     a = ap.parse_args(argv)
 
@@ -145,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         run_generate(model, wi, 2, 4, device)
 
     rows = []
+    prompt_sets: dict[int, list[str]] = {}
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     print(f"{gpu} · {'tiny' if tiny else 'Qwen2.5-0.5B-shaped'} random weights · {dtype} · "
           f"{P} prompt + {new} new tokens · M = {m}")
@@ -159,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     for s in sizes:
         k = max(1, s // m)
         ps, ids = prompts_for(k)
+        prompt_sets[s] = ps
         dt, tok = run_marginal(b, ps, m, new, device)
         rows.append({"engine": "marginal", "sequences": k * m, "k": k, "m": m, "seconds": dt, "tokens": tok,
                      "tok_s": tok / dt})
@@ -171,16 +241,36 @@ def main(argv: list[str] | None = None) -> int:
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
+    max_mem = (torch.cuda.max_memory_allocated(device) / 2**30) if device.type == "cuda" else None
+    skipped = vllm_unavailable(a.vllm, device)
+    vllm_version = None
+    if skipped is None:
+        import vllm
+
+        vllm_version = vllm.__version__
+        with tempfile.TemporaryDirectory(prefix="gpu_check_vllm_") as d:
+            model.save_pretrained(d)  # the same random weights, loaded by vLLM from disk
+            write_id_tokenizer(Path(d) / "tokenizer", vocab)  # its own folder: no config.json to map it to Qwen2's
+            del b, model  # free the GPU for vLLM's memory profiling
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            rows += run_vllm_rows(d, prompt_sets, m, new, P, a.vllm_memory, device.type == "cuda")
+    else:
+        print(f"vLLM skipped: {skipped}")
+
     print(f"{'engine':<14}{'seqs':>6}{'K x M':>10}{'seconds':>10}{'tokens':>10}{'tok/s':>10}{'vs generate':>13}")
     base = {r["sequences"]: r["tok_s"] for r in rows if r["engine"] == "generate_nrs"}
     for r in rows:
-        ratio = r["tok_s"] / base[r["sequences"]] if r["engine"] == "marginal" and r["sequences"] in base else None
+        ratio = (r["tok_s"] / base[r["sequences"]]
+                 if r["engine"] in ("marginal", "vllm") and r["sequences"] in base else None)
         print(f"{r['engine']:<14}{r['sequences']:>6}{str(r['k']) + ' x ' + str(r['m']):>10}{r['seconds']:>10.2f}"
               f"{r['tokens']:>10}{r['tok_s']:>10.0f}{(f'{ratio:.2f}x' if ratio else ''):>13}")
     result = {
         "device": gpu, "dtype": str(dtype), "tiny": tiny, "prompt_tokens": P, "new_tokens": new, "m": m,
         "torch": torch.__version__, "transformers": __import__("transformers").__version__,
-        "max_memory_gb": (torch.cuda.max_memory_allocated(device) / 2**30) if device.type == "cuda" else None,
+        "max_memory_gb": max_mem,
+        "vllm": vllm_version, "vllm_skipped": skipped,
         "rows": rows,
     }
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -222,6 +222,7 @@ def install(monkeypatch, *, unspecified: bool = False, max_model_len: int = 64,
             chat_template: str | None = "fake-template") -> types.ModuleType:
     """Put the fake ``vllm`` modules in ``sys.modules`` for one test; returns ``vllm``."""
     mod = types.ModuleType("vllm")
+    mod.__version__ = "0.0+fake"
     mod.__dict__.update(SamplingParams=SamplingParams, RequestOutput=RequestOutput, CompletionOutput=CompletionOutput)
     llm_cls = type("LLM", (LLM,), {"instances": [], "max_model_len": max_model_len, "chat_template": chat_template,
                                    "finish_override": {}})

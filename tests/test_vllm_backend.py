@@ -274,3 +274,62 @@ def test_real_vllm_on_the_bundled_gguf(smol_path):
         assert [c.seed for c in again] == [c.seed for c in out[0]]
     finally:
         b.close()
+
+
+# ---------------------------------------------------------- bench/gpu_check.py
+
+
+def test_gpu_check_vllm_path_on_the_fake(monkeypatch, tmp_path, capsys):
+    """The script's vLLM path end to end (forced on CPU with the fake): the saved
+    folder holds the weights and an id tokenizer that vLLM can load, and the
+    rows come at the same sequence counts as the transformers path."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    fake = fake_vllm.install(monkeypatch)
+    seen = {}
+    base_init = fake.LLM.__init__
+
+    def init(self, **kw):
+        folder = Path(kw["model"])
+        tok = transformers.AutoTokenizer.from_pretrained(kw["tokenizer"])  # as vLLM loads it
+        seen.update(files=sorted(p.name for p in folder.iterdir()), ids=tok("17 999 0")["input_ids"], kw=kw,
+                    text=tok.decode([17, 999, 0]))
+        base_init(self, **kw)
+
+    monkeypatch.setattr(fake.LLM, "__init__", init)
+    script = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check_under_test", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "g.json"
+    assert mod.main(["--tiny", "--vllm", "on", "--skip-generate", "--out", str(out)]) == 0
+    assert "config.json" in seen["files"] and "tokenizer" in seen["files"]
+    assert seen["ids"] == [17, 999, 0] and seen["text"] == "17 999 0"  # one token per id, both ways
+    assert seen["kw"]["enable_prefix_caching"] is True and seen["kw"]["max_model_len"] == 16 + 8 + 8
+    res = json.loads(out.read_text())
+    assert res["vllm"] == "0.0+fake" and res["vllm_skipped"] is None
+    rows = {(r["engine"], r["sequences"]) for r in res["rows"]}
+    assert rows == {("marginal", 4), ("marginal", 8), ("vllm", 4), ("vllm", 8)}
+    assert all(r["tokens"] > 0 for r in res["rows"])
+    (llm,) = fake.LLM.instances
+    assert len(llm.calls) == 3  # warm-up + one call per size
+    assert "vllm" in capsys.readouterr().out
+
+
+def test_gpu_check_says_why_vllm_is_skipped(monkeypatch, tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    monkeypatch.setitem(sys.modules, "vllm", None)
+    script = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check_under_test2", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--tiny", "--skip-generate", "--out", str(tmp_path / "g.json")]) == 0
+    assert "vLLM skipped: vllm does not import" in capsys.readouterr().out
