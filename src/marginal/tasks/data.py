@@ -13,6 +13,7 @@ ever read in memory from its password-protected zip.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import importlib.util
 import io
@@ -99,12 +100,36 @@ def find_local(source: Source, data: str | Path | None, tried: list[str]) -> Pat
     return None
 
 
+def _hub_host() -> str:
+    from urllib.parse import urlparse
+
+    return urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+
+
+@functools.lru_cache(maxsize=1)
+def _hub_reachable() -> bool:
+    """A 3-second TCP check before the hub client, whose retries wait ~25 s when offline.
+    Behind a proxy (HTTPS_PROXY set) the client is trusted to know better."""
+    if os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy"):
+        return True
+    import socket
+
+    try:
+        socket.create_connection((_hub_host(), 443), timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+
 def _hub_rows(source: Source, tried: list[str]) -> list[Row] | None:
     if source.hf_repo is None:
         return None
     where = f"Hugging Face hub {source.hf_repo}"
     if _offline():
         tried.append(f"{where} (offline: HF_HUB_OFFLINE/MARGINAL_OFFLINE set)")
+        return None
+    if not _hub_reachable():
+        tried.append(f"{where} (unreachable: no connection to {_hub_host()} within 3 s)")
         return None
     try:
         if importlib.util.find_spec("datasets") is not None:
