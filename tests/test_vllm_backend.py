@@ -239,6 +239,16 @@ def test_catalog_name_resolves_to_the_gguf(fake, smol_path):
     assert b.name == "vllm:smollm2-135m"
 
 
+def test_from_llm_wraps_a_built_engine(fake):
+    from marginal.backends.vllm import VLLMBackend
+
+    llm = fake.LLM(model="org/m", enable_prefix_caching=True, max_model_len=40)
+    b = VLLMBackend.from_llm(llm, name="mine")
+    assert (b.name, b.max_model_len) == ("mine", 40)
+    out = b.generate(["a b"], SampleSpec(n=2, max_tokens=3))
+    assert len(llm.calls) == 1 and [len(r) for r in out] == [2]
+
+
 def test_closed_backend_raises(fake):
     b = _backend()
     with b:
@@ -269,9 +279,11 @@ def test_real_vllm_on_the_bundled_gguf(smol_path):
         for row in out:
             assert all(c.finish_reason in ("stop", "length") and c.token_ids for c in row)
             assert all(c.logprob < 0 for c in row)
-        assert sum(c.cached_prompt_tokens for c in out[0]) >= 0
         again = b.generate([chat], spec)[0]
         assert [c.seed for c in again] == [c.seed for c in out[0]]
+        P = again[0].prompt_tokens
+        assert P == len(b.tokenize(chat)) and P >= 16  # at least one full 16-token KV block
+        assert all(c.cached_prompt_tokens >= 16 for c in again)  # its full blocks were cached by the first call
     finally:
         b.close()
 

@@ -103,8 +103,9 @@ def _check_platform() -> None:
 
 
 def _client_errors() -> tuple[type[BaseException], ...]:
-    """The exceptions vLLM raises for a bad request: ``ValueError`` before 0.11ish,
-    ``vllm.exceptions.VLLMClientError`` (not a ValueError) in recent versions."""
+    """The exceptions vLLM raises for a bad request: ``ValueError`` (what older
+    versions raise) and ``vllm.exceptions.VLLMClientError`` where it exists
+    (vLLM 0.33's ``VLLMValidationError`` derives from it, not from ValueError)."""
     try:
         from vllm.exceptions import VLLMClientError
     except ImportError:
