@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import MarginalError
-from .runner import Progress, RunPlan, _Group, _missing, generate_groups, open_run
+from .runner import Progress, RunPlan, Tracker, _Group, _missing, generate_groups, open_run
 from .runner import batches as runner_batches
 from .store import Store
 from .types import Sample, SampleSpec
@@ -262,12 +262,7 @@ def _drive(
         started += 1
         return actor_cls.options(name=f"{tag}-w{started}").remote(task_args, model, backend_options)
 
-    total = len(plan.problems) * len(plan.priors) * plan.spec.n
-    done = total - sum(g.n for g in groups)
-    remaining = defaultdict(int)
-    for g in groups:
-        remaining[g.problem.id] += g.n
-    problems_done = len(plan.problems) - len(remaining)
+    track = Tracker(plan, groups, on_progress)
     stored = store.done_keys(run_id)
 
     actors = {k: new_actor() for k in range(n_actors)}
@@ -321,19 +316,8 @@ def _drive(
             added = store.add_samples(run_id, fresh)
             stored.update(got)
             new += added
-            done += added
             stored_batches += 1
-            for g in chunk:
-                remaining[g.problem.id] -= g.n
-                if remaining[g.problem.id] == 0:
-                    problems_done += 1
-            if on_progress:
-                on_progress(
-                    Progress(
-                        problems_done, len(plan.problems), done, total, added,
-                        sum(s.completion_tokens for s in fresh), time.perf_counter() - t0,
-                    )
-                )
+            track.stored(chunk, fresh, added, time.perf_counter() - t0)
     finally:
         for a in actors.values():
             ray.kill(a, no_restart=True)

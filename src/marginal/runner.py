@@ -208,6 +208,31 @@ def to_samples(
     return samples
 
 
+class Tracker:
+    """Progress of a K x M run: samples and problems done, reported after each stored batch."""
+
+    def __init__(self, plan: RunPlan, missing: Sequence[_Group], on_progress: Callable[[Progress], None] | None):
+        self.total = len(plan.problems) * len(plan.priors) * plan.spec.n
+        self.done = self.total - sum(g.n for g in missing)
+        self.remaining: dict[str, int] = defaultdict(int)
+        for g in missing:
+            self.remaining[g.problem.id] += g.n
+        self.n_problems = len(plan.problems)
+        self.problems_done = self.n_problems - len(self.remaining)
+        self.on_progress = on_progress
+
+    def stored(self, chunk: Sequence[_Group], samples: Sequence[Sample], added: int, seconds: float) -> None:
+        """``chunk``'s groups are stored (``added`` of ``samples`` were new)."""
+        self.done += added
+        for g in chunk:
+            self.remaining[g.problem.id] -= g.n
+            if self.remaining[g.problem.id] == 0:
+                self.problems_done += 1
+        if self.on_progress:
+            self.on_progress(Progress(self.problems_done, self.n_problems, self.done, self.total, added,
+                                      sum(s.completion_tokens for s in samples), seconds))
+
+
 def _blend_diagnostics(comp: Completion) -> dict:
     """The intervention diagnostics of a blended completion (empty for other engines)."""
     if not hasattr(comp, "interventions"):
@@ -238,30 +263,12 @@ def execute(
     """
     run_id = open_run(store, plan, beside=beside)
     groups = _missing(store, run_id, plan)
-    total = len(plan.problems) * len(plan.priors) * plan.spec.n
-    done = total - sum(g.n for g in groups)
-    remaining_per_problem = defaultdict(int)
-    for g in groups:
-        remaining_per_problem[g.problem.id] += g.n
-    problems_done = len(plan.problems) - len(remaining_per_problem)
-
+    track = Tracker(plan, groups, on_progress)
     for chunk, spec in batches(groups, plan.spec, batch_samples):
         t0 = time.perf_counter()
         samples = generate_groups(chunk, spec, task, backend_for)
         store.add_samples(run_id, samples)
-        seconds = time.perf_counter() - t0
-        done += len(samples)
-        for g in chunk:
-            remaining_per_problem[g.problem.id] -= g.n
-            if remaining_per_problem[g.problem.id] == 0:
-                problems_done += 1
-        if on_progress:
-            on_progress(
-                Progress(
-                    problems_done, len(plan.problems), done, total, len(samples),
-                    sum(s.completion_tokens for s in samples), seconds,
-                )
-            )
+        track.stored(chunk, samples, len(samples), time.perf_counter() - t0)
     return run_id
 
 
