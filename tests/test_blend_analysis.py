@@ -65,8 +65,8 @@ def test_diagnostics_round_trip_and_rows(tmp_path):
     rows = blend_rows(db)
     assert [(r.variant, r.gamma) for r in rows] == [("blend", 0.3), ("always", 1.0)]
     r = rows[0]
-    assert (r.samples, r.graded, r.correct, r.failed, r.retokenized) == (3, 2, 1, 1, 1)
-    assert r.intervention_rate == pytest.approx(0.2) and r.mean_alpha == pytest.approx(0.6) and r.accuracy == 0.5
+    assert (r.samples, r.graded, r.correct, r.failed, r.retokenized) == (3, 3, 1, 1, 1)  # the failed one counts as wrong
+    assert r.intervention_rate == pytest.approx(0.2) and r.mean_alpha == pytest.approx(0.6) and r.accuracy == pytest.approx(1 / 3)
 
 
 def test_an_older_file_gains_the_columns_and_keeps_its_samples(tmp_path):

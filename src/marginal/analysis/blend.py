@@ -37,6 +37,7 @@ class BlendRow:
     alpha: float | str
     samples: int
     graded: int
+    """Samples of problems with a reference (failed ones count as wrong)."""
     correct: int
     failed: int
     intervention_rate: float
@@ -128,9 +129,11 @@ def blend_rows(path) -> list[BlendRow]:
             model = cfg.get("model", "")
             if not model.startswith("blend:"):
                 continue
-            rows = store.db.execute(
-                "SELECT correct, answer IS NULL, intervention_rate, mean_alpha, topk_overlap, retokenized "
-                "FROM samples WHERE run_id=? AND interventions IS NOT NULL",
+            rows = store.db.execute(  # a failed sample of a problem with a reference counts as wrong
+                "SELECT CASE WHEN p.reference IS NULL THEN NULL ELSE coalesce(s.correct, 0) END, s.answer IS NULL, "
+                "s.intervention_rate, s.mean_alpha, s.topk_overlap, s.retokenized FROM samples s "
+                "JOIN problems p ON p.run_id = s.run_id AND p.problem_id = s.problem_id "
+                "WHERE s.run_id=? AND s.interventions IS NOT NULL",
                 (run_id,),
             ).fetchall()
             if not rows:
