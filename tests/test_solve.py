@@ -41,6 +41,21 @@ def test_adaptive_on_real_model_respects_budget_and_reproduces(session):
     assert [s.text for s in a.samples] == [s.text for s in b.samples]
 
 
+def test_a_prior_with_its_own_model_is_served_by_that_engine(smol, smol_path, monkeypatch):
+    import marginal.backends as backends
+    from marginal.types import Prior
+
+    loaded, real = [], backends.load_backend
+    monkeypatch.setattr(backends, "load_backend", lambda name, **kw: loaded.append(name) or real(name, **kw))
+    priors = [Prior("default"), Prior("other-model", model=str(smol_path))]
+    s = Session(smol, load_task(f"jsonl:{DEMO}"), priors=priors, spec=SPEC, n_threads=1)
+    r = s.solve("What is 2 + 3?", budget=4, policy="fixed")  # K = 2 priors x M = 2
+    other = s.backend_for(priors[1])
+    assert loaded == [str(smol_path)] and other is not smol and s.backend_for(priors[0]) is smol
+    assert sorted(x.prior for x in r.samples) == ["default", "default", "other-model", "other-model"]
+    other.close()
+
+
 def test_solve_function_and_bad_budget():
     r = marginal.solve("What is 2 + 3?", task=f"jsonl:{DEMO}", budget=2, policy="repetition", spec=SPEC)
     assert r.used == 2

@@ -6,7 +6,9 @@ the requests of all unfinished questions into as few backend calls as
 possible (continuous batching of the policies' requests), extracts answers,
 and feeds them back. Sample i of (question, prior) always samples with the
 seed derived from i, so a solve reproduces the samples a ``marginal run``
-would store for the same question and prior.
+would store for the same question and prior. A prior that names its own
+model (``Prior.model``, "other models" as priors) is served by that engine,
+loaded on first use with the session's backend options and closed with it.
 Left out: persisting solves to a store (``marginal run --policy`` does that).
 """
 
@@ -74,6 +76,8 @@ class Session:
 
             model = load_backend(model, **backend_options)
         self.task, self.backend = task, model
+        self._options = backend_options
+        self._engines: dict[str, Backend] = {}
         self.priors = list(priors) if priors is not None else self.task.bank()
         if not self.priors:
             raise MarginalError("a session needs at least one prior")
@@ -86,7 +90,20 @@ class Session:
         self.close()
 
     def close(self) -> None:
+        for b in self._engines.values():
+            b.close()
+        self._engines.clear()
         self.backend.close()
+
+    def backend_for(self, prior: Prior) -> Backend:
+        """The engine of ``prior``: its own model when it names one, else the session's."""
+        if prior.model is None or prior.model == self.backend.name:
+            return self.backend
+        if prior.model not in self._engines:
+            from .backends import load_backend
+
+            self._engines[prior.model] = load_backend(prior.model, **self._options)
+        return self._engines[prior.model]
 
     def _policy(self, policy: str | Policy, budget: int, plan: Plan | None) -> Policy:
         if isinstance(policy, str):
@@ -113,7 +130,7 @@ class Session:
         pol = self._policy(policy, budget, plan)
         problems = [q if isinstance(q, Problem) else Problem(f"q{i}", q) for i, q in enumerate(questions)]
         states = allocate(
-            problems, self.priors, pol, budget, self.task, lambda prior: self.backend, self.spec, max_batch=max_batch
+            problems, self.priors, pol, budget, self.task, self.backend_for, self.spec, max_batch=max_batch
         )
         return [self._result(p, st, budget) for p, st in zip(problems, states)]
 
