@@ -405,6 +405,10 @@ def goals(res: dict, rep: np.ndarray, B: int, n: int, boot: Boot) -> dict:
                 "paired_diff": _r(d.mean()) if e["measurable"] else None,
                 "paired_diff_ci": [_r(v) for v in boot.ci(d)] if e["measurable"] else None,
             }
+            if not e["measurable"]:  # the difference at the worst- and best-case bounds, each with its CI
+                d_hi = ad["hi"] - x
+                g[label]["paired_diff_bounds"] = [_r(d.mean()), _r(d_hi.mean())]
+                g[label]["paired_diff_bounds_ci"] = [_r(boot.ci(d)[0]), _r(boot.ci(d_hi)[1])]
         # repetition at equal mean samples: the exact K = 1 curve interpolated at adaptive's mean samples
         u = float(ad["used_lo"].mean())
         if not e["measurable"]:
@@ -480,7 +484,14 @@ def markdown(results: list[dict]) -> str:
                 b = g["best fixed (K*M = B)"]
                 rp = g["repetition at equal samples"]
                 bt = _holds(b) + (f" (best {b['best'][0]}x{b['best'][1]} {_pct(b['best_accuracy'])}%, share {b['sample_share']})" if "best" in b else f" ({b.get('why', '')})")
-                bd = f"{100 * b['paired_diff']:+.1f} [{100 * b['paired_diff_ci'][0]:+.1f}, {100 * b['paired_diff_ci'][1]:+.1f}]" if b.get("paired_diff") is not None else ""
+                if b.get("paired_diff") is not None:
+                    bd = f"{100 * b['paired_diff']:+.1f} [{100 * b['paired_diff_ci'][0]:+.1f}, {100 * b['paired_diff_ci'][1]:+.1f}]"
+                elif "paired_diff_bounds" in b:
+                    lo_, hi_ = b["paired_diff_bounds"]
+                    bd = (f"n/m: {100 * lo_:+.1f} to {100 * hi_:+.1f} [CI {100 * b['paired_diff_bounds_ci'][0]:+.1f}, "
+                          f"{100 * b['paired_diff_bounds_ci'][1]:+.1f}]")
+                else:
+                    bd = ""
                 rt = _holds(rp) + (f" ({rp['how']}, {rp['adaptive_mean_used']:.2f} samples)" if "how" in rp else f" ({rp.get('why', '')})")
                 rd = f"{100 * rp['paired_diff']:+.1f} [{100 * rp['paired_diff_ci'][0]:+.1f}, {100 * rp['paired_diff_ci'][1]:+.1f}]" if "paired_diff" in rp else ""
                 lines.append(f"| {B} | {name} | {bt} | {bd} | {rt} | {rd} |")
