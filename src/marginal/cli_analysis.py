@@ -204,8 +204,7 @@ def render_blend(rows, console: Console, title: str = "blended runs") -> None:
     blended = [r for r in rows if r.variant not in ("base", "guide")]
     c = correlation([r.intervention_rate for r in blended], [r.accuracy for r in blended])
     if c.n >= 3:
-        console.print(f"accuracy vs intervention rate over {c.n} blended settings: Pearson r = {c.pearson:+.2f}, "
-                      f"Spearman ρ = {c.spearman:+.2f} (descriptive; few settings)")
+        console.print(f"accuracy vs intervention rate over {c.n} blended settings: {c.describe()}")
 
 
 @app.command("analyze")

@@ -301,7 +301,7 @@ def plot_blend(rows) -> str:
     blended = [r for r in rows if r.variant not in ("base", "guide")]
     c = correlation([r.intervention_rate for r in blended], [r.accuracy for r in blended])
     if c.n >= 3:
-        ax.set_title(f"over {c.n} blended settings: Pearson r = {c.pearson:+.2f}, Spearman ρ = {c.spearman:+.2f}", fontsize=9)
+        ax.set_title(f"over {c.n} blended settings: {c.describe()}", fontsize=8)
     ax.set_xlabel("intervention rate (guide consulted per emitted token)")
     ax.set_ylabel("accuracy %")
     ax.grid(alpha=0.3)

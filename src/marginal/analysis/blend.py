@@ -99,6 +99,11 @@ class Correlation:
     pearson: float
     spearman: float
 
+    def describe(self) -> str:
+        if math.isnan(self.pearson):
+            return "correlation undefined (accuracy or rate constant, or fewer than 3 settings)"
+        return f"Pearson r = {self.pearson:+.2f}, Spearman ρ = {self.spearman:+.2f} (descriptive; n = {self.n})"
+
 
 def correlation(rates: Sequence[float], accuracies: Sequence[float]) -> Correlation:
     """Pearson and Spearman correlation of ``accuracies`` with ``rates`` (nan when undefined)."""
