@@ -122,3 +122,22 @@ def test_evaluate_is_deterministic(tmp_path):
     assert (tmp_path / "a/results.json").read_text() == (tmp_path / "b/results.json").read_text()
     assert (tmp_path / "a/policies.png").stat().st_size > 10_000
     assert "| 4 | repetition | 1x4 |" in (tmp_path / "a/tables.md").read_text()
+
+
+def test_evaluate_keeps_distinct_correct_answers_apart_as_a_vote_does(tmp_path):
+    """Two answers graded correct ("a", "b"): load_pool's grid merges them into one vote, a real vote does not."""
+    ev = _evaluate_module()
+    s = Store(tmp_path / "g.db")
+    s.create_run("r", {"task": "toy", "model": "fake"}, [Problem("p0", "q", "a"), Problem("p1", "q", "1")],
+                 [Prior("c0"), Prior("c1")], "0")
+    rows = []
+    for c in ("c0", "c1"):
+        for i, a in enumerate(["a", "a", "b", "c", "c", "x"]):  # merged: gold 3 vs c 2; apart: a 2 ties c 2
+            rows.append(Sample("p0", c, i, a, a, a in ("a", "b"), None))
+        rows += [Sample("p1", c, i, "1", "1", True, None) for i in range(6)]
+    s.add_samples("r", rows)
+    s.close()
+    res = ev.evaluate_pool(str(tmp_path / "g.db"), [4], [0.95], 2, 200, 0, 0.5)
+    assert res["several_correct_answers_problems"] == ["p0"]
+    full = res["repetition_curve"][5]  # K = 1, M = 6: every stored sample of c0, one order only
+    assert full["accuracy"] == 0.75  # p0 credit 1/2 (tie a/c), p1 credit 1; the merged grid would say 1.0

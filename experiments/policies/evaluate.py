@@ -10,7 +10,9 @@ generating anything:
 - fixed splits (repetition K = 1, diversity M = 1, every K x M = B) also get
   their expected accuracy over sample orders from the exact grid
   (``accuracy_grid``), and the best fixed split in hindsight is read there
-  (K x M = B, and K x M <= B);
+  (K x M = B, and K x M <= B); on a problem with several distinct answers
+  graded correct (the grid merges them into one vote, a real vote does not)
+  the replay averaged over 512 sample orders replaces the grid;
 - ``adaptive`` (thresholds 0.9 / 0.95 / 0.99) is also averaged over R seeded
   random orders of each cell's stored samples (order 0 = the live order), the
   counterpart of the grid's expectation for a sequential policy;
@@ -39,6 +41,7 @@ Run: python experiments/policies/evaluate.py POOL.db [POOL.db ...] --out experim
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sqlite3
@@ -60,6 +63,7 @@ from marginal.store import Store
 BUDGETS = (4, 8, 16, 32)
 THRESHOLDS = (0.9, 0.95, 0.99)
 DEFAULT_THRESHOLD = 0.95
+MULTI_GOLD_ORDERS = 512  # orders averaged for fixed splits on problems with several correct answers
 SAMPLE_SHARE = 0.7  # the goal: adaptive uses <= 70% of the best split's samples
 
 
@@ -220,7 +224,6 @@ def evaluate_pool(db: str, budgets, thresholds, n_orders: int, n_boot: int, seed
         "db": db, "run_id": cells.run_id, "task": cells.task, "model": cells.model, "priors": list(cells.priors),
         "samples_per_prior": n, "problems": N, "problems_left_out_partial": len(cells.sampled) - N,
         "n_orders": n_orders, "n_boot": n_boot, "seed": seed,
-        "problems_with_several_correct_answers": sum(len(g) > 1 for g in cells.gold),
     }
     if N < 2:
         out["error"] = f"only {N} complete problem(s): nothing to evaluate"
@@ -228,14 +231,28 @@ def evaluate_pool(db: str, budgets, thresholds, n_orders: int, n_boot: int, seed
     pool = load_pool(db, cells.run_id)
     pidx = {p: i for i, p in enumerate(pool.problems)}
     pool = pool.subset(np.array([pidx[p] for p in cells.problems]))
-    gmax = min(max(budgets), pool.max_budget)
+    gmax = min(max(*budgets, n), pool.max_budget)  # the repetition curve needs K = 1, M = n
     # exact where the vote's state space is small, Monte Carlo (4096 common-random-number draws) elsewhere
     grid = accuracy_grid(pool, gmax, method="auto", seed=seed, reps=4096, max_states=40_000)
     out["grid_exact_share"] = _r(grid.exact.mean(), 3)
     out["grid_max_mc_se"] = _r(float(grid.se.max()), 5)
 
+    # load_pool merges every answer graded correct into one gold vote; a real vote (and replay) keeps
+    # distinct correct answers apart (HumanEval: two passing programs that behave differently). On such
+    # problems the grid is replaced by the string-level replay averaged over MULTI_GOLD_ORDERS orders.
+    multi = [i for i, g in enumerate(cells.gold) if len(g) > 1]
+    out["several_correct_answers_problems"] = [cells.problems[i] for i in multi]
+    cache: dict[tuple[int, int], np.ndarray] = {}
+
     def grid_vals(k, m):
-        return grid.acc[:, grid.index(k, m)]
+        if (k, m) not in cache:
+            v = grid.acc[:, grid.index(k, m)].copy()
+            for i in multi:
+                one = dataclasses.replace(cells, answers=cells.answers[i : i + 1], gold=cells.gold[i : i + 1],
+                                          problems=cells.problems[i : i + 1])
+                v[i] = np.mean([replay_order(one, Fixed(k, m), k * m, r, seed)[0][0] for r in range(MULTI_GOLD_ORDERS)])
+            cache[(k, m)] = v
+        return cache[(k, m)]
 
     boot = Boot(N, n_boot, seed)
     # repetition curve on the exact grid: K = 1, M = 1..n (the default prior only)
@@ -254,7 +271,7 @@ def evaluate_pool(db: str, budgets, thresholds, n_orders: int, n_boot: int, seed
     for B in budgets:
         res: dict = {"policies": []}
         pols = res["policies"]
-        cells_B = [c for c in grid.cells if c[0] * c[1] <= B] if B <= gmax else []
+        cells_B = [c for c in grid.cells if c[0] * c[1] <= B]
         # baselines and every fixed K x M = B (first K priors in bank order)
         d = make_policy("diversity", B, P)
         pols.append(cell_entry("repetition", "repetition", 1, B, B, cells, grid_vals, boot, seed))
