@@ -155,13 +155,33 @@ def replay_order(cells: Cells, policy: Policy, budget: int, order: int, seed: in
 
 
 class Boot:
-    """Percentile bootstrap over problems; one seeded index matrix, so every difference is paired."""
+    """Percentile bootstrap over problems; one seeded index matrix, so every difference is paired.
+
+    A 2-D input (orders x problems: adaptive averaged over sample orders) is
+    resampled over orders too (a second seeded index per replicate), so its
+    CIs include the error of averaging a finite number of orders.
+    """
 
     def __init__(self, n: int, n_boot: int, seed: int):
         self.idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+        self.seed = seed
+        self._w: dict[int, np.ndarray] = {}
+
+    def _order_weights(self, r: int) -> np.ndarray:
+        if r not in self._w:
+            nb = len(self.idx)
+            ridx = np.random.default_rng([self.seed, 1, r]).integers(0, r, size=(nb, r))
+            w = np.zeros((nb, r))
+            np.add.at(w, (np.arange(nb)[:, None], ridx), 1.0)
+            self._w[r] = w / r
+        return self._w[r]
 
     def ci(self, x: np.ndarray) -> list[float]:
-        m = x[self.idx].mean(axis=1)
+        if x.ndim == 2:
+            per_problem = self._order_weights(x.shape[0]) @ x  # (n_boot, N)
+            m = np.take_along_axis(per_problem, self.idx, axis=1).mean(axis=1)
+        else:
+            m = x[self.idx].mean(axis=1)
         return [float(np.quantile(m, 0.025)), float(np.quantile(m, 0.975))]
 
 
@@ -358,9 +378,9 @@ def adaptive_entry(cells, B, tau, n_orders, boot, seed) -> dict:
         e["live"].update(bounds(live_b, boot))
     else:
         e["live"].update(summarize(c0, u0, boot))
-    lo = np.where(X, 0.0, C).mean(axis=0)
-    hi = np.where(X, 1.0, C).mean(axis=0)
-    ulo, uhi = U.mean(axis=0), np.where(X, float(B), U).mean(axis=0)
+    # (orders, problems); means over both are the order-averaged accuracy, Boot resamples both
+    lo, hi = np.where(X, 0.0, C), np.where(X, 1.0, C)
+    ulo, uhi = U, np.where(X, float(B), U)
     e["stops"] = dict(sorted(stops.items()))  # why it stopped, over problems x orders
     e["exhausted_requests"] = dict(needs.most_common(6))
     e["measurable"] = not X.any()
