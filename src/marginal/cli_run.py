@@ -409,10 +409,16 @@ def replay_cmd(
     t = Table(title=f"policies replayed on {db}")
     for col in ("B", "policy", "accuracy %", "95% CI", "mean samples", "pool exhausted"):
         t.add_column(col, justify="left" if col == "policy" else "right")
+    short = False
     for b in bs:
         for name in policies.split(","):
             pol = make_policy(name.strip(), b, n_priors, k=min(n_priors, b), threshold=threshold)
             r = replay(db, pol, b, run=run_id)
-            t.add_row(str(b), name, f"{100 * r.accuracy:.1f}", f"[{100 * r.ci[0]:.1f}, {100 * r.ci[1]:.1f}]",
-                      f"{r.mean_used:.1f}", str(r.exhausted))
+            mark = "†" if r.exhausted else ""
+            short = short or bool(r.exhausted)
+            t.add_row(str(b), name, f"{100 * r.accuracy:.1f}{mark}", f"[{100 * r.ci[0]:.1f}, {100 * r.ci[1]:.1f}]",
+                      f"{r.mean_used:.1f}{mark}", str(r.exhausted))
     out.print(t)
+    if short:
+        out.print("† the pool ran out of samples for some questions: those stopped early, so the cell is a lower "
+                  "bound on samples and not the live policy's accuracy; grow the pool (--samples) to measure it")
