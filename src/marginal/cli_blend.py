@@ -15,9 +15,8 @@ Left out: several priors per variant (use a blend model in `marginal run`).
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
