@@ -353,12 +353,13 @@ def render_html(analyses: Sequence[Analysis], names: Sequence[str] | None = None
     if blend:
         parts.append("<h2>Blending: accuracy against intervention rate (95% Wilson intervals)</h2>"
                      f"<div class='row'><div class='card'>{plot_blend(blend)}{_blend_table(blend)}</div></div>")
-        labels = labels + [f"{len(blend)} blended runs"]
+
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    what = ([f"{len(analyses)} run(s): {', '.join(labels)}"] if analyses else []) + ([f"{len(blend)} blended runs"] if blend else [])
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>marginal report</title>"
         f"<style>{CSS}</style></head><body><h1>marginal report</h1>"
-        f"<div class='sub'>{len(analyses)} run(s): {_e(', '.join(labels))} · generated {now} · "
+        f"<div class='sub'>{_e(' and '.join(what))} · generated {now} · "
         "accuracy is the expected majority vote over subsamples of the stored pool (exact where the vote state "
         "space is small, Monte Carlo with common random numbers elsewhere)</div>" + "".join(parts) + "</body></html>"
     )
