@@ -61,7 +61,7 @@ try:
 except ImportError:  # pragma: no cover - exercised where torch is absent
     torch = None  # type: ignore[assignment]
 
-__all__ = ["HFBackend", "HFStats", "sample_tokens", "step_uniforms", "render_plain"]
+__all__ = ["HFBackend", "HFStats", "sample_tokens", "step_uniforms", "render_plain", "render_prompt"]
 
 _DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "half": "float16",
            "bfloat16": "bfloat16", "bf16": "bfloat16"}
@@ -75,6 +75,18 @@ def render_plain(chat: Chat) -> str:
         parts.append(m.content if m.role == "system" else f"{'User' if m.role == 'user' else 'Assistant'}: {m.content}")
     parts.append("Assistant:")
     return "\n\n".join(parts)
+
+
+def render_prompt(tokenizer, prompt: Prompt) -> str:
+    """The text a prompt is sent as with a Hugging Face tokenizer: raw text as is, a chat
+    through the tokenizer's chat template (generation prompt added), or `render_plain`
+    when the tokenizer has no template."""
+    if isinstance(prompt, str):
+        return prompt
+    if not getattr(tokenizer, "chat_template", None):
+        return render_plain(prompt)
+    msgs = [{"role": m.role, "content": m.content} for m in prompt.messages]
+    return tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
 
 
 # ------------------------------------------------------------------ sampling
@@ -249,12 +261,7 @@ class HFBackend:
 
     def render(self, prompt: Prompt) -> str:
         """The text a prompt is sent as (chat template applied)."""
-        if isinstance(prompt, str):
-            return prompt
-        if not self.has_chat_template:
-            return render_plain(prompt)
-        msgs = [{"role": m.role, "content": m.content} for m in prompt.messages]
-        return self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+        return render_prompt(self.tokenizer, prompt)
 
     def tokenize(self, prompt: Prompt) -> list[int]:
         """The prompt's token ids (special tokens the template wrote are parsed; a

@@ -73,7 +73,7 @@ from typing import Any
 
 from ..errors import MarginalError
 from ..types import Completion, FinishReason, Prompt, SampleSpec, prompt_key
-from .hf import render_plain
+from .hf import render_prompt
 
 __all__ = ["VLLMBackend"]
 
@@ -188,12 +188,7 @@ class VLLMBackend:
 
     def render(self, prompt: Prompt) -> str:
         """The text a prompt is sent as (chat template applied)."""
-        if isinstance(prompt, str):
-            return prompt
-        if not self.has_chat_template:
-            return render_plain(prompt)
-        msgs = [{"role": m.role, "content": m.content} for m in prompt.messages]
-        return self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+        return render_prompt(self.tokenizer, prompt)
 
     def tokenize(self, prompt: Prompt) -> list[int]:
         """The prompt's token ids (special tokens the template wrote are parsed; a
