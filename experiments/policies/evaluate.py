@@ -56,8 +56,8 @@ import numpy as np
 
 from marginal.analysis import accuracy_grid, load_pool, plan, split_problems
 from marginal.errors import MarginalError
-from marginal.policies import Adaptive, Fixed, Policy, make_policy, vote
-from marginal.replay import replay
+from marginal.policies import Adaptive, Fixed, Policy, make_policy
+from marginal.replay import replay, replay_question, vote_credit
 from marginal.store import Store
 
 BUDGETS = (4, 8, 16, 32)
@@ -111,16 +111,6 @@ def load_cells(db: str) -> Cells:
                  tuple(answers), tuple(gold), n, tuple(sampled))
 
 
-def credit(answers, gold: frozenset[str]) -> float:
-    """Credit of the plurality vote: 1/|T| when gold is among the |T| tied top answers (as replay)."""
-    counts: Counter = vote(answers)
-    if not counts:
-        return 0.0
-    top = max(counts.values())
-    tied = [a for a, c in counts.items() if c == top]
-    return sum(a in gold for a in tied) / len(tied)
-
-
 def replay_order(cells: Cells, policy: Policy, budget: int, order: int, seed: int, details: bool = False):
     """``marginal.replay``'s loop on the complete problems, the samples of each cell in a seeded order.
 
@@ -132,21 +122,9 @@ def replay_order(cells: Cells, policy: Policy, budget: int, order: int, seed: in
     cr, us, ex, why = [], [], [], []
     for p, cellset in enumerate(cells.answers):
         pools = [list(c) if rng is None else [c[j] for j in rng.permutation(len(c))] for c in cellset]
-        seen: list[list[str | None]] = [[] for _ in pools]
-        exhausted = False
-        while True:
-            d = policy.decide(seen, budget)
-            if d.stop:
-                why.append(d.reason.split(":")[0])
-                break
-            over = [(i, len(seen[i]) + n) for i, n in d.requests if len(seen[i]) + n > len(pools[i])]
-            if over:
-                exhausted = True
-                why.append(f"pool exhausted: prior {over[0][0]} needs {over[0][1]}")
-                break
-            for i, n in d.requests:
-                seen[i] += pools[i][len(seen[i]) : len(seen[i]) + n]
-        cr.append(credit(seen, cells.gold[p]))
+        seen, exhausted, reason = replay_question(policy, pools, budget)
+        why.append(reason)
+        cr.append(vote_credit(seen, cells.gold[p]))
         us.append(sum(len(a) for a in seen))
         ex.append(exhausted)
     if details:

@@ -40,13 +40,31 @@ class Replay:
     used: tuple[int, ...]
 
 
-def _credit(answers, gold: set[str]) -> float:
+def vote_credit(answers, gold) -> float:
+    """Credit of the plurality vote over ``answers`` (per prior, None = failed):
+    1/|T| when gold is among the |T| tied top answers, 0 without a valid answer."""
     counts: Counter = vote(answers)
     if not counts:
         return 0.0
     top = max(counts.values())
     tied = [a for a, c in counts.items() if c == top]
     return sum(a in gold for a in tied) / len(tied)
+
+
+def replay_question(policy: Policy, pools: list[list[str | None]], budget: int) -> tuple[list[list[str | None]], bool, str]:
+    """Run ``policy`` on one question, serving its requests from ``pools`` (stored answers per
+    prior, in the order they are drawn). Returns the answers drawn per prior, whether the policy
+    asked for more than a pool holds (it stops there), and why it stopped."""
+    answers: list[list[str | None]] = [[] for _ in pools]
+    while True:
+        d = policy.decide(answers, budget)
+        if d.stop:
+            return answers, False, d.reason.split(":")[0]
+        over = [(i, len(answers[i]) + n) for i, n in d.requests if len(answers[i]) + n > len(pools[i])]
+        if over:
+            return answers, True, f"pool exhausted: prior {over[0][0]} needs {over[0][1]}"
+        for i, n in d.requests:
+            answers[i] += pools[i][len(answers[i]) : len(answers[i]) + n]
 
 
 def replay(path, policy: Policy, budget: int, *, run: str | None = None, seed: int = 0, n_boot: int = 2000) -> Replay:
@@ -63,18 +81,10 @@ def replay(path, policy: Policy, budget: int, *, run: str | None = None, seed: i
     credit, used, exhausted = [], [], 0
     for p in problems:
         pools = [sorted(by.get((p.id, c), []), key=lambda s: s.index) for c in priors]
-        answers: list[list[str | None]] = [[] for _ in priors]
-        while True:
-            d = policy.decide(answers, budget)
-            if d.stop:
-                break
-            if any(len(answers[i]) + n > len(pools[i]) for i, n in d.requests):
-                exhausted += 1
-                break
-            for i, n in d.requests:
-                answers[i] += [s.answer for s in pools[i][len(answers[i]) : len(answers[i]) + n]]
+        answers, short, _ = replay_question(policy, [[s.answer for s in ps] for ps in pools], budget)
+        exhausted += short
         gold = {s.answer for ps in pools for s in ps if s.correct}
-        credit.append(_credit(answers, gold))
+        credit.append(vote_credit(answers, gold))
         used.append(sum(len(a) for a in answers))
     c = np.array(credit)
     rng = np.random.default_rng(seed)
