@@ -430,3 +430,16 @@ def test_parse_blend_spec():
                      ("blend:a+b:match=bytes", "match must be")]:
         with pytest.raises(MarginalError, match=msg):
             parse_blend_spec(bad)
+
+
+def test_format_blend_spec_round_trips():
+    from marginal.blend import VARIANTS, blend_variant, format_blend_spec, variant_config
+
+    for v in VARIANTS:
+        for g in (0.2, 0.4):
+            cfg = variant_config(v, gamma=g, alpha="auto")
+            spec = format_blend_spec("a", "b", v, cfg, "id")
+            base, guide, parsed, match = parse_blend_spec(spec)
+            assert (base, guide, match, blend_variant(spec)) == ("a", "b", "id", v)
+            assert parsed == (variant_config(v) if cfg.solo else cfg)  # solo variants ignore gamma
+    assert blend_variant("blend:a+b") == "blend"

@@ -42,13 +42,6 @@ def parse_alpha(value: str):
     return a
 
 
-def blend_spec(base: str, guide: str, variant: str, config, match: str) -> str:
-    """The canonical model spec of one variant (settings a variant ignores are left at their defaults,
-    so a gamma sweep does not regenerate the solo models)."""
-    gamma, alpha = (0.4, "auto") if config.solo else (config.gamma, config.alpha)
-    return f"blend:{base}+{guide}:variant={variant},gamma={gamma:g},alpha={alpha if alpha == 'auto' else format(alpha, 'g')},top_k={config.top_k},match={match}"
-
-
 @app.command("blend")
 def blend_cmd(
     task_name: str = typer.Argument(..., metavar="TASK", help="gsm8k, math500, gpqa-diamond, humaneval or jsonl:PATH"),
@@ -75,7 +68,7 @@ def blend_cmd(
 ) -> None:
     """Blend a base and a guide model token by token (BlendIn); accuracy and interventions per variant."""
     from .analysis.blend import blend_rows
-    from .blend import VARIANTS, BlendBackend, variant_config
+    from .blend import VARIANTS, BlendBackend, format_blend_spec, variant_config
     from .cli_analysis import render_blend
     from .cli_run import _Bar, build_plan
     from .runner import execute
@@ -100,7 +93,7 @@ def blend_cmd(
     with BlendBackend.load(base, guide, match=match, n_ctx=n_ctx, max_seqs=max_seqs, n_threads=threads) as pair:  # type: ignore[arg-type]
         out.print(f"[bold]{task.name}[/]: {len(plan.problems)} problems, base {base}, guide {guide}, "
                   f"match by {pair.match}, {mode}, prior {plan.priors[0].name}")
-        runs = {blend_spec(base, guide, v, cfg, pair.match): (v, cfg) for v, cfg in configs}  # a sweep's duplicates collapse
+        runs = {format_blend_spec(base, guide, v, cfg, pair.match): (v, cfg) for v, cfg in configs}  # a sweep's duplicates collapse
         for spec, (v, cfg) in runs.items():
             b = pair.with_config(cfg, name=spec)
             vplan = replace(plan, model=spec)

@@ -122,7 +122,7 @@ def _nanmean(values: list) -> float:
 
 def blend_rows(path) -> list[BlendRow]:
     """Every blended run stored in the file at ``path``, in the order they were created."""
-    from ..blend import parse_blend_spec
+    from ..blend import blend_variant, parse_blend_spec
     from ..store import Store
 
     store = Store(path, readonly=True)
@@ -144,11 +144,10 @@ def blend_rows(path) -> list[BlendRow]:
             if not rows:
                 continue
             base, guide, config, _ = parse_blend_spec(model)
-            opts = dict(p.partition("=")[::2] for p in model.split(":", 2)[-1].split(",") if "=" in p)
             graded = [r[0] for r in rows if r[0] is not None]
             out.append(BlendRow(
                 run_id=run_id, task=cfg.get("task", ""), model=model, base=base, guide=guide,
-                variant=opts.get("variant", "blend"), gamma=config.gamma, alpha=config.alpha, samples=len(rows),
+                variant=blend_variant(model), gamma=config.gamma, alpha=config.alpha, samples=len(rows),
                 graded=len(graded), correct=int(sum(graded)), failed=int(sum(r[1] for r in rows)),
                 intervention_rate=_nanmean([r[2] for r in rows]), mean_alpha=_nanmean([r[3] for r in rows]),
                 topk_overlap=_nanmean([r[4] for r in rows]), retokenized=int(sum(r[5] or 0 for r in rows)),

@@ -16,7 +16,9 @@ from .backend import (
     BlendCompletion,
     BlendConfig,
     BlendStats,
+    blend_variant,
     check_pair,
+    format_blend_spec,
     load_blend,
     parse_blend_spec,
     variant_config,
@@ -26,6 +28,7 @@ from .mix import Candidates, StringVocab, alpha_for, auto_alpha, mix, union_by_i
 
 __all__ = [
     "VARIANTS", "BlendBackend", "BlendCompletion", "BlendConfig", "BlendStats", "Candidates", "EngineStats",
+    "blend_variant", "format_blend_spec",
     "LlamaCppEngine", "NextTokenLogprobs", "StringVocab", "alpha_for", "auto_alpha", "check_pair", "load_blend", "mix", "parse_blend_spec",
     "union_by_id", "union_by_string", "variant_config",
 ]

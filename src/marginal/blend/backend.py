@@ -579,36 +579,57 @@ class BlendBackend:
                     rows[g] = out[r]
 
 
+_SPEC_FORM = "expected 'blend:BASE+GUIDE[:gamma=G,alpha=A,top_k=K,variant=V,match=M]'"
+
+
+def _split_blend_spec(spec: str) -> tuple[str, str, dict[str, str]]:
+    """(base, guide, options) of ``blend:BASE+GUIDE[:key=value,...]``, keys checked."""
+    if not spec.startswith("blend:"):
+        raise MarginalError(f"blend model {spec!r}: {_SPEC_FORM}")
+    body = spec[len("blend:"):]
+    models, _, opts = body.partition(":")
+    base, plus, guide = models.partition("+")
+    if not (base and plus and guide):
+        raise MarginalError(f"blend model {spec!r}: {_SPEC_FORM}")
+    kv: dict[str, str] = {}
+    for part in filter(None, opts.split(",")):
+        k, eq, v = part.partition("=")
+        if not eq or k not in ("variant", "gamma", "alpha", "top_k", "match"):
+            raise MarginalError(f"blend model {spec!r}: bad option {part!r}; {_SPEC_FORM}")
+        kv[k] = v
+    return base, guide, kv
+
+
 def parse_blend_spec(spec: str) -> tuple[str, str, BlendConfig, Match]:
     """(base, guide, config, match) of ``blend:BASE+GUIDE[:key=value,...]``.
 
     Keys: variant (default blend), gamma, alpha (auto or a number), top_k,
     match (auto|id|string); e.g. ``blend:qwen2.5-coder-1.5b+qwen2.5-coder-0.5b:gamma=0.3,alpha=auto``.
     """
-    form = "expected 'blend:BASE+GUIDE[:gamma=G,alpha=A,top_k=K,variant=V,match=M]'"
-    if not spec.startswith("blend:"):
-        raise MarginalError(f"blend model {spec!r}: {form}")
-    body = spec[len("blend:"):]
-    models, _, opts = body.partition(":")
-    base, plus, guide = models.partition("+")
-    if not (base and plus and guide):
-        raise MarginalError(f"blend model {spec!r}: {form}")
-    kv: dict[str, str] = {}
-    for part in filter(None, opts.split(",")):
-        k, eq, v = part.partition("=")
-        if not eq or k not in ("variant", "gamma", "alpha", "top_k", "match"):
-            raise MarginalError(f"blend model {spec!r}: bad option {part!r}; {form}")
-        kv[k] = v
+    base, guide, kv = _split_blend_spec(spec)
     try:
         gamma = float(kv.get("gamma", 0.4))
         alpha: Alpha = "auto" if kv.get("alpha", "auto") == "auto" else float(kv["alpha"])
         top_k = int(kv.get("top_k", 100))
     except ValueError:
-        raise MarginalError(f"blend model {spec!r}: gamma, alpha and top_k must be numbers; {form}") from None
+        raise MarginalError(f"blend model {spec!r}: gamma, alpha and top_k must be numbers; {_SPEC_FORM}") from None
     match = kv.get("match", "auto")
     if match not in ("auto", "id", "string"):
         raise MarginalError(f"blend model {spec!r}: match must be auto, id or string, got {match!r}")
-    return base, guide, variant_config(kv.get("variant", "blend"), gamma=gamma, alpha=alpha, top_k=top_k), match  # type: ignore[return-value]
+    return base, guide, variant_config(blend_variant(spec), gamma=gamma, alpha=alpha, top_k=top_k), match  # type: ignore[return-value]
+
+
+def blend_variant(spec: str) -> str:
+    """The variant named by a ``blend:`` spec (default blend)."""
+    return _split_blend_spec(spec)[2].get("variant", "blend")
+
+
+def format_blend_spec(base: str, guide: str, variant: str, config: BlendConfig, match: str) -> str:
+    """The canonical ``blend:`` spec of a variant (the inverse of `parse_blend_spec`); settings a
+    solo variant ignores are left at their defaults, so a gamma sweep does not regenerate them."""
+    gamma, alpha = (0.4, "auto") if config.solo else (config.gamma, config.alpha)
+    a = alpha if alpha == "auto" else format(alpha, "g")
+    return f"blend:{base}+{guide}:variant={variant},gamma={gamma:g},alpha={a},top_k={config.top_k},match={match}"
 
 
 def load_blend(spec: str, **options) -> BlendBackend:
