@@ -64,10 +64,16 @@ def test_gsm8k_data_file_and_bank(monkeypatch):
     names = [p.name for p in bank]
     assert names[0] == "default" and len(bank) >= 8 and len(set(names)) == len(names)
     shots = [set(q for q, _ in p.fewshot) for p in bank if p.fewshot]
-    assert len(shots) == 3 and all(len(s) == 4 for s in shots)
-    assert not (shots[0] & shots[1]) and not (shots[1] & shots[2]) and not (shots[0] & shots[2])
-    train = [json.loads(ln)["question"] for ln in open(DATA / "gsm8k_train_head64.jsonl")]
+    assert len(shots) == 4 and all(len(s) == 4 for s in shots)  # fewshot-a, -b, -c and the weak fewshot-wrong
+    assert all(not (a & b) for i, a in enumerate(shots) for b in shots[i + 1:])
+    rows = [json.loads(ln) for ln in open(DATA / "gsm8k_train_head64.jsonl")]
+    train = [r["question"] for r in rows]
     assert all(q in train for s in shots for q in s)
+    # the weak priors are last, and fewshot-wrong's stated answers are all wrong
+    assert names[-2:] == ["answer-only", "fewshot-wrong"]
+    gold = {r["question"]: r["answer"].rpartition("####")[2].strip().replace(",", "") for r in rows}
+    for q, a in bank[-1].fewshot:
+        assert t.extract(a, t.problems()[0]).answer != gold[q]
     # every few-shot answer is read back by the extractor
     for p in bank:
         for _, a in p.fewshot:

@@ -45,6 +45,11 @@ _NUMERIC: list[tuple[str, str | None, str, str]] = [
     ("format-boxed", None,
      "{question}\n\nSolve it and put the final number in \\boxed{{}}, for example \\boxed{{42}}.".replace("{{", "{").replace("}}", "}"),
      "output-format hint: LaTeX \\boxed{N}"),
+    # Deliberately weak priors, last in the bank so that "the first K" never picks them by accident:
+    # they give every pool sub-banks whose priors disagree in quality (the misaligned side).
+    ("answer-only", None,
+     "{question}\n\nDo not show any working. Reply with one line only: 'The answer is N.' where N is a number.",
+     "weak on purpose: the final number only, no working"),
 ]
 
 
@@ -55,9 +60,19 @@ def _clean_gsm8k_solution(answer: str) -> str:
     return f"{body.strip()}\nThe answer is {final.strip().replace(',', '')}."
 
 
+def _wrong_gsm8k_solution(answer: str) -> str:
+    """A train solution whose stated final answer is wrong on purpose (the true one doubled, plus one)."""
+    right = _clean_gsm8k_solution(answer)
+    body, _, final = right.rpartition("The answer is ")
+    value = final.rstrip(".")
+    wrong = str(int(value) * 2 + 1) if value.lstrip("-").isdigit() else value + "1"
+    return f"{body}The answer is {wrong}."
+
+
 def numeric_bank(fewshot_pool: Sequence[tuple[str, str]] | None = None, shots: int = 4) -> list[Prior]:
     """The GSM8K / numeric bank; with a few-shot pool, three disjoint exemplar sets are added after
-    the zero-shot priors (``fewshot-a``, ``-b``, ``-c``: pool rows 0-3, 4-7, 8-11)."""
+    the zero-shot priors (``fewshot-a``, ``-b``, ``-c``: pool rows 0-3, 4-7, 8-11), and a weak one
+    at the end (``fewshot-wrong``: rows 12-15 with wrong stated answers)."""
     bank = [Prior(name=n, system=s, template=t, description=d) for n, s, t, d in _NUMERIC]
     if fewshot_pool:
         pool = [(q, _clean_gsm8k_solution(a)) for q, a in fewshot_pool]
@@ -69,6 +84,12 @@ def numeric_bank(fewshot_pool: Sequence[tuple[str, str]] | None = None, shots: i
                     Prior(name=f"fewshot-{tag}", template="{question}\n\n" + _NUM_END, fewshot=tuple(shots_i),
                           description=f"{shots} GSM8K train exemplars (rows {i * shots}-{(i + 1) * shots - 1})"),
                 )
+        wrong = [(q, _wrong_gsm8k_solution(a)) for q, a in fewshot_pool[3 * shots:4 * shots]]
+        if len(wrong) == shots:
+            bank.append(Prior(
+                name="fewshot-wrong", template="{question}\n\n" + _NUM_END, fewshot=tuple(wrong),
+                description=f"weak on purpose: {shots} GSM8K train exemplars (rows {3 * shots}-{4 * shots - 1}) "
+                "whose stated answers are wrong (2x + 1)"))
     return bank
 
 
