@@ -34,12 +34,12 @@ from .margins import (
     prior_stats,
     shares,
 )
-from .planner import Bucket, Plan, Scored, plan
+from .planner import Bucket, PlannerResult, Scored, plan
 from .pool import FAILED, MISSING, Pool, load_pool, pool_from_lists
 from .weights import WeightComparison, compare_weights, prior_weights, split_problems, weighted_credit
 
 __all__ = [
-    "FAILED", "MISSING", "BiasVariance", "Bucket", "Drift", "Grid", "Margins", "Plan", "Pool", "PriorStats",
+    "FAILED", "MISSING", "BiasVariance", "Bucket", "Drift", "Grid", "Margins", "PlannerResult", "Pool", "PriorStats",
     "Scored", "WeightComparison", "accuracy_grid", "bias_variance", "brute_force_accuracy", "compare_weights",
     "drift", "grid_cells", "label_free_margins", "load_pool", "margins", "mc_cell", "moments", "oracle_grid",
     "pass_at_k", "plan", "pool_from_lists", "pool_pass_at_k", "prior_stats", "prior_weights", "shares",

@@ -16,7 +16,7 @@ import numpy as np
 
 from .accuracy import Grid, accuracy_grid, oracle_grid, pool_pass_at_k
 from .margins import BiasVariance, Drift, Margins, PriorStats, bias_variance, drift, label_free_margins, margins, prior_stats
-from .planner import Plan, plan
+from .planner import PlannerResult, plan
 from .pool import Pool
 from .weights import WeightComparison, compare_weights
 
@@ -40,7 +40,7 @@ class Analysis:
     drift: Drift | None = None
     bias_variance: BiasVariance | None = None
     weights: WeightComparison | None = None
-    plan: Plan | None = None
+    plan: PlannerResult | None = None
 
     @property
     def label_free(self) -> bool:
