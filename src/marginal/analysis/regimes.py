@@ -106,7 +106,8 @@ class RegimeCache:
     cells: np.ndarray
     """(S, nB, 2, 2): [diversity, repetition] (K, M) per sub-bank and budget."""
     div: np.ndarray
-    """(S, nB, Nt) exact credit of diversity-first per held-out problem."""
+    """(S, nB, Nt) expected credit of diversity-first per held-out problem (the accuracy grid's: exact, or
+    Monte Carlo past its exact work bound, see ``mc_se``)."""
     rep: np.ndarray
     """(S, nB, Nt) the same for repetition-first."""
     mc_se: float

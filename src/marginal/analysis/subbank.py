@@ -86,10 +86,6 @@ def covered(pool: Pool, what: str) -> Pool:
 
 
 # -- greedy selection ----------------------------------------------------------------
-def _mean_rows(g: Grid, rows: np.ndarray) -> np.ndarray:
-    return g.acc[rows].mean(axis=0)
-
-
 def _best_cell(g: Grid, rows: np.ndarray) -> tuple[int, int]:
     """The best cell of ``g`` on some problems (ties as `Grid.best`: fewer samples, then more priors)."""
     return Grid(g.cells, g.acc[rows], g.mc_var[rows], g.exact[rows], g.budget, g.mode).best()
@@ -103,14 +99,15 @@ def _bank_grid(pool: Pool, names: Sequence[str], budget: int, seed: int, reps: i
 def greedy_bank(pool: Pool, k: int, budget: int, rows: np.ndarray, *, seed: int = 0, reps: int = 128) -> tuple[str, ...]:
     """K priors chosen greedily on the problems ``rows`` of a labelled pool (criterion: module docstring)."""
     chosen: list[str] = []
+    cal = pool.subset(rows)
     for j in range(1, k + 1):
         scored = []
         for c, name in enumerate(pool.priors):
             if name in chosen:
                 continue
-            sub = sub_bank(pool, chosen + [name])
+            sub = sub_bank(cal, chosen + [name])
             cells = tuple((j, m) for m in range(1, min(sub.n_slots, budget // j) + 1))  # m = 1 always fits
-            new = float(_mean_rows(accuracy_grid(sub, cells=cells, seed=seed, reps=reps), rows).max())
+            new = float(accuracy_grid(sub, cells=cells, seed=seed, reps=reps).mean.max())
             scored.append((round(new, 12), -c, name))
         chosen.append(max(scored)[2])
     return tuple(chosen)
