@@ -44,7 +44,6 @@ import argparse
 import dataclasses
 import json
 import math
-import sqlite3
 import sys
 import tempfile
 import time
@@ -58,6 +57,7 @@ from marginal.analysis import accuracy_grid, load_pool, plan, split_problems
 from marginal.errors import MarginalError
 from marginal.policies import Adaptive, Fixed, Policy, make_policy
 from marginal.replay import replay, replay_question
+from marginal.snapshot import snapshot
 from marginal.store import Store
 from marginal.vote import credit, tally
 
@@ -588,18 +588,6 @@ def plot(results: list[dict], path: Path) -> None:
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path, dpi=130)
     plt.close(fig)
-
-
-def snapshot(db: str, dst: Path) -> Path:
-    """A consistent copy of a pool that may still be written (SQLite online backup), read-only source."""
-    src = sqlite3.connect(f"file:{Path(db).resolve()}?mode=ro", uri=True)
-    dst_db = sqlite3.connect(dst)
-    try:
-        src.backup(dst_db)
-    finally:
-        dst_db.close()
-        src.close()
-    return dst
 
 
 def main(argv=None) -> int:

@@ -15,10 +15,12 @@ the pool).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from .analysis.subbank import pick_priors
 from .policies import Decision, Policy
 from .store import Store
 from .types import Sample
@@ -83,11 +85,15 @@ def replay_question(policy: Policy, pools: list[list[str | None]], budget: int) 
     return QuestionReplay(drawn, (*decisions, end), (i, need))
 
 
-def replay(path, policy: Policy, budget: int, *, run: str | None = None, seed: int = 0, n_boot: int = 2000) -> Replay:
-    """Replay ``policy`` with ``budget`` samples per problem on the run stored at ``path``."""
+def replay(path, policy: Policy, budget: int, *, run: str | None = None, seed: int = 0, n_boot: int = 2000,
+           priors: Sequence[str] | str | None = None) -> Replay:
+    """Replay ``policy`` with ``budget`` samples per problem on the run stored at ``path``.
+
+    ``priors``: replay on the sub-bank of these priors, in this order (the policy sees only them)."""
     store = Store(path, readonly=True)
     run_id = run or store.only_run()
-    priors = [c.name for c in store.priors(run_id)]
+    bank = [c.name for c in store.priors(run_id)]
+    priors = bank if priors is None else [bank[i] for i in pick_priors(priors, bank, f"run {run_id} in {path}")]
     by: dict[tuple[str, str], list[Sample]] = {}
     for s in store.samples(run_id):
         by.setdefault((s.problem_id, s.prior), []).append(s)

@@ -7,6 +7,9 @@
   regimes, bias-variance and the normal approximation, per-prior stats.
 - ``weights``: weighted marginalization compared with uniform, held out.
 - ``planner``: (K, M) for a budget from a calibration split, judged held out.
+- ``subbank``: a sub-bank of the pool's priors; greedy bank selection, cross-fitted.
+- ``regimes``: the regime test (does calibration drift predict the held-out
+  diversity-first gain, over random sub-banks).
 
 Left out: plots and HTML (``marginal.report``), adaptive policies.
 """
@@ -46,6 +49,9 @@ __all__ = [
     "split_problems", "weighted_credit",
 ]
 
+from .subbank import Arm, BankSelection, Paired, pick_priors, select_bank, sub_bank  # noqa: E402
+from .regimes import RegimeTest, pick_examples, regime_test, spearman  # noqa: E402
 from .summary import Analysis, analyze  # noqa: E402
 
-__all__ += ["Analysis", "analyze"]
+__all__ += ["Analysis", "Arm", "BankSelection", "Paired", "RegimeTest", "analyze", "pick_examples", "pick_priors",
+            "regime_test", "select_bank", "spearman", "sub_bank"]
