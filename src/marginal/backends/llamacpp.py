@@ -216,6 +216,11 @@ class LlamaCppBackend(Counted[LlamaCppStats], Lifecycle):
     # ---------------------------------------------------------------- public
 
     @property
+    def model_handle(self):
+        """The loaded ``llama_model`` (None once closed), for engines that open their own context on it."""
+        return self._model
+
+    @property
     def has_chat_template(self) -> bool:
         return self._chat_formatter is not None
 

@@ -109,12 +109,12 @@ class LlamaCppEngine(Counted[EngineStats], Lifecycle):
         self._ll = ll
         self._ctx = None
         check_context_settings(n_ctx, max_seqs)
-        if backend._model is None:
+        if backend.model_handle is None:
             raise MarginalError("the llama.cpp backend is closed")
         self._backend = backend
         self._owns = owns_backend
         self.name = backend.name
-        self._model = backend._model
+        self._model = backend.model_handle
         self._vocab = ll.llama_model_get_vocab(self._model)
         self.n_vocab = int(ll.llama_vocab_n_tokens(self._vocab))
         self.n_ctx_train = int(ll.llama_model_n_ctx_train(self._model))
