@@ -25,7 +25,7 @@ from marginal.blend import (
     union_by_string,
     variant_config,
 )
-from marginal.blend.backend import _resync
+from marginal.blend.decode import resync
 from marginal.blend.mix import EOG, filtered, sample
 from marginal.errors import MarginalError
 from marginal.types import Chat, Message, SampleSpec
@@ -45,7 +45,7 @@ def test_union_by_id_auto_alpha_linear_by_hand():
     pg = [0.10, 0.05, 0.60, 0.20, 0.05]
     c = union_by_id(lp(pb), lp(pg), k=2)
     assert c.base_ids.tolist() == [0, 1, 2, 3]  # base top-2, then the guide's top-2 not already there
-    assert c.overlap == 0.0
+    assert c.topk_overlap == 0.0
     assert c.guide_top == 2
     np.testing.assert_allclose(c.pb, [0.35, 0.30, 0.20, 0.10], rtol=1e-6)
     np.testing.assert_allclose(c.pg, [0.10, 0.05, 0.60, 0.20], rtol=1e-6)
@@ -60,7 +60,7 @@ def test_union_by_id_auto_alpha_linear_by_hand():
 def test_fixed_alpha_and_geometric_by_hand():
     pb, pg = np.array([0.5, 0.3, 0.2]), np.array([0.2, 0.2, 0.6])
     c = union_by_id(lp(pb), lp(pg), k=3)
-    assert c.overlap == 1.0 and alpha_for(c, 0.25) == 0.25
+    assert c.topk_overlap == 1.0 and alpha_for(c, 0.25) == 0.25
     lin = mix(c.pb, c.pg, 0.25)
     np.testing.assert_allclose(lin, 0.25 * pg + 0.75 * pb, rtol=1e-6)
     geo = mix(c.pb, c.pg, 0.25, "geometric")
@@ -91,7 +91,7 @@ def test_union_by_string_by_hand():
     assert c.guide_ids.tolist() == [1, 3, 2]  # "a": the likelier of the guide's two "a" tokens
     np.testing.assert_allclose(c.pb, [0.40, 0.30, 0.0], rtol=1e-6)
     np.testing.assert_allclose(c.pg, [0.15, 0.25, 0.50], rtol=1e-6)  # "a" sums both guide tokens
-    assert c.guide_top == 2 and c.overlap == pytest.approx(2 / 3)
+    assert c.guide_top == 2 and c.topk_overlap == pytest.approx(2 / 3)
     c4 = union_by_string(lp(pb), lp(pg), 4, vb, vg)  # base top-4 adds "b" (tie with "c": lower id first)
     assert c4.keys == (b"a", EOG, b"b", b"d") and c4.base_ids.tolist() == [0, 4, 1, -1]
     np.testing.assert_allclose([c4.pb[2], c4.pg[2]], [0.05, 0.05], rtol=1e-6)
@@ -136,7 +136,7 @@ def test_config_validation_and_variants():
 
 
 class FakeKV:
-    """Records what `_resync` does to a sequence."""
+    """Records what `resync` does to a sequence."""
 
     def __init__(self):
         self.cut = None
@@ -147,12 +147,12 @@ class FakeKV:
 
 def test_resync_keeps_common_prefix():
     e = FakeKV()
-    assert _resync(e, 0, [9, 9], None, [1, 2]) == [9, 9, 1, 2]  # fresh: prompt and text
-    assert _resync(e, 0, [9], [1, 2], [1, 2]) == [] and e.cut is None  # nothing changed
-    assert _resync(e, 0, [9], [1, 2], [1, 2, 3]) == [3] and e.cut == 3
-    assert _resync(e, 0, [9], [1, 2, 3], [1, 4]) == [4] and e.cut == 2  # merged: re-evaluate from the change
-    assert _resync(e, 0, [9], [1, 2, 3], [1, 2]) == [2] and e.cut == 2  # a strict prefix: refeed its last token
-    assert _resync(e, 0, [9], [1], []) == [9] and e.cut == 0
+    assert resync(e, 0, [9, 9], None, [1, 2]) == [9, 9, 1, 2]  # fresh: prompt and text
+    assert resync(e, 0, [9], [1, 2], [1, 2]) == [] and e.cut is None  # nothing changed
+    assert resync(e, 0, [9], [1, 2], [1, 2, 3]) == [3] and e.cut == 3
+    assert resync(e, 0, [9], [1, 2, 3], [1, 4]) == [4] and e.cut == 2  # merged: re-evaluate from the change
+    assert resync(e, 0, [9], [1, 2, 3], [1, 2]) == [2] and e.cut == 2  # a strict prefix: refeed its last token
+    assert resync(e, 0, [9], [1], []) == [9] and e.cut == 0
 
 
 # --------------------------------------------------------- the real model
@@ -234,7 +234,7 @@ def test_gamma_above_one_always_intervenes_and_alpha_one_equals_the_guide(pair):
     b.reset_stats()
     (c,) = b.generate(PROMPTS, GREEDY)[0]
     assert c.interventions == c.steps == c.completion_tokens and c.intervention_rate == 1.0
-    assert c.mean_alpha == 1.0 and 0 <= c.overlap <= 1
+    assert c.mean_alpha == 1.0 and 0 <= c.topk_overlap <= 1
     guide = pair.with_config(variant_config("guide")).generate(PROMPTS, GREEDY)[0][0]
     base = pair.with_config(variant_config("base")).generate(PROMPTS, GREEDY)[0][0]
     assert guide.token_ids != base.token_ids  # the guide's own prompt makes it a different model here

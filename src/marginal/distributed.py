@@ -8,8 +8,9 @@
   offset, about ``batch_samples`` samples each). A batch is the shard.
 - Each worker is a Ray actor holding its own task (rebuilt in the worker
   from ``task_args`` with `marginal.tasks.load_task`, not pickled) and its
-  own backend per model (``load_backend(model, **backend_options)``, e.g.
-  ``n_threads=1`` per CPU worker). It generates, extracts and grades a
+  own engines (an `marginal.backends.cache.Engines` cache with
+  ``backend_options``, e.g. ``n_threads=1`` per CPU worker: one engine per
+  model, loaded on first use). It generates, extracts and grades a
   batch (`marginal.runner.generate_groups`) and returns its samples.
 - The driver keeps one batch in flight per actor, collects finished batches
   with ``ray.wait`` as they come, and ALONE writes the store (one
@@ -49,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .backends.cache import Engines
 from .errors import MarginalError
 from .runner import Progress, RunPlan, Tracker, _Group, _missing, generate_groups, open_run
 from .runner import batches as runner_batches
@@ -101,35 +103,29 @@ def _absolute(task_args: dict) -> dict:
 
 
 class _Worker:
-    """One Ray actor's state: a task and the backends it has loaded (lazily,
-    so that a bad task or model fails the first batch with its own message)."""
+    """One Ray actor's state: a task and the engines it has loaded (lazily, in
+    an `Engines` cache, so that a bad task or model fails the first batch with
+    its own message)."""
 
     def __init__(self, task_args: dict, model: str, backend_options: dict):
         self.task_args = task_args
         self.model = model
-        self.backend_options = backend_options
+        self.engines = Engines(**backend_options)
         self.task = None
-        self.backends: dict[str, Any] = {}
 
     def pid(self) -> int:
         return os.getpid()
 
     def run(self, groups: list[_Group], spec: SampleSpec) -> list[Sample]:
-        from .backends import load_backend
         from .tasks import load_task
 
         if self.task is None:
             args = dict(self.task_args)
             self.task = load_task(args.pop("name"), **args)
-        name = groups[0].prior.model or self.model
-        if name not in self.backends:
-            self.backends[name] = load_backend(name, **self.backend_options)
-        return generate_groups(groups, spec, self.task, lambda prior: self.backends[name])
+        return generate_groups(groups, spec, self.task, self.engines.backend_for(self.model))
 
     def close(self) -> None:
-        for b in self.backends.values():
-            b.close()
-        self.backends.clear()
+        self.engines.close()
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:

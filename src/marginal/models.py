@@ -94,14 +94,6 @@ def _dist_file(dist: str, member: str) -> Path | None:
     return None
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def is_available(entry: ModelEntry) -> bool:
     if entry.parts:
         return (cache_dir() / f"{entry.name}.gguf").exists() or all(_dist_file(d, m) for d, m in entry.parts)

@@ -202,7 +202,7 @@ def to_samples(
                     answer=answer, correct=correct, error=error, prompt_tokens=comp.prompt_tokens,
                     completion_tokens=comp.completion_tokens, cached_prompt_tokens=comp.cached_prompt_tokens,
                     logprob=comp.logprob, finish_reason=comp.finish_reason, seed=comp.seed, seconds=per,
-                    **_blend_diagnostics(comp),
+                    diagnostics=diagnostics_of(comp),
                 )
             )
     return samples
@@ -233,16 +233,10 @@ class Tracker:
                                       sum(s.completion_tokens for s in samples), seconds))
 
 
-def _blend_diagnostics(comp: Completion) -> dict:
-    """The intervention diagnostics of a blended completion (empty for other engines)."""
-    if not hasattr(comp, "interventions"):
-        return {}
-    alpha, overlap = comp.mean_alpha, comp.overlap  # nan without interventions: stored as NULL
-    return {
-        "interventions": comp.interventions, "intervention_rate": comp.intervention_rate,
-        "mean_alpha": None if math.isnan(alpha) else alpha, "topk_overlap": None if math.isnan(overlap) else overlap,
-        "retokenized": comp.retokenized,
-    }
+def diagnostics_of(comp: Completion) -> dict[str, float | int | None]:
+    """A completion's diagnostics as its sample stores them (a nan, e.g. a mean over no
+    interventions, becomes None: no value)."""
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in comp.diagnostics.items()}
 
 
 def execute(

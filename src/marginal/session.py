@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .backends.base import Backend
+from .backends.cache import Engines
 from .errors import MarginalError
 from .policies import Decision, Policy, SplitPlan, make_policy
 from .runner import QuestionState, allocate
@@ -72,13 +73,11 @@ class Session:
             from .tasks import load_task
 
             task = load_task(task)
+        self._engines = Engines(**backend_options)
         if isinstance(model, str):
-            from .backends import load_backend
-
-            model = load_backend(model, **backend_options)
+            model = self._engines.get(model)
+        self._engines.add(model.name, model)  # a prior naming the session's engine gets it
         self.task, self.backend = task, model
-        self._options = backend_options
-        self._engines: dict[str, Backend] = {}
         self.priors = list(priors) if priors is not None else self.task.bank()
         if not self.priors:
             raise MarginalError("a session needs at least one prior")
@@ -91,20 +90,13 @@ class Session:
         self.close()
 
     def close(self) -> None:
-        for b in self._engines.values():
-            b.close()
-        self._engines.clear()
-        self.backend.close()
+        """Close the session's engine and every engine its priors loaded."""
+        self._engines.close()
 
     def backend_for(self, prior: Prior) -> Backend:
-        """The engine of ``prior``: its own model when it names one, else the session's."""
-        if prior.model is None or prior.model == self.backend.name:
-            return self.backend
-        if prior.model not in self._engines:
-            from .backends import load_backend
-
-            self._engines[prior.model] = load_backend(prior.model, **self._options)
-        return self._engines[prior.model]
+        """The engine of ``prior``: its own model when it names one (the session's
+        engine when that is its name), else the session's."""
+        return self.backend if prior.model is None else self._engines.get(prior.model)
 
     def _policy(self, policy: str | Policy, budget: int, plan: SplitPlan | None) -> Policy:
         if isinstance(policy, str):

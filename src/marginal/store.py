@@ -19,26 +19,33 @@ Layout (one file may hold several runs):
 - ``samples(run_id, problem_id, prior, idx, ...)``: unique on
   (run_id, problem_id, prior, idx). ``answer`` is the canonical answer (NULL
   when extraction failed, with ``error`` saying why); ``correct`` is 1/0, or
-  NULL without a reference or for a failed sample.
+  NULL without a reference or for a failed sample. Every column after the
+  core ones is a per-sample diagnostic (``Sample.diagnostics``, e.g. a
+  blend's interventions), added the first time a sample carries that name
+  and NULL for samples without it; the store knows no diagnostic by name
+  (files from before this had the five of blending as such columns).
 
 Writes are batched transactions in WAL mode, so a killed process loses at
 most the batch in flight and readers never block the writer. Inserts use
-``INSERT OR IGNORE``: a sample is never duplicated or overwritten.
-Left out: concurrent writers from several processes (one driver writes).
+``INSERT OR IGNORE``: a sample is never duplicated or overwritten. Analyses
+read through the query methods (``samples``, ``answers``, ...) and never
+write SQL. Left out: concurrent writers from several processes (one driver
+writes).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 import sqlite3
-import zlib
 import time
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import MarginalError
 from .types import Prior, Problem, Sample
@@ -92,23 +99,26 @@ CREATE TABLE IF NOT EXISTS samples (
     seed INTEGER NOT NULL,
     seconds REAL NOT NULL,
     created REAL NOT NULL,
-    interventions INTEGER,
-    intervention_rate REAL,
-    mean_alpha REAL,
-    topk_overlap REAL,
-    retokenized INTEGER,
     PRIMARY KEY (run_id, problem_id, prior, idx)
 );
 """
-BLEND_COLUMNS = {
-    "interventions": "INTEGER", "intervention_rate": "REAL", "mean_alpha": "REAL", "topk_overlap": "REAL",
-    "retokenized": "INTEGER",
-}
-"""Per-sample diagnostics of blended models (NULL for other engines); added to older files on open."""
 
-SAMPLE_COLUMNS = [f.name for f in fields(Sample)]
+SAMPLE_COLUMNS = [f.name for f in fields(Sample) if f.name != "diagnostics"]
+"""A sample's own fields, as exports write them (its diagnostics follow, one column each)."""
 _DB_COLUMNS = ["problem_id", "prior", "idx", *SAMPLE_COLUMNS[3:]]
-_INSERT_COLUMNS = ["run_id", *_DB_COLUMNS[:-len(BLEND_COLUMNS)], "created", *BLEND_COLUMNS]
+_INSERT_COLUMNS = ["run_id", *_DB_COLUMNS, "created"]
+_CORE = frozenset(_INSERT_COLUMNS)
+_DIAGNOSTIC_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
+
+
+class AnswerRow(NamedTuple):
+    """One sample's answer and grade (what vote analyses read)."""
+
+    problem_id: str
+    prior: str
+    index: int
+    answer: str | None
+    correct: bool | None
 
 
 DECISION_COLUMNS = ("run_id", "problem_id", "used", "requests", "reason", "detail")
@@ -126,14 +136,22 @@ def _decode(text: str) -> str:
     return text
 
 
-def _row_to_sample(row: Sequence[Any], decode: bool = True) -> Sample:
-    d = dict(zip(_DB_COLUMNS, row))
+def _row_to_sample(row: Sequence[Any], decode: bool, diagnostics: Sequence[str]) -> Sample:
+    n = len(_DB_COLUMNS)
+    d = dict(zip(_DB_COLUMNS, row[:n]))
     if decode:
         d["text"] = _decode(d["text"])
     d["index"] = d.pop("idx")
     if d["correct"] is not None:
         d["correct"] = bool(d["correct"])
+    d["diagnostics"] = {k: v for k, v in zip(diagnostics, row[n:]) if v is not None}
     return Sample(**d)
+
+
+def _check_diagnostic(name: object) -> str:
+    if not (isinstance(name, str) and _DIAGNOSTIC_NAME.match(name)) or name in _CORE:
+        raise ValueError(f"a sample diagnostic needs a lower-case identifier that is not a sample column, got {name!r}")
+    return name
 
 
 class Store:
@@ -154,12 +172,10 @@ class Store:
                 self.db.execute("PRAGMA synchronous=NORMAL")
                 self.db.executescript(SCHEMA)
                 self._add_decision_detail()
-                have = {r[1] for r in self.db.execute("PRAGMA table_info(samples)")}
-                for col, kind in BLEND_COLUMNS.items():  # a file written before blend diagnostics were stored
-                    if col not in have:
-                        self.db.execute(f"ALTER TABLE samples ADD COLUMN {col} {kind}")
             self.db.execute("SELECT count(*) FROM runs").fetchone()
-            self.columns = {r[1] for r in self.db.execute("PRAGMA table_info(samples)")}
+            ordered = [r[1] for r in self.db.execute("PRAGMA table_info(samples)")]
+            self.columns = set(ordered)
+            self._diagnostics = [c for c in ordered if c not in _CORE]
         except sqlite3.DatabaseError as e:
             raise MarginalError(f"{self.path} is not a marginal run database ({e})") from None
 
@@ -239,19 +255,23 @@ class Store:
         reason, detail JSON) in one transaction; returns how many samples were new."""
         now = time.time()
         redacted = self._redacted(run_id)
+        samples = list(samples)
+        names = list(dict.fromkeys(k for s in samples for k in s.diagnostics))
         rows = [
             (
                 run_id, s.problem_id, s.prior, s.index, _encode(s.text) if s.problem_id in redacted else s.text, s.answer,
                 None if s.correct is None else int(s.correct), s.error, s.prompt_tokens,
                 s.completion_tokens, s.cached_prompt_tokens, s.logprob, s.finish_reason,
-                s.seed, s.seconds, now, *(getattr(s, c) for c in BLEND_COLUMNS),
+                s.seed, s.seconds, now, *(s.diagnostics.get(k) for k in names),
             )
             for s in samples
         ]
+        columns = ", ".join([*_INSERT_COLUMNS, *(f'"{k}"' for k in names)])
         with self.transaction() as db:
+            self._add_diagnostics(names)
             before = db.total_changes
             db.executemany(
-                f"INSERT OR IGNORE INTO samples ({', '.join(_INSERT_COLUMNS)}) VALUES ({','.join('?' * len(_INSERT_COLUMNS))})",
+                f"INSERT OR IGNORE INTO samples ({columns}) VALUES ({','.join('?' * (len(_INSERT_COLUMNS) + len(names)))})",
                 rows,
             )
             added = db.total_changes - before
@@ -277,14 +297,35 @@ class Store:
         ).fetchall()
         return [(p, u, json.loads(r), why, d) for p, u, r, why, d in rows]
 
+    def _add_diagnostics(self, names: Iterable[str]) -> None:
+        """A column for each diagnostic name this file does not store yet."""
+        for name in map(_check_diagnostic, names):
+            if name not in self.columns:
+                self.db.execute(f'ALTER TABLE samples ADD COLUMN "{name}"')
+                self.columns.add(name)
+                self._diagnostics.append(name)
+
+    def diagnostic_names(self) -> tuple[str, ...]:
+        """The per-sample diagnostics this file stores (``Sample.diagnostics`` names), in column order."""
+        return tuple(self._diagnostics)
+
     def samples(self, run_id: str, *, decode: bool = True) -> list[Sample]:
-        """The run's samples; ``decode=False`` keeps redacted texts compressed (for export)."""
+        """The run's samples with their diagnostics; ``decode=False`` keeps redacted texts compressed (for export)."""
         cols = [c if c in self.columns else f"NULL AS {c}" for c in _DB_COLUMNS]  # a read-only older file
+        cols += [f'"{c}"' for c in self._diagnostics]
         rows = self.db.execute(
             f"SELECT {', '.join(cols)} FROM samples WHERE run_id=? ORDER BY problem_id, prior, idx",
             (run_id,),
         ).fetchall()
-        return [_row_to_sample(r, decode) for r in rows]
+        return [_row_to_sample(r, decode, self._diagnostics) for r in rows]
+
+    def answers(self, run_id: str) -> list[AnswerRow]:
+        """Each sample's answer and grade, ordered by problem id, prior and index (no texts read)."""
+        rows = self.db.execute(
+            "SELECT problem_id, prior, idx, answer, correct FROM samples WHERE run_id=? ORDER BY problem_id, prior, idx",
+            (run_id,),
+        ).fetchall()
+        return [AnswerRow(p, c, i, a, None if g is None else bool(g)) for p, c, i, a, g in rows]
 
     def done_keys(self, run_id: str) -> set[tuple[str, str, int]]:
         rows = self.db.execute("SELECT problem_id, prior, idx FROM samples WHERE run_id=?", (run_id,))
@@ -294,20 +335,28 @@ class Store:
         return self.db.execute("SELECT count(*) FROM samples WHERE run_id=?", (run_id,)).fetchone()[0]
 
     def export(self, run_id: str, out: str | Path) -> Path:
-        """Write the run's samples as JSONL (``.jsonl``) or Parquet (``.parquet``); redacted texts stay compressed."""
+        """Write the run's samples as JSONL (``.jsonl``) or Parquet (``.parquet``), one field per
+        sample field and per diagnostic the file stores (None where a sample has none);
+        redacted texts stay compressed."""
         out = Path(out)
         samples = self.samples(run_id, decode=False)
+        names = self.diagnostic_names()
+
+        def row(s: Sample) -> dict[str, Any]:  # a sample's fields, then one entry per diagnostic of the file
+            return {**{c: getattr(s, c) for c in SAMPLE_COLUMNS}, **{k: s.diagnostics.get(k) for k in names}}
+
         if out.suffix == ".jsonl":
             with open(out, "w", encoding="utf-8") as f:
                 for s in samples:
-                    f.write(json.dumps({"run_id": run_id, **asdict(s)}) + "\n")
+                    f.write(json.dumps({"run_id": run_id, **row(s)}) + "\n")
         elif out.suffix == ".parquet":
             try:
                 import pyarrow as pa
                 import pyarrow.parquet as pq
             except ImportError:
                 raise MarginalError("Parquet export needs pyarrow: pip install 'marginal[parquet]'") from None
-            cols = {c: [getattr(s, c) for s in samples] for c in SAMPLE_COLUMNS}
+            rows = [row(s) for s in samples]
+            cols = {c: [r[c] for r in rows] for c in [*SAMPLE_COLUMNS, *names]}
             pq.write_table(pa.table({"run_id": [run_id] * len(samples), **cols}), out)
         else:
             raise MarginalError(f"export path must end in .jsonl or .parquet, got {out.name!r}")

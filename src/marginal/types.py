@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
@@ -134,6 +135,16 @@ class Completion:
     def completion_tokens(self) -> int:
         return len(self.token_ids)
 
+    @property
+    def diagnostics(self) -> Mapping[str, float | int | None]:
+        """Engine-specific measurements of this completion, by name, stored with its
+        sample (`Sample.diagnostics`); none for most engines (a blend's are its interventions)."""
+        return {}
+
+
+Diagnostics = Mapping[str, Union[float, int, None]]
+"""Per-sample measurements by name (see `Sample.diagnostics`)."""
+
 
 @dataclass(frozen=True)
 class Prior:
@@ -196,16 +207,14 @@ class Sample:
     finish_reason: str = "stop"
     seed: int = 0
     seconds: float = 0.0
-    interventions: int | None = None
-    """Blended models only (else None): steps where the guide was consulted."""
-    intervention_rate: float | None = None
-    """Blended models only: interventions per emitted token."""
-    mean_alpha: float | None = None
-    """Blended models only: mean guide weight over interventions (None without any)."""
-    topk_overlap: float | None = None
-    """Blended models only: mean top-k overlap of base and guide over interventions."""
-    retokenized: int | None = None
-    """Blended models only: steps that re-tokenized the text for the base."""
+    diagnostics: Diagnostics = field(default_factory=dict, hash=False)
+    """Engine-specific measurements by name (`Completion.diagnostics`: a blended
+    model's interventions, intervention_rate, mean_alpha, topk_overlap and
+    retokenized); empty for most engines. The store keeps any name; a None
+    value is stored as missing, so read ``diagnostics.get(name)``."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "diagnostics", dict(self.diagnostics))
 
     @property
     def failed(self) -> bool:

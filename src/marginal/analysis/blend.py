@@ -2,11 +2,13 @@
 
 A run whose model is a blend (``blend:BASE+GUIDE:...``, see `marginal.blend`)
 stores per sample the guide's interventions, their rate per emitted token,
-the mean guide weight and the mean top-k overlap. ``blend_rows`` reads every
+the mean guide weight and the mean top-k overlap (``Sample.diagnostics``,
+named in `marginal.blend.completion.DIAGNOSTICS`). ``blend_rows`` reads every
 blended run of a file as one row (a pair, variant and threshold);
 ``correlation`` measures, across rows, how accuracy moves with the
-intervention rate (the issue's "excessive interventions signal a poorly
-matched pair"). Pure numpy apart from the read.
+intervention rate (excessive interventions signal a poorly matched
+pair). Pure numpy apart from the read, which goes through the store's query
+methods and `marginal.blend.spec` (no engine is loaded).
 
 Left out: per-token traces (only per-sample aggregates are stored), and
 significance tests of the correlation (rows are few; the numbers are
@@ -20,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from ..types import Sample
 
 
 @dataclass(frozen=True)
@@ -120,38 +124,45 @@ def _nanmean(values: list) -> float:
     return float(np.mean(vals)) if vals else math.nan
 
 
+def _row(run_id: str, cfg: dict, samples: Sequence[Sample], references: dict[str, str | None]) -> BlendRow | None:
+    """The row of one blended run (None when no sample carries blend diagnostics)."""
+    from ..blend.spec import blend_variant, parse_blend_spec
+
+    model = cfg["model"]
+    kept = [s for s in samples if s.problem_id in references and "interventions" in s.diagnostics]
+    if not kept:
+        return None
+    # a failed sample of a problem with a reference counts as wrong
+    graded = [int(bool(s.correct)) for s in kept if references[s.problem_id] is not None]
+    d = [s.diagnostics for s in kept]
+    base, guide, config, _ = parse_blend_spec(model)
+    return BlendRow(
+        run_id=run_id, task=cfg.get("task", ""), model=model, base=base, guide=guide,
+        variant=blend_variant(model), gamma=config.gamma, alpha=config.alpha, samples=len(kept),
+        graded=len(graded), correct=sum(graded), failed=sum(s.answer is None for s in kept),
+        intervention_rate=_nanmean([x.get("intervention_rate") for x in d]),
+        mean_alpha=_nanmean([x.get("mean_alpha") for x in d]),
+        topk_overlap=_nanmean([x.get("topk_overlap") for x in d]),
+        retokenized=int(sum(x.get("retokenized") or 0 for x in d)),
+    )
+
+
 def blend_rows(path) -> list[BlendRow]:
     """Every blended run stored in the file at ``path``, in the order they were created."""
-    from ..blend import blend_variant, parse_blend_spec
     from ..store import Store
 
     store = Store(path, readonly=True)
     try:
-        if "interventions" not in store.columns:
+        if "interventions" not in store.diagnostic_names():
             return []
         out = []
         for run_id, cfg in store.runs():
-            model = cfg.get("model", "")
-            if not model.startswith("blend:"):
+            if not cfg.get("model", "").startswith("blend:"):
                 continue
-            rows = store.db.execute(  # a failed sample of a problem with a reference counts as wrong
-                "SELECT CASE WHEN p.reference IS NULL THEN NULL ELSE coalesce(s.correct, 0) END, s.answer IS NULL, "
-                "s.intervention_rate, s.mean_alpha, s.topk_overlap, s.retokenized FROM samples s "
-                "JOIN problems p ON p.run_id = s.run_id AND p.problem_id = s.problem_id "
-                "WHERE s.run_id=? AND s.interventions IS NOT NULL",
-                (run_id,),
-            ).fetchall()
-            if not rows:
-                continue
-            base, guide, config, _ = parse_blend_spec(model)
-            graded = [r[0] for r in rows if r[0] is not None]
-            out.append(BlendRow(
-                run_id=run_id, task=cfg.get("task", ""), model=model, base=base, guide=guide,
-                variant=blend_variant(model), gamma=config.gamma, alpha=config.alpha, samples=len(rows),
-                graded=len(graded), correct=int(sum(graded)), failed=int(sum(r[1] for r in rows)),
-                intervention_rate=_nanmean([r[2] for r in rows]), mean_alpha=_nanmean([r[3] for r in rows]),
-                topk_overlap=_nanmean([r[4] for r in rows]), retokenized=int(sum(r[5] or 0 for r in rows)),
-            ))
+            refs = {p.id: p.answer for p in store.problems(run_id)}
+            row = _row(run_id, cfg, store.samples(run_id, decode=False), refs)
+            if row is not None:
+                out.append(row)
         return out
     finally:
         store.close()

@@ -216,10 +216,7 @@ def load_pool(path, run: str | None = None, *, failed: str = "abstain") -> Pool:
             run_id = run
         problems = store.problems(run_id)
         priors = [p.name for p in store.priors(run_id)]
-        rows = store.db.execute(
-            "SELECT problem_id, prior, idx, answer, correct FROM samples WHERE run_id=? ORDER BY problem_id, prior, idx",
-            (run_id,),
-        ).fetchall()
+        rows = store.answers(run_id)
     finally:
         store.close()
     if not rows:

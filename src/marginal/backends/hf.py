@@ -45,7 +45,6 @@ transformers does itself (a GGUF is de-quantized on load), multi-GPU.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +53,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import MarginalError
-from ..types import Chat, Completion, FinishReason, Prompt, SampleSpec, prompt_key
+from ..types import Completion, FinishReason, Prompt, SampleSpec, prompt_key
+from .common import Counted, Counters, Lifecycle, check_prompt, ensure_open, error_completion, find_stop, render_plain
 
 try:
     import torch
@@ -65,16 +65,6 @@ __all__ = ["HFBackend", "HFStats", "sample_tokens", "step_uniforms", "render_pla
 
 _DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "half": "float16",
            "bfloat16": "bfloat16", "bf16": "bfloat16"}
-
-
-def render_plain(chat: Chat) -> str:
-    """The fallback rendering of a chat for a tokenizer without a chat template
-    (the same as the llama.cpp backend's: ``User: ...`` / ``Assistant:`` turns)."""
-    parts: list[str] = []
-    for m in chat.messages:
-        parts.append(m.content if m.role == "system" else f"{'User' if m.role == 'user' else 'Assistant'}: {m.content}")
-    parts.append("Assistant:")
-    return "\n\n".join(parts)
 
 
 def render_prompt(tokenizer, prompt: Prompt) -> str:
@@ -173,7 +163,22 @@ class _Seq:
     result: Completion | None = None
 
 
-class HFBackend:
+class TemplatedPrompts:
+    """``has_chat_template`` and ``render`` for a backend with a Hugging Face ``tokenizer``
+    (the transformers and vLLM backends)."""
+
+    tokenizer: Any
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def render(self, prompt: Prompt) -> str:
+        """The text a prompt is sent as (chat template applied)."""
+        return render_prompt(self.tokenizer, prompt)
+
+
+class HFBackend(TemplatedPrompts, Counted[HFStats], Lifecycle):
     """A Backend on a transformers causal LM (see the module docstring).
 
     ``model_id_or_path``: a local directory or hub id, or a ``.gguf`` file
@@ -247,21 +252,9 @@ class HFBackend:
         params = inspect.signature(model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5.x
         self._keep_kw = "logits_to_keep" if "logits_to_keep" in params else None
-        self._counters: dict[str, float] = dict.fromkeys(HFStats.__dataclass_fields__, 0)
+        self._counters = Counters(HFStats)
 
     # ---------------------------------------------------------------- public
-
-    @property
-    def stats(self) -> HFStats:
-        return HFStats(**{k: (v if k == "seconds" else int(v)) for k, v in self._counters.items()})  # type: ignore[arg-type]
-
-    @property
-    def has_chat_template(self) -> bool:
-        return bool(getattr(self.tokenizer, "chat_template", None))
-
-    def render(self, prompt: Prompt) -> str:
-        """The text a prompt is sent as (chat template applied)."""
-        return render_prompt(self.tokenizer, prompt)
 
     def tokenize(self, prompt: Prompt) -> list[int]:
         """The prompt's token ids (special tokens the template wrote are parsed; a
@@ -271,23 +264,12 @@ class HFBackend:
 
     def generate(self, prompts: Sequence[Prompt], spec: SampleSpec) -> list[list[Completion]]:
         """``spec.n`` completions for each prompt, in input order (see the module docstring)."""
-        if self.model is None:
-            raise MarginalError("the transformers backend is closed")
-        t0 = time.perf_counter()
-        try:
-            with torch.inference_mode():
-                return self._generate(list(prompts), spec)
-        finally:
-            self._counters["seconds"] += time.perf_counter() - t0
+        ensure_open(self.model, "transformers backend")
+        with self._counters.timed(), torch.inference_mode():
+            return self._generate(list(prompts), spec)
 
     def close(self) -> None:
         self.model = None
-
-    def __enter__(self) -> HFBackend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ------------------------------------------------------------ the engine
 
@@ -295,13 +277,7 @@ class HFBackend:
         toks: list[list[int]] = []
         for i, p in enumerate(prompts):
             t = self.tokenize(p)
-            if not t:
-                raise MarginalError(f"prompt {i} is empty after tokenization")
-            if len(t) >= self.n_ctx:
-                raise MarginalError(
-                    f"prompt {i} has {len(t)} tokens, which leaves no room to generate in the model's "
-                    f"context of {self.n_ctx} tokens; shorten it"
-                )
+            check_prompt(i, t, self.n_ctx, context=f"the model's context of {self.n_ctx} tokens", hint="shorten it")
             toks.append(t)
         seqs = [_Seq(i, j, spec.sequence_seed(prompt_key(p), j)) for i, p in enumerate(prompts) for j in range(spec.n)]
         a = 0
@@ -322,7 +298,7 @@ class HFBackend:
                     continue
                 s = chunk[0]
                 msg = f"out of memory with one sequence of {len(toks[s.prompt])} prompt tokens: {' '.join(str(e).split())[:200]}"
-                s.result = Completion("", (), 0.0, "error", len(toks[s.prompt]), 0, seed=s.seed, error=msg)
+                s.result = error_completion(msg, s.seed, len(toks[s.prompt]))
             a += len(chunk)
         out: list[list[Completion]] = [[] for _ in prompts]
         for s in seqs:
@@ -422,7 +398,7 @@ class HFBackend:
             tail = self._decode(s.tokens[-window:])
             if any(x in tail for x in stop):
                 full = self._decode(s.tokens)
-                cut = min((k for k in (full.find(x) for x in stop) if k >= 0), default=-1)
+                cut = find_stop(full, stop)
                 if cut >= 0:
                     reason, text = "stop", full[:cut]
         if reason is None and len(s.tokens) >= budget:

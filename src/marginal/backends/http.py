@@ -60,6 +60,7 @@ from urllib.parse import urlsplit
 
 from ..errors import MarginalError, suggest
 from ..types import Chat, Completion, FinishReason, Prompt, SampleSpec, prompt_key
+from .common import Lifecycle, ensure_open, error_completion, filled, find_stop
 
 __all__ = ["OpenAIBackend", "ServedCompletion", "parse_http_model", "is_http_model"]
 
@@ -115,7 +116,7 @@ class _NoN(Exception):
 _CONTEXT_MARKERS = ("context length", "context_length", "context window", "too long", "maximum context", "exceed")
 
 
-class OpenAIBackend:
+class OpenAIBackend(Lifecycle):
     """A Backend on an OpenAI-compatible server (see the module docstring).
 
     ``timeout`` is seconds per request (connect and read), ``retries`` the
@@ -180,8 +181,7 @@ class OpenAIBackend:
         prompts = list(prompts)
         if not prompts:
             return []
-        if self._client is None:
-            raise MarginalError("the HTTP backend is closed")
+        ensure_open(self._client, "HTTP backend")
         results: list[list[Completion | None]] = [[None] * spec.n for _ in prompts]
         try:
             if spec.n > 1 and self._use_n is not False:
@@ -199,22 +199,15 @@ class OpenAIBackend:
                 self._run(prompts, spec, results, batched=False)
         except _Fatal as e:
             raise MarginalError(str(e)) from None
-        flat = [c for row in results for c in row]
-        assert all(c is not None for c in flat)
-        if all(c.finish_reason == "error" for c in flat):  # type: ignore[union-attr]
-            raise MarginalError(f"model server {self.base_url}: every request failed; last error: {flat[-1].error}")  # type: ignore[union-attr]
-        return [list(row) for row in results]  # type: ignore[arg-type]
+        done = filled(results)
+        if all(c.finish_reason == "error" for row in done for c in row):
+            raise MarginalError(f"model server {self.base_url}: every request failed; last error: {done[-1][-1].error}")
+        return done
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
-
-    def __enter__(self) -> OpenAIBackend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # --------------------------------------------------------------- helpers
 
@@ -289,7 +282,8 @@ class OpenAIBackend:
             resp = self._request(prompt, spec, n=n, seed=seed, index=i)
         except _Retryable as e:
             for j in js:
-                results[i][j] = _error(f"model server {self.base_url}: {e}", spec.sequence_seed(key, j))
+                results[i][j] = error_completion(f"model server {self.base_url}: {e}", spec.sequence_seed(key, j),
+                                                 kind=ServedCompletion)
             return
         choices = sorted(resp.choices, key=lambda c: c.index)
         if batched and len(choices) < n:
@@ -379,7 +373,7 @@ class OpenAIBackend:
         else:
             finish = "stop"
         if spec.stop:
-            cut = min((k for k in (text.find(s) for s in spec.stop) if k >= 0), default=-1)
+            cut = find_stop(text, spec.stop)
             if cut >= 0:
                 text, finish = text[:cut], "stop"
         return ServedCompletion(
@@ -432,7 +426,3 @@ def _reason(e: Exception) -> str:
     if e.__cause__ is not None:
         text = f"{text} ({e.__cause__})"
     return " ".join(text.split())
-
-
-def _error(msg: str, seed: int) -> Completion:
-    return ServedCompletion("", (), 0.0, "error", 0, 0, seed=seed, error=msg, n_tokens=0)

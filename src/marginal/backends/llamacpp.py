@@ -27,7 +27,8 @@ How a call to ``generate(prompts, spec)`` runs:
 Failures stay with their prompt: a prompt that does not fit in the context
 (or whose chat template raises) gets ``n`` completions with finish_reason
 "error" and ``error`` holding the MarginalError message (prompt length and
-n_ctx); the other prompts are generated as usual. ``backend.stats`` counts the
+n_ctx); the other prompts are generated as usual (`marginal.backends.common`
+holds this plumbing, shared with the other backends). ``backend.stats`` counts the
 work (prompts and prompt tokens evaluated, prompt tokens reused, tokens
 generated, decode calls, seconds). ``next_logprobs(prompts)`` gives the
 next-token log-probabilities after each prompt (for token blending).
@@ -59,7 +60,22 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MarginalError
-from ..types import Chat, Completion, FinishReason, Prompt, SampleSpec, prompt_key
+from ..types import Completion, FinishReason, Prompt, SampleSpec, prompt_key
+from .common import (
+    Counted,
+    Counters,
+    Lifecycle,
+    check_prompt,
+    ensure_open,
+    error_completion,
+    filled,
+    find_stop,
+    prepare_prompts,
+    render_plain,
+)
+
+__all__ = ["FALLBACK_TEMPLATE", "LlamaCppBackend", "LlamaCppStats", "check_context_settings", "make_batch",
+           "new_context", "render_plain", "token_bytes", "tokenize_bytes"]
 
 try:
     import llama_cpp as _ll
@@ -95,20 +111,6 @@ class LlamaCppStats:
     """Time spent inside ``llama_decode``."""
     seconds: float = 0.0
     """Wall time spent inside ``generate``."""
-
-
-def render_plain(chat: Chat) -> str:
-    """The documented fallback rendering of a chat for models without a template."""
-    parts: list[str] = []
-    for m in chat.messages:
-        if m.role == "system":
-            parts.append(m.content)
-        elif m.role == "user":
-            parts.append(f"User: {m.content}")
-        else:
-            parts.append(f"Assistant: {m.content}")
-    parts.append("Assistant:")
-    return "\n\n".join(parts)
 
 
 @dataclass
@@ -147,7 +149,7 @@ class _Seq:
     """Text offset from which stop strings are searched."""
 
 
-class LlamaCppBackend:
+class LlamaCppBackend(Counted[LlamaCppStats], Lifecycle):
     """A Backend on llama.cpp's low-level API (see the module docstring).
 
     ``n_ctx`` is the KV cache size shared by all live sequences (prompt cells
@@ -173,12 +175,7 @@ class LlamaCppBackend:
         path = Path(model_path)
         if not path.is_file():
             raise MarginalError(f"model file not found: {path}")
-        if not (isinstance(max_seqs, int) and 1 <= max_seqs <= _ll.llama_max_parallel_sequences()):
-            raise MarginalError(
-                f"max_seqs must be an integer in [1, {_ll.llama_max_parallel_sequences()}], got {max_seqs!r}"
-            )
-        if not (isinstance(n_ctx, int) and n_ctx >= 16):
-            raise MarginalError(f"n_ctx must be an integer >= 16, got {n_ctx!r}")
+        check_context_settings(n_ctx, max_seqs)
         self.name = name or path.stem
         self.path = path
         self.n_ctx = n_ctx
@@ -197,18 +194,8 @@ class LlamaCppBackend:
         self._vocab = _ll.llama_model_get_vocab(self._model)
         self.n_vocab = _ll.llama_vocab_n_tokens(self._vocab)
 
-        threads = n_threads or os.cpu_count() or 1
-        cp = _ll.llama_context_default_params()
-        cp.n_ctx = n_ctx
-        cp.n_batch = self.n_batch
-        cp.n_ubatch = self.n_batch
-        cp.n_seq_max = max_seqs
-        cp.n_threads = threads
-        cp.n_threads_batch = threads
-        cp.kv_unified = True
-        cp.no_perf = True
-        self._ctx = _ll.llama_init_from_model(self._model, cp)
-        if not self._ctx:
+        self._ctx = new_context(self._model, n_ctx=n_ctx, n_batch=self.n_batch, max_seqs=max_seqs, n_threads=n_threads)
+        if self._ctx is None:
             self.close()
             raise MarginalError(f"llama.cpp could not create a context with n_ctx={n_ctx}, max_seqs={max_seqs}")
         self.n_ctx = _ll.llama_n_ctx(self._ctx)  # llama.cpp may round it up
@@ -224,20 +211,14 @@ class LlamaCppBackend:
         self._eog_cache: dict[int, bool] = {}
         self._ids = np.arange(self.n_vocab, dtype=np.int32)
         self._chat_formatter = self._load_template()
-        self._counters = dict.fromkeys(LlamaCppStats.__dataclass_fields__, 0)
-        self._counters["decode_seconds"] = 0.0
-        self._counters["seconds"] = 0.0
+        self._counters = Counters(LlamaCppStats)
 
     # ---------------------------------------------------------------- public
 
     @property
-    def stats(self) -> LlamaCppStats:
-        """A snapshot of the work done so far."""
-        return LlamaCppStats(**self._counters)
-
-    def reset_stats(self) -> None:
-        for k in self._counters:
-            self._counters[k] = 0
+    def model_handle(self):
+        """The loaded ``llama_model`` (None once closed), for engines that open their own context on it."""
+        return self._model
 
     @property
     def has_chat_template(self) -> bool:
@@ -259,26 +240,15 @@ class LlamaCppBackend:
         add_bos = bool(_ll.llama_vocab_get_add_bos(self._vocab))
         if add_bos and self._bos_text and text.startswith(self._bos_text):
             add_bos = False
-        raw = text.encode("utf-8")
-        cap = len(raw) + 8
-        buf = (_ll.llama_token * cap)()
-        n = _ll.llama_tokenize(self._vocab, raw, len(raw), buf, cap, add_bos, True)
-        if n < 0:  # pragma: no cover - cap is always enough (a token covers >= 1 byte)
-            cap = -n
-            buf = (_ll.llama_token * cap)()
-            n = _ll.llama_tokenize(self._vocab, raw, len(raw), buf, cap, add_bos, True)
-        return list(buf[:n])
+        return tokenize_bytes(self._vocab, text.encode("utf-8"), add_bos=add_bos, special=True)
 
     def detokenize(self, tokens: Sequence[int]) -> str:
         return b"".join(self._piece(t) for t in tokens).decode("utf-8", errors="replace")
 
     def generate(self, prompts: Sequence[Prompt], spec: SampleSpec) -> list[list[Completion]]:
         """``spec.n`` completions for each prompt, in input order (see the module docstring)."""
-        t0 = time.perf_counter()
-        try:
+        with self._counters.timed():
             return self._generate(list(prompts), spec)
-        finally:
-            self._counters["seconds"] += time.perf_counter() - t0
 
     def next_logprobs(self, prompts: Sequence[Prompt]) -> list[np.ndarray]:
         """The next-token log-probabilities (log-softmax of the raw logits, float32,
@@ -289,8 +259,7 @@ class LlamaCppBackend:
         that does not fit in ``n_ctx`` raises MarginalError. Nothing is cached
         between calls.
         """
-        if self._ctx is None:
-            raise MarginalError("the llama.cpp backend is closed")
+        ensure_open(self._ctx, "llama.cpp backend")
         toks = [self.tokenize(p) for p in prompts]
         for i, t in enumerate(toks):
             if not t or len(t) > self.n_ctx:
@@ -355,26 +324,12 @@ class LlamaCppBackend:
             _ll.llama_model_free(self._model)
             self._model = None
 
-    def __enter__(self) -> LlamaCppBackend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # pragma: no cover - interpreter shutdown
-            pass
-
     # --------------------------------------------------------------- helpers
 
     def _token_text(self, token: int) -> str:
         if token < 0:
             return ""
-        buf = ctypes.create_string_buffer(256)
-        n = _ll.llama_token_to_piece(self._vocab, token, buf, 256, 0, True)
-        return buf.raw[: max(n, 0)].decode("utf-8", errors="replace")
+        return token_bytes(self._vocab, token, special=True).decode("utf-8", errors="replace")
 
     def _load_template(self):
         self._bos_text = self._token_text(_ll.llama_vocab_bos(self._vocab))
@@ -393,12 +348,7 @@ class LlamaCppBackend:
     def _piece(self, token: int) -> bytes:
         p = self._piece_cache.get(token)
         if p is None:
-            buf = ctypes.create_string_buffer(128)
-            n = _ll.llama_token_to_piece(self._vocab, token, buf, 128, 0, False)
-            if n < 0:
-                buf = ctypes.create_string_buffer(-n)
-                n = _ll.llama_token_to_piece(self._vocab, token, buf, -n, 0, False)
-            p = self._piece_cache[token] = buf.raw[:n]
+            p = self._piece_cache[token] = token_bytes(self._vocab, token)
         return p
 
     def is_eog(self, token: int) -> bool:
@@ -441,28 +391,14 @@ class LlamaCppBackend:
     # ------------------------------------------------------------ the engine
 
     def _generate(self, prompts: list[Prompt], spec: SampleSpec) -> list[list[Completion]]:
-        if self._ctx is None:
-            raise MarginalError("the llama.cpp backend is closed")
+        ensure_open(self._ctx, "llama.cpp backend")
         n = spec.n
-        results: list[list[Completion | None]] = [[None] * n for _ in prompts]
-        pending: deque[_PromptRun] = deque()
-        for i, prompt in enumerate(prompts):
-            try:
-                toks = self.tokenize(prompt)
-                if not toks:
-                    raise MarginalError(f"prompt {i} is empty after tokenization")
-                if len(toks) >= self.n_ctx:
-                    raise MarginalError(
-                        f"prompt {i} has {len(toks)} tokens, which leaves no room to generate "
-                        f"in the context of n_ctx={self.n_ctx}; shorten it or raise n_ctx"
-                    )
-            except Exception as e:  # template errors, too-long prompts: this prompt only
-                msg = str(e) if isinstance(e, MarginalError) else f"{type(e).__name__}: {e}"
-                key = prompt_key(prompt)
-                results[i] = [_error(msg, 0, spec.sequence_seed(key, j)) for j in range(n)]
-                continue
-            budget = min(spec.max_tokens, self.n_ctx - len(toks))
-            pending.append(_PromptRun(i, toks, prompt_key(prompt), budget))
+        ready, results = prepare_prompts(prompts, spec, self._checked_tokens)
+        pending: deque[_PromptRun] = deque(
+            _PromptRun(i, toks, prompt_key(prompt), min(spec.max_tokens, self.n_ctx - len(toks)))
+            for i, (prompt, toks) in enumerate(zip(prompts, ready))
+            if toks is not None
+        )
 
         _ll.llama_memory_clear(self._mem, True)
         free_ids = list(range(self.max_seqs - 1, -1, -1))
@@ -513,11 +449,7 @@ class LlamaCppBackend:
             s.data += self._piece(token)
             if stop:
                 text = s.data.decode("utf-8", errors="replace")
-                cut = -1
-                for st in stop:
-                    k = text.find(st, s.scan)
-                    if k >= 0 and (cut < 0 or k < cut):
-                        cut = k
+                cut = find_stop(text, stop, s.scan)
                 if cut >= 0:
                     finish(s, "stop", text[:cut])
                     return False
@@ -617,7 +549,7 @@ class LlamaCppBackend:
                 for p in chunked:  # prompts that were (partly) in the failed batch
                     prefill.remove(p)
                     for j in range(n):
-                        results[p.index][j] = _error(msg, len(p.tokens), spec.sequence_seed(p.key, j))
+                        results[p.index][j] = error_completion(msg, spec.sequence_seed(p.key, j), len(p.tokens))
                     _ll.llama_memory_seq_rm(self._mem, p.holder, -1, -1)
                     free_ids.append(p.holder)
                     cells_free += len(p.tokens) + p.budget
@@ -643,12 +575,12 @@ class LlamaCppBackend:
                 live = [s for s, tk, lp in zip(live, toks, lps) if advance(s, tk, lp)]
 
         _ll.llama_memory_clear(self._mem, True)
-        assert all(r is not None for row in results for r in row)
-        return [list(row) for row in results]  # type: ignore[arg-type]
+        return filled(results)
 
-
-def _error(msg: str, prompt_tokens: int, seed: int) -> Completion:
-    return Completion("", (), 0.0, "error", prompt_tokens, 0, seed=seed, error=msg)
+    def _checked_tokens(self, i: int, prompt: Prompt) -> list[int]:
+        toks = self.tokenize(prompt)
+        check_prompt(i, toks, self.n_ctx, context=f"the context of n_ctx={self.n_ctx}", hint="shorten it or raise n_ctx")
+        return toks
 
 
 def _logsumexp(row: np.ndarray) -> float:
@@ -659,6 +591,55 @@ def _logsumexp(row: np.ndarray) -> float:
 def _logsumexp_rows(rows: np.ndarray) -> np.ndarray:
     m = rows.max(axis=1, keepdims=True)
     return (m[:, 0] + np.log(np.exp(rows - m).sum(axis=1, dtype=np.float64))).astype(np.float64)
+
+
+def check_context_settings(n_ctx: object, max_seqs: object) -> None:
+    """MarginalError unless ``n_ctx`` and ``max_seqs`` are settings llama.cpp can take."""
+    if not (isinstance(max_seqs, int) and 1 <= max_seqs <= _ll.llama_max_parallel_sequences()):
+        raise MarginalError(
+            f"max_seqs must be an integer in [1, {_ll.llama_max_parallel_sequences()}], got {max_seqs!r}"
+        )
+    if not (isinstance(n_ctx, int) and n_ctx >= 16):
+        raise MarginalError(f"n_ctx must be an integer >= 16, got {n_ctx!r}")
+
+
+def new_context(model, *, n_ctx: int, n_batch: int, max_seqs: int, n_threads: int | None):
+    """A llama.cpp context on a loaded model: one unified KV cache of ``n_ctx`` cells
+    shared by up to ``max_seqs`` sequences, batches of ``n_batch`` tokens,
+    ``n_threads`` threads (default: the CPU count); None when llama.cpp refuses."""
+    threads = n_threads or os.cpu_count() or 1
+    cp = _ll.llama_context_default_params()
+    cp.n_ctx = n_ctx
+    cp.n_batch = n_batch
+    cp.n_ubatch = n_batch
+    cp.n_seq_max = max_seqs
+    cp.n_threads = threads
+    cp.n_threads_batch = threads
+    cp.kv_unified = True
+    cp.no_perf = True
+    return _ll.llama_init_from_model(model, cp) or None
+
+
+def token_bytes(vocab, token: int, *, special: bool = False) -> bytes:
+    """A token's bytes (``special``: control tokens written out, as in messages and templates)."""
+    buf = ctypes.create_string_buffer(128)
+    n = _ll.llama_token_to_piece(vocab, token, buf, 128, 0, special)
+    if n < 0:
+        buf = ctypes.create_string_buffer(-n)
+        n = _ll.llama_token_to_piece(vocab, token, buf, -n, 0, special)
+    return buf.raw[:n]
+
+
+def tokenize_bytes(vocab, raw: bytes, *, add_bos: bool, special: bool) -> list[int]:
+    """UTF-8 text as tokens (``special``: special-token text is parsed as those tokens)."""
+    cap = len(raw) + 8
+    buf = (_ll.llama_token * cap)()
+    n = _ll.llama_tokenize(vocab, raw, len(raw), buf, cap, add_bos, special)
+    if n < 0:  # pragma: no cover - cap is always enough (a token covers >= 1 byte)
+        cap = -n
+        buf = (_ll.llama_token * cap)()
+        n = _ll.llama_tokenize(vocab, raw, len(raw), buf, cap, add_bos, special)
+    return list(buf[:n])
 
 
 def make_batch(n: int):

@@ -73,7 +73,8 @@ from typing import Any
 
 from ..errors import MarginalError
 from ..types import Completion, FinishReason, Prompt, SampleSpec, prompt_key
-from .hf import render_prompt
+from .common import Lifecycle, check_prompt, ensure_open, error_completion, filled, prepare_prompts
+from .hf import TemplatedPrompts
 
 __all__ = ["VLLMBackend"]
 
@@ -117,7 +118,7 @@ def _line(e: BaseException, limit: int = 300) -> str:
     return " ".join(str(e).split())[:limit] or type(e).__name__
 
 
-class VLLMBackend:
+class VLLMBackend(TemplatedPrompts, Lifecycle):
     """A Backend on ``vllm.LLM`` (see the module docstring).
 
     ``model``: a hub id, a local folder or a ``.gguf`` file. ``tokenizer``: a
@@ -182,14 +183,6 @@ class VLLMBackend:
 
     # ---------------------------------------------------------------- public
 
-    @property
-    def has_chat_template(self) -> bool:
-        return bool(getattr(self.tokenizer, "chat_template", None))
-
-    def render(self, prompt: Prompt) -> str:
-        """The text a prompt is sent as (chat template applied)."""
-        return render_prompt(self.tokenizer, prompt)
-
     def tokenize(self, prompt: Prompt) -> list[int]:
         """The prompt's token ids (special tokens the template wrote are parsed; a
         BOS is added to raw text when the tokenizer adds one)."""
@@ -197,31 +190,18 @@ class VLLMBackend:
 
     def generate(self, prompts: Sequence[Prompt], spec: SampleSpec) -> list[list[Completion]]:
         """``spec.n`` completions for each prompt, in input order (see the module docstring)."""
-        if self._llm is None:
-            raise MarginalError("the vLLM backend is closed")
+        ensure_open(self._llm, "vLLM backend")
         prompts = list(prompts)
-        n = spec.n
-        results: list[list[Completion | None]] = [[None] * n for _ in prompts]
+        ready, results = prepare_prompts(prompts, spec, self._checked_tokens)
         requests: list[dict[str, Any]] = []
         params: list[Any] = []
         where: list[tuple[int, int, int, int]] = []  # (prompt, j, prompt tokens, seed)
-        for i, prompt in enumerate(prompts):
-            key = prompt_key(prompt)
-            seeds = [spec.sequence_seed(key, j) for j in range(n)]
-            try:
-                toks = self.tokenize(prompt)
-                if not toks:
-                    raise MarginalError(f"prompt {i} is empty after tokenization")
-                if len(toks) >= self.max_model_len:
-                    raise MarginalError(
-                        f"prompt {i} has {len(toks)} tokens, which leaves no room to generate in the "
-                        f"model's context of max_model_len={self.max_model_len}; shorten it or raise max_model_len"
-                    )
-            except Exception as e:  # template errors, too-long prompts: this prompt only
-                msg = str(e) if isinstance(e, MarginalError) else f"{type(e).__name__}: {e}"
-                results[i] = [_error(msg, 0, s) for s in seeds]
+        for i, (prompt, toks) in enumerate(zip(prompts, ready)):
+            if toks is None:
                 continue
-            for j, s in enumerate(seeds):
+            key = prompt_key(prompt)
+            for j in range(spec.n):
+                s = spec.sequence_seed(key, j)
                 requests.append({"prompt_token_ids": toks})
                 params.append(self._params(spec, s))
                 where.append((i, j, len(toks), s))
@@ -235,20 +215,19 @@ class VLLMBackend:
                 raise RuntimeError(f"vLLM returned {len(outs)} outputs for {len(requests)} requests")
             for (i, j, P, s), out in zip(where, outs):
                 results[i][j] = _completion(out, P, s)
-        assert all(c is not None for row in results for c in row)
-        return [list(row) for row in results]  # type: ignore[arg-type]
+        return filled(results)
+
+    def _checked_tokens(self, i: int, prompt: Prompt) -> list[int]:
+        toks = self.tokenize(prompt)
+        check_prompt(i, toks, self.max_model_len, context=f"the model's context of max_model_len={self.max_model_len}",
+                     hint="shorten it or raise max_model_len")
+        return toks
 
     def close(self) -> None:
         """Drop the engine (vLLM frees its GPU memory when the engine is collected)."""
         if self._llm is not None:
             self._llm = None
             gc.collect()
-
-    def __enter__(self) -> VLLMBackend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # --------------------------------------------------------------- helpers
 
@@ -272,7 +251,7 @@ class VLLMBackend:
 def _completion(out: Any, prompt_tokens: int, seed: int) -> Completion:
     """A Completion from a ``RequestOutput`` of one n=1 request."""
     if not out.outputs:
-        return _error("vLLM returned no output for the request", prompt_tokens, seed)
+        return error_completion("vLLM returned no output for the request", seed, prompt_tokens)
     o = out.outputs[0]
     reason = o.finish_reason
     P = len(out.prompt_token_ids) if getattr(out, "prompt_token_ids", None) else prompt_tokens
@@ -295,7 +274,3 @@ def _completion(out: Any, prompt_tokens: int, seed: int) -> Completion:
         seed=seed,
         error=error,
     )
-
-
-def _error(msg: str, prompt_tokens: int, seed: int) -> Completion:
-    return Completion("", (), 0.0, "error", prompt_tokens, 0, seed=seed, error=msg)

@@ -18,16 +18,14 @@ prefixes between different prompts.
 
 from __future__ import annotations
 
-import ctypes
-import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ..backends.llamacpp import make_batch
+from ..backends.common import Counted, Counters, Lifecycle, ensure_open
+from ..backends.llamacpp import check_context_settings, make_batch, new_context, token_bytes, tokenize_bytes
 from ..errors import MarginalError
 from ..types import Prompt
 
@@ -96,7 +94,7 @@ class EngineStats:
     """Time spent in ``extend`` (decoding and log-softmax)."""
 
 
-class LlamaCppEngine:
+class LlamaCppEngine(Counted[EngineStats], Lifecycle):
     """`NextTokenLogprobs` on llama.cpp (see the module docstring).
 
     ``LlamaCppEngine.load(model)`` opens a catalog name or GGUF path;
@@ -109,35 +107,21 @@ class LlamaCppEngine:
         import llama_cpp as ll
 
         self._ll = ll
-        if not (isinstance(max_seqs, int) and 1 <= max_seqs <= ll.llama_max_parallel_sequences()):
-            raise MarginalError(
-                f"max_seqs must be an integer in [1, {ll.llama_max_parallel_sequences()}], got {max_seqs!r}")
-        if not (isinstance(n_ctx, int) and n_ctx >= 16):
-            raise MarginalError(f"n_ctx must be an integer >= 16, got {n_ctx!r}")
-        if backend._model is None:
+        self._ctx = None
+        check_context_settings(n_ctx, max_seqs)
+        if backend.model_handle is None:
             raise MarginalError("the llama.cpp backend is closed")
         self._backend = backend
         self._owns = owns_backend
         self.name = backend.name
-        self._model = backend._model
+        self._model = backend.model_handle
         self._vocab = ll.llama_model_get_vocab(self._model)
         self.n_vocab = int(ll.llama_vocab_n_tokens(self._vocab))
         self.n_ctx_train = int(ll.llama_model_n_ctx_train(self._model))
         self.max_seqs = max_seqs
         self.n_batch = max(n_batch, max_seqs)
-        threads = n_threads or os.cpu_count() or 1
-        cp = ll.llama_context_default_params()
-        cp.n_ctx = n_ctx
-        cp.n_batch = self.n_batch
-        cp.n_ubatch = self.n_batch
-        cp.n_seq_max = max_seqs
-        cp.n_threads = threads
-        cp.n_threads_batch = threads
-        cp.kv_unified = True
-        cp.no_perf = True
-        self._ctx = ll.llama_init_from_model(self._model, cp)
-        if not self._ctx:
-            self._ctx = None
+        self._ctx = new_context(self._model, n_ctx=n_ctx, n_batch=self.n_batch, max_seqs=max_seqs, n_threads=n_threads)
+        if self._ctx is None:
             self.close()
             raise MarginalError(f"llama.cpp could not create a context with n_ctx={n_ctx}, max_seqs={max_seqs}")
         self.n_ctx = int(ll.llama_n_ctx(self._ctx))
@@ -148,7 +132,7 @@ class LlamaCppEngine:
         self._free = list(range(max_seqs - 1, -1, -1))
         self._len: dict[int, int] = {}
         self._pieces: dict[int, bytes] = {}
-        self._counters = {"extend_calls": 0, "tokens": 0, "decode_calls": 0, "seconds": 0.0}
+        self._counters = Counters(EngineStats)
 
     @classmethod
     def load(cls, model: str, **options) -> LlamaCppEngine:
@@ -167,14 +151,6 @@ class LlamaCppEngine:
     # ------------------------------------------------------------ tokenizer
 
     @property
-    def stats(self) -> EngineStats:
-        return EngineStats(**self._counters)
-
-    def reset_stats(self) -> None:
-        for k in self._counters:
-            self._counters[k] = 0
-
-    @property
     def has_chat_template(self) -> bool:
         return bool(self._backend.has_chat_template)
 
@@ -185,29 +161,13 @@ class LlamaCppEngine:
         return self._backend.tokenize(prompt)
 
     def tokenize_text(self, text: str) -> list[int]:
-        ll = self._ll
         raw = text.encode("utf-8")
-        if not raw:
-            return []
-        cap = len(raw) + 8
-        buf = (ll.llama_token * cap)()
-        n = ll.llama_tokenize(self._vocab, raw, len(raw), buf, cap, False, False)
-        if n < 0:  # pragma: no cover - a token covers >= 1 byte
-            cap = -n
-            buf = (ll.llama_token * cap)()
-            n = ll.llama_tokenize(self._vocab, raw, len(raw), buf, cap, False, False)
-        return list(buf[:n])
+        return tokenize_bytes(self._vocab, raw, add_bos=False, special=False) if raw else []
 
     def piece(self, token: int) -> bytes:
         p = self._pieces.get(token)
         if p is None:
-            ll = self._ll
-            buf = ctypes.create_string_buffer(128)
-            n = ll.llama_token_to_piece(self._vocab, token, buf, 128, 0, False)
-            if n < 0:
-                buf = ctypes.create_string_buffer(-n)
-                n = ll.llama_token_to_piece(self._vocab, token, buf, -n, 0, False)
-            p = self._pieces[token] = buf.raw[:n]
+            p = self._pieces[token] = token_bytes(self._vocab, token)
         return p
 
     def pieces(self) -> list[bytes]:
@@ -219,15 +179,6 @@ class LlamaCppEngine:
 
     def is_eog(self, token: int) -> bool:
         return self._backend.is_eog(token)
-
-    def eog_tokens(self) -> frozenset[int]:
-        return frozenset(t for t in range(self.n_vocab) if self._ll.llama_vocab_is_eog(self._vocab, t))
-
-    def token_text(self, token: int) -> str:
-        """A token's text with special tokens shown (for messages)."""
-        buf = ctypes.create_string_buffer(256)
-        n = self._ll.llama_token_to_piece(self._vocab, token, buf, 256, 0, True)
-        return buf.raw[: max(n, 0)].decode("utf-8", errors="replace")
 
     # ------------------------------------------------------------ sequences
 
@@ -241,10 +192,6 @@ class LlamaCppEngine:
 
     def length(self, seq: int) -> int:
         return self._len[seq]
-
-    def cells_used(self) -> int:
-        """Cells in use (a sibling's shared prompt cells are counted once per sequence: an upper bound)."""
-        return sum(self._len.values())
 
     def truncate(self, seq: int, n: int) -> None:
         if n < self._len[seq]:
@@ -263,14 +210,12 @@ class LlamaCppEngine:
                 del self._len[s]
                 self._free.append(s)
 
-    def release_all(self) -> None:
-        self.release(list(self._len))
-        self._ll.llama_memory_clear(self._mem, True)
-
     def extend(self, seqs: Sequence[int], tokens: Sequence[Sequence[int]]) -> np.ndarray:
-        if self._ctx is None:
-            raise MarginalError(f"engine {self.name} is closed")
-        t0 = time.perf_counter()
+        ensure_open(self._ctx, f"engine {self.name}")
+        with self._counters.timed():
+            return self._extend(seqs, tokens)
+
+    def _extend(self, seqs: Sequence[int], tokens: Sequence[Sequence[int]]) -> np.ndarray:
         ll = self._ll
         out = np.empty((len(seqs), self.n_vocab), dtype=np.float32)
         tok_np, pos_np, seq_np, out_np = self._arrays
@@ -316,7 +261,6 @@ class LlamaCppEngine:
             self._len[s] = start + len(toks)
         flush()
         self._counters["extend_calls"] += 1
-        self._counters["seconds"] += time.perf_counter() - t0
         return out
 
     def close(self) -> None:
@@ -326,15 +270,3 @@ class LlamaCppEngine:
         if getattr(self, "_owns", False) and self._backend is not None:
             self._backend.close()
             self._backend = None
-
-    def __enter__(self) -> LlamaCppEngine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # pragma: no cover - interpreter shutdown
-            pass

@@ -27,12 +27,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Union
 
 import numpy as np
 
-Combine = Literal["linear", "geometric"]
-Alpha = Union[float, Literal["auto"]]
+from .spec import Alpha, Combine
+
+__all__ = ["EOG", "Alpha", "Candidates", "Combine", "StringVocab", "alpha_for", "auto_alpha", "filtered", "mix",
+           "sample", "union_by_id", "union_by_string"]
+
 EOG = b"\x00<EOG>"
 """The string key of every end-of-generation token (no real token has these bytes)."""
 
@@ -55,7 +57,7 @@ class Candidates:
     """The guide's top probability over its whole vocabulary."""
     guide_top: int
     """Index (into the candidates) of the guide's most likely candidate."""
-    overlap: float
+    topk_overlap: float
     """|top-k(p_B) and top-k(p_G)| / k: how much the two lists agree."""
     keys: tuple[bytes, ...] | None = None
     """String keys of the candidates (string matching only)."""
@@ -121,7 +123,7 @@ def union_by_id(lp_b: np.ndarray, lp_g: np.ndarray, k: int) -> Candidates:
     return Candidates(
         base_ids=ids, guide_ids=ids, pb=pb, pg=pg,
         max_pb=float(np.exp(float(lp_b[tb[0]]))), max_pg=float(np.exp(float(lp_g[tg[0]]))),
-        guide_top=guide_top, overlap=float(in_b.sum()) / len(tb),
+        guide_top=guide_top, topk_overlap=float(in_b.sum()) / len(tb),
     )
 
 
@@ -181,7 +183,7 @@ def union_by_string(
     return Candidates(
         base_ids=bid, guide_ids=gid, pb=pb, pg=pg,
         max_pb=float(np.exp(float(lp_b[tb[0]]))), max_pg=float(np.exp(float(lp_g[tg[0]]))),
-        guide_top=guide_top, overlap=len(set_b.intersection(kg)) / len(tb), keys=tuple(keys),
+        guide_top=guide_top, topk_overlap=len(set_b.intersection(kg)) / len(tb), keys=tuple(keys),
     )
 
 
