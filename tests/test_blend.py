@@ -329,7 +329,6 @@ def test_prompt_too_long_for_the_guide_is_an_error_completion(smol_path, engines
 def test_blend_cli(tmp_path, smol_path):
     from typer.testing import CliRunner
 
-    from marginal import cli_analysis, cli_blend, cli_run, cli_tasks  # noqa: F401  (register all commands)
     from marginal.cli import app
 
     data = tmp_path / "q.jsonl"

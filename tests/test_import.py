@@ -193,14 +193,10 @@ def test_gsm8k_task_takes_id_and_reference_from_the_dataset(tmp_path, data_dir):
 
 
 def test_import_command_function(tmp_path):
-    import typer
     from typer.testing import CliRunner
 
-    from marginal.cli_import import import_cmd
+    from marginal.cli import app
 
-    app = typer.Typer()
-    app.command("import")(import_cmd)
-    app.command("noop")(lambda: None)  # two commands, so "import" is a subcommand as in the real CLI
     path = write(tmp_path / "in.jsonl", [{"question": "q", "answer": "1", "answers": ["1", "2"]}])
     res = CliRunner().invoke(app, ["import", str(path), "--task", "jsonl", "--out", str(tmp_path / "p.db")])
     assert res.exit_code == 0, res.output

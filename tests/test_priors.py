@@ -90,7 +90,6 @@ def test_cli_priors_lists_bank_and_yaml(tmp_path, monkeypatch):
 
     from typer.testing import CliRunner
 
-    from marginal import cli_analysis, cli_run, cli_tasks  # noqa: F401  (register the commands)
     from marginal.cli import app
 
     data = tmp_path / "d.jsonl"
@@ -115,7 +114,6 @@ def test_cli_priors_never_shows_gpqa_rows(monkeypatch):
 
     from typer.testing import CliRunner
 
-    from marginal import cli_analysis, cli_run, cli_tasks  # noqa: F401
     from marginal.cli import app
     from marginal.tasks import load_task
 

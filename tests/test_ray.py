@@ -38,13 +38,13 @@ def rows(db):
 
 
 def plan():
-    from marginal.cli_run import build_plan
+    from marginal.config import ProblemSelection, RunConfig, TaskSource, build_plan
+    from marginal.types import SampleSpec
 
-    _, p = build_plan(
-        TASK, model="smollm2-135m", priors="2", priors_file=None, samples=2, budget=None, limit=3, seed=0,
-        max_tokens=16, temperature=0.7, top_p=1.0, top_k=0, min_p=0.0, data=None, question_field="question",
-        answer_field="answer", grader=None,
-    )
+    _, p = build_plan(RunConfig(
+        TaskSource(TASK), model="smollm2-135m", priors="2", samples=2, sampling=SampleSpec(max_tokens=16, seed=0),
+        problems=ProblemSelection(limit=3),
+    ))
     return p
 
 

@@ -137,6 +137,15 @@ def test_report_errors(runs, tmp_path):
     assert r.returncode == 2 and "largest valid budget is 24" in r.stderr
 
 
+def test_report_with_fewer_than_two_labelled_problems(tmp_path):
+    a = analyze(load_pool(build_run(tmp_path / "one.db", n_problems=1)), 8)
+    assert a.plan is None and not a.label_free
+    text = render_html([a])
+    assert "too few labelled problems for a calibration/test split" in text
+    r = marginal("report", tmp_path / "one.db", "--html", tmp_path / "one.html")
+    assert r.returncode == 0, r.stderr
+
+
 @pytest.mark.skipif(shutil.which("chromium") is None and shutil.which("chromium-browser") is None,
                     reason="Chromium not installed (apt-get install chromium); scripts/check_report.py needs it")
 def test_report_renders_in_chromium(tmp_path):

@@ -49,7 +49,7 @@ def test_blend_spec_is_a_model_for_any_run():
 
 
 def test_default_file_names_keep_the_model_name():
-    from marginal.cli_run import _slug
+    from marginal.cli.common import slug as _slug
 
     assert _slug("qwen2.5-coder-0.5b") == "qwen2.5-coder-0.5b"
     assert _slug("/models/My Model.Q4.gguf") == "My_Model.Q4"

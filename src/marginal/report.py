@@ -328,12 +328,12 @@ def render_html(analyses: Sequence[Analysis], names: Sequence[str] | None = None
     names = list(names) if names is not None else [a.pool.run_id or f"run {i + 1}" for i, a in enumerate(analyses)]
     labels = [f"{n} ({a.pool.run_id})" if a.pool.run_id and a.pool.run_id not in n else n for n, a in zip(names, analyses)]
 
-    def section(title: str, fn, need_gold: bool = True) -> str:
+    def section(title: str, fn, need_gold: bool = True, need_plan: bool = False) -> str:
         cards = []
         for lab, a in zip(labels, analyses):
             if need_gold and a.label_free:
                 body = '<p class="note">no reference answers: this needs gold (label-free run)</p>'
-            elif fn is plot_plan and a.plan is None:
+            elif need_plan and a.plan is None:
                 body = '<p class="note">too few labelled problems for a calibration/test split</p>'
             else:
                 body = fn(a)
@@ -348,7 +348,7 @@ def render_html(analyses: Sequence[Analysis], names: Sequence[str] | None = None
         section("Per-problem margins for two allocations", plot_margin_hist, need_gold=False),
         section("Per-prior accuracy and agreement", plot_priors, need_gold=False),
         section("Theory check: normal approximation vs exact accuracy per (K, M)", plot_normal),
-        section("Planner's choice on held-out problems", lambda a: plot_plan(a) + _plan_table(a)),
+        section("Planner's choice on held-out problems", lambda a: plot_plan(a) + _plan_table(a), need_plan=True),
     ]
     if blend:
         parts.append("<h2>Blending: accuracy against intervention rate (95% Wilson intervals)</h2>"

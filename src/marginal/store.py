@@ -364,3 +364,18 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+
+    # -- summaries (used by the CLI) ------------------------------------------
+    def sample_slots(self, run_id: str) -> int:
+        """Samples per (problem, prior) the run has room for: its largest sample index + 1 (0 without samples)."""
+        row = self.db.execute("SELECT max(idx) FROM samples WHERE run_id=?", (run_id,)).fetchone()
+        return 0 if row[0] is None else row[0] + 1
+
+    def prior_counts(self, run_id: str) -> dict[str, tuple[int, int, int, int]]:
+        """Per prior name: (samples, failed samples, correct samples, graded samples); priors without samples are absent."""
+        rows = self.db.execute(
+            "SELECT prior, count(*), sum(answer IS NULL), sum(correct), count(correct) FROM samples "
+            "WHERE run_id=? GROUP BY prior",
+            (run_id,),
+        ).fetchall()
+        return {name: (n, failed or 0, right or 0, graded) for name, n, failed, right, graded in rows}

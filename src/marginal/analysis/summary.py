@@ -6,7 +6,7 @@ label-free ones always (label-free margins, per-prior agreement), the rest
 when gold is known (accuracy grid for both prior modes, oracle, pass@k,
 margins, drift and regime, bias-variance, weights, planner).
 ``Analysis.to_dict()`` is the JSON form (plain lists and numbers).
-Left out: rendering (cli_analysis, report).
+Left out: rendering (marginal.cli.render, report).
 """
 
 from __future__ import annotations

@@ -1,5 +1,4 @@
-"""`marginal blend`: blend a base and a guide model on a task, per variant
-(registered on cli.app).
+"""`marginal blend`: blend a base and a guide model on a task, per variant.
 
 Each variant is one run of the main store (``--out``, several runs side by
 side): its model is the canonical spec ``blend:BASE+GUIDE:variant=V,gamma=G,
@@ -21,12 +20,13 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 
-from .cli import app
-from .errors import MarginalError, unknown
-
-out = Console()
+from ..config import ProblemSelection, RunConfig, TaskSource, build_plan, sample_spec
+from ..errors import MarginalError, unknown
+from .common import out, task_help
+from .progress import ProgressBar
+from .render import render_blend
 
 
 def parse_alpha(value: str):
@@ -42,9 +42,8 @@ def parse_alpha(value: str):
     return a
 
 
-@app.command("blend")
-def blend_cmd(
-    task_name: str = typer.Argument(..., metavar="TASK", help="gsm8k, math500, gpqa-diamond, humaneval or jsonl:PATH"),
+def blend(
+    task_name: str = typer.Argument(..., metavar="TASK", help=task_help()),
     base: str = typer.Option(..., "--base", help="base model: catalog name, .gguf path or hf:repo/file.gguf"),
     guide: str = typer.Option(..., "--guide", help="guide model consulted at interventions"),
     gamma: list[float] = typer.Option([0.4], help="intervene when the base's top probability is below gamma (repeatable: a sweep)"),
@@ -67,12 +66,10 @@ def blend_cmd(
     threads: Optional[int] = typer.Option(None, help="CPU threads for llama.cpp (default: all cores)"),
 ) -> None:
     """Blend a base and a guide model token by token (BlendIn); accuracy and interventions per variant."""
-    from .analysis.blend import blend_rows
-    from .blend import VARIANTS, BlendBackend, format_blend_spec, variant_config
-    from .cli_analysis import render_blend
-    from .cli_run import _Bar, build_plan
-    from .runner import execute
-    from .store import Store
+    from ..analysis.blend import blend_rows
+    from ..blend import VARIANTS, BlendBackend, format_blend_spec, variant_config
+    from ..runner import execute
+    from ..store import Store
 
     if mode not in ("greedy", "sample"):
         raise MarginalError(f"--mode must be 'greedy' or 'sample', got {mode!r}")
@@ -83,24 +80,29 @@ def blend_cmd(
     a = parse_alpha(alpha)
     names = list(VARIANTS) if "all" in variant else list(dict.fromkeys(variant))
     configs = [(v, variant_config(v, gamma=g, alpha=a, top_k=top_k)) for v in names for g in gamma]
-    task, plan = build_plan(
-        task_name, model="blend", priors=prior_name or "1", priors_file=None, samples=samples, budget=None,
-        limit=limit, seed=seed, max_tokens=max_tokens, temperature=0.0 if mode == "greedy" else temperature,
-        top_p=1.0, top_k=0, min_p=0.0, data=data, question_field="question", answer_field="answer", grader=None,
-        subset_seed=subset_seed,
-    )
+    task, plan = build_plan(RunConfig(
+        TaskSource(task_name, data), model="blend", priors=prior_name or "1", samples=samples,
+        sampling=sample_spec(temperature=0.0 if mode == "greedy" else temperature, max_tokens=max_tokens, seed=seed),
+        problems=ProblemSelection(limit, subset_seed),
+    ))
     store = Store(out_path)
     with BlendBackend.load(base, guide, match=match, n_ctx=n_ctx, max_seqs=max_seqs, n_threads=threads) as pair:  # type: ignore[arg-type]
-        out.print(f"[bold]{task.name}[/]: {len(plan.problems)} problems, base {base}, guide {guide}, "
-                  f"match by {pair.match}, {mode}, prior {plan.priors[0].name}")
+        out.print(f"[bold]{escape(task.name)}[/]: {len(plan.problems)} problems, base {escape(base)}, guide {escape(guide)}, "
+                  f"match by {pair.match}, {mode}, prior {escape(plan.priors[0].name)}")
         runs = {format_blend_spec(base, guide, v, cfg, pair.match): (v, cfg) for v, cfg in configs}  # a sweep's duplicates collapse
         for spec, (v, cfg) in runs.items():
             b = pair.with_config(cfg, name=spec)
+
+            def backend_for(_prior, b=b):
+                return b
+
             vplan = replace(plan, model=spec)
-            bar = _Bar(vplan)
             t0 = time.perf_counter()
-            with bar.progress:
-                run_id = execute(vplan, task, lambda _prior: b, store, batch_samples=max_seqs, on_progress=bar, beside=True)
-            out.print(f"  {v} (γ={cfg.gamma:g}, α={cfg.alpha}): run {run_id}, {time.perf_counter() - t0:.1f} s")
+            with ProgressBar(vplan) as bar:
+                run_id = execute(vplan, task, backend_for, store, batch_samples=max_seqs, on_progress=bar, beside=True)
+            out.print(f"  {escape(v)} (γ={cfg.gamma:g}, α={cfg.alpha}): run {run_id}, {time.perf_counter() - t0:.1f} s")
     store.close()
     render_blend(blend_rows(out_path), out, title=f"blend on {task.name} ({len(plan.problems)} problems) -> {out_path}")
+
+
+__all__ = ["blend", "parse_alpha"]

@@ -1,8 +1,7 @@
 """The ``marginal import`` command: samples generated elsewhere stored as a native pool.
 
-Only the command function lives here; the CLI registers it
-(``app.command("import")(import_cmd)``). A bad row raises `MarginalError`,
-which the CLI prints as one line with exit code 2. Left out: everything
+Registered as `marginal import` in `marginal.cli.app`. A bad row raises
+`MarginalError`, which the CLI prints as one line with exit code 2. Left out: everything
 but option parsing (see ``marginal.importer``).
 """
 
@@ -23,6 +22,6 @@ def import_cmd(
     model: str = typer.Option("imported", "--model", help="what generated the samples (stored with the run)"),
 ) -> None:
     """Import samples generated elsewhere; analyze, report, replay and export then work on the pool."""
-    from .importer import import_jsonl
+    from ..importer import import_jsonl
 
     typer.echo(import_jsonl(file, task, grader, out=out, model=model).describe())

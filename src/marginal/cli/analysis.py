@@ -1,0 +1,173 @@
+"""`marginal analyze` and `marginal report`: analyses of stored runs, no generation.
+
+``analyze`` prints the tables of `marginal.cli.render` for one run (``--json``
+writes the same numbers; ``--save-plan`` the planner's split per budget for
+``--policy planned``). A file of blended runs (`marginal blend`, or a
+``blend:`` model) also gets the intervention diagnostics per run and the
+correlation of accuracy with intervention rate; a file holding several runs
+side by side gets only that table unless ``--run`` names one. ``report``
+writes one self-contained HTML file for one or more runs. `analyze_file` and
+`report_files` are the same as plain functions (`marginal demo` calls them).
+Left out: analyses of several runs in one table (the report puts them side by side).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..config import RunConfig, check_positive
+from ..errors import MarginalError
+from .common import out, plain
+from .render import render_analysis, render_blend
+
+DEFAULT_MAX_BUDGET = 64
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """How `marginal.analysis.analyze` reads a pool: the planner's calibration split, the seed of the split,
+    bootstrap and Monte Carlo, the tie rule, draws with or without replacement, exact or Monte Carlo."""
+
+    split: float = 0.5
+    seed: int = 0
+    ties: str = "split"
+    replace: bool = False
+    method: str = "auto"
+    reps: int = 128
+
+    def __post_init__(self) -> None:
+        if not 0 < self.split < 1:
+            raise MarginalError(f"--split must be in (0, 1), got {self.split}")
+        if self.reps < 2:
+            raise MarginalError(f"--reps must be >= 2, got {self.reps}")
+
+    def analyze(self, pool, budget: Optional[int]):
+        """The analysis of ``pool`` at ``budget`` (default: the largest the pool supports, at most 64)."""
+        from ..analysis import analyze
+
+        b = min(pool.max_budget, DEFAULT_MAX_BUDGET) if budget is None else budget
+        return analyze(pool, b, **asdict(self))
+
+
+def _side_by_side(rows, run: Optional[str]) -> bool:
+    """Several blended runs in one file and none named: only their diagnostics are shown."""
+    return bool(rows) and run is None and len({r.run_id for r in rows}) > 1
+
+
+def analyze_file(db: Path, settings: AnalysisSettings = AnalysisSettings(), *, budget: Optional[int] = None,
+                 run: Optional[str] = None, failed: str = "abstain", json_out: Optional[Path] = None,
+                 save_plan: Optional[Path] = None) -> None:
+    """Print the analysis of the run in ``db`` (see the module docstring); optionally write its JSON and plan."""
+    from ..analysis import load_pool
+    from ..analysis.blend import blend_rows
+
+    check_positive("--budget", budget)
+    rows = blend_rows(db)
+    if _side_by_side(rows, run):
+        if save_plan is not None:
+            run_ids = list(dict.fromkeys(r.run_id for r in rows))
+            ids = ", ".join(run_ids[:3]) + (", ..." if len(run_ids) > 3 else "")
+            raise MarginalError(f"--save-plan needs one run, and {db} holds {len(rows)} blended runs side by side "
+                                f"({ids}); name one with --run RUN_ID")
+        render_blend(rows, out, title=f"{db}: {len(rows)} blended runs")
+        out.print("[dim]name one with --run RUN_ID for its full analysis[/]")
+        result = {"blend": [r.to_dict() for r in rows]}
+    else:
+        pool = load_pool(db, run, failed=failed)
+        a = settings.analyze(pool, budget)
+        render_analysis(a, out)
+        rows = [r for r in rows if r.run_id == pool.run_id]
+        render_blend(rows, out)
+        result = {**a.to_dict(), **({"blend": [r.to_dict() for r in rows]} if rows else {})}
+        if save_plan is not None:
+            _save_plan(db, a, settings, save_plan)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, indent=1) + "\n")
+        out.print(plain(f"wrote {json_out}"))
+
+
+def _save_plan(db: Path, a, settings: AnalysisSettings, path: Path) -> None:
+    """The planner's held-out-checked choice at each power-of-two budget up to the analysis' budget."""
+    from ..analysis import plan
+    from ..policies import SplitPlan
+    from ..store import Store
+
+    pool = a.pool
+    if a.plan is None:
+        labelled = 0 if a.label_free else int(pool.labelled.sum())
+        raise MarginalError(f"--save-plan: the planner needs at least 2 problems with a reference answer to "
+                            f"calibrate and test on; {db} has {labelled}")
+    store = Store(db, readonly=True)
+    try:
+        stored = RunConfig.from_store(store, pool.run_id or store.only_run())
+    finally:
+        store.close()
+    budgets = sorted({b for b in (2 ** i for i in range(1, 12)) if b <= a.budget} | {a.budget})
+    splits = {b: plan(pool, b, split=settings.split, seed=settings.seed).choice for b in budgets}
+    SplitPlan(stored.task.name, stored.model, splits).save(path)
+    out.print(plain(f"wrote {path}: " + ", ".join(f"B={b}: K={k} x M={m}" for b, (k, m) in splits.items())))
+
+
+def report_files(dbs: List[Path], html: Path, settings: AnalysisSettings = AnalysisSettings(), *,
+                 budget: Optional[int] = None, run: Optional[str] = None) -> Path:
+    """Write the HTML report of the runs in ``dbs`` (side by side) to ``html``; returns its path."""
+    from ..analysis import load_pool
+    from ..analysis.blend import blend_rows
+    from ..report import write_report
+
+    check_positive("--budget", budget)
+    analyses, names, blended = [], [], []
+    for db in dbs:
+        rows = blend_rows(db)
+        blended += rows
+        if _side_by_side(rows, run):
+            continue  # blended runs side by side: the blend section only
+        analyses.append(settings.analyze(load_pool(db, run), budget))
+        names.append(str(db))
+    path = write_report(analyses, html, names=names, blend=blended)
+    out.print(plain(f"wrote {path} ({path.stat().st_size // 1024} KiB)"))
+    return path
+
+
+def analyze(
+    db: Path = typer.Argument(..., help="a run database written by `marginal run`"),
+    run: Optional[str] = typer.Option(None, "--run", help="run id, when the file holds several"),
+    budget: Optional[int] = typer.Option(None, "--budget", "-B", help="samples per problem (default: the largest the pool supports, at most 64)"),
+    split: float = typer.Option(0.5, "--split", help="calibration share of problems for the planner and weights"),
+    seed: int = typer.Option(0, "--seed", help="seed of the split, bootstrap and Monte Carlo"),
+    ties: str = typer.Option("split", "--ties", help="split: 1/|T| credit for a tie with gold; strict: 0"),
+    replace: bool = typer.Option(False, "--replace", help="draw samples with replacement (bootstrap) instead of subsampling"),
+    method: str = typer.Option("auto", "--method", help="auto | exact | mc"),
+    failed: str = typer.Option("abstain", "--failed", help="abstain: failed samples use budget; drop: removed"),
+    reps: int = typer.Option(128, "--reps", help="Monte Carlo replicates where exact is too large"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the numbers as JSON"),
+    save_plan: Optional[Path] = typer.Option(None, "--save-plan", help="write the planner's (K, M) for budgets 2, 4, 8, ... up to B, for `--policy planned`"),
+) -> None:
+    """Accuracy of every (K priors x M samples) split, margins, drift regime and the planner's choice."""
+    check_positive("--budget", budget)
+    settings = AnalysisSettings(split, seed, ties, replace, method, reps)
+    analyze_file(db, settings, budget=budget, run=run, failed=failed, json_out=json_out, save_plan=save_plan)
+
+
+def report(
+    dbs: List[Path] = typer.Argument(..., help="one or more run databases (shown side by side)"),
+    html: Path = typer.Option(Path("report.html"), "--html", help="the HTML file to write"),
+    run: Optional[str] = typer.Option(None, "--run", help="run id, when a file holds several"),
+    budget: Optional[int] = typer.Option(None, "--budget", "-B", help="samples per problem (default: each pool's largest, at most 64)"),
+    split: float = typer.Option(0.5, "--split", help="calibration share of problems"),
+    seed: int = typer.Option(0, "--seed"),
+    method: str = typer.Option("auto", "--method", help="auto | exact | mc"),
+    reps: int = typer.Option(128, "--reps"),
+) -> None:
+    """Write a self-contained HTML report (plots embedded) for one or more runs."""
+    check_positive("--budget", budget)
+    report_files(dbs, html, AnalysisSettings(split, seed, method=method, reps=reps), budget=budget, run=run)
+
+
+__all__ = ["DEFAULT_MAX_BUDGET", "AnalysisSettings", "analyze", "analyze_file", "report", "report_files"]
