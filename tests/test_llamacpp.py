@@ -163,12 +163,20 @@ def test_many_prompts_beyond_max_seqs_keep_input_order(backend):
     prompt, all in input order."""
     prompts = [chat(q) for q in QUESTIONS[:5]]
     spec = SampleSpec(n=5, temperature=0.8, max_tokens=8, seed=9)
-    with LlamaCppBackend(bundled_model_path(), n_ctx=160, max_seqs=3, n_threads=1) as small:
+    with LlamaCppBackend(bundled_model_path(), n_ctx=160, max_seqs=3, n_threads=1, prefix_cache=0) as small:
         tight = small.generate(prompts, spec)
         s = small.stats
         assert small.generate(prompts, spec) == tight  # the schedule is deterministic
     assert s.prompts == len(prompts)
     assert s.prompt_tokens_evaluated == sum(len(backend.tokenize(p)) for p in prompts)
+    # with the prefix cache, later waves copy the common chat-template prefix instead
+    with LlamaCppBackend(bundled_model_path(), n_ctx=160, max_seqs=3, n_threads=1) as small:
+        cached = small.generate(prompts, spec)
+        c = small.stats
+        assert small.generate(prompts, spec) == cached  # reproducible: each call starts from an empty cache
+    assert c.prefix_tokens_reused > 0
+    assert c.prompt_tokens_evaluated + c.prefix_tokens_reused == s.prompt_tokens_evaluated
+    assert [[x.seed for x in row] for row in cached] == [[x.seed for x in row] for row in tight]
     assert len(tight) == len(prompts)
     for p, row in zip(prompts, tight):
         assert [c.seed for c in row] == [spec.sequence_seed(p.key(), j) for j in range(5)]

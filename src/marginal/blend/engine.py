@@ -114,12 +114,12 @@ class LlamaCppEngine:
                 f"max_seqs must be an integer in [1, {ll.llama_max_parallel_sequences()}], got {max_seqs!r}")
         if not (isinstance(n_ctx, int) and n_ctx >= 16):
             raise MarginalError(f"n_ctx must be an integer >= 16, got {n_ctx!r}")
-        if backend._model is None:
+        if backend.handle is None:
             raise MarginalError("the llama.cpp backend is closed")
         self._backend = backend
         self._owns = owns_backend
         self.name = backend.name
-        self._model = backend._model
+        self._model = backend.handle
         self._vocab = ll.llama_model_get_vocab(self._model)
         self.n_vocab = int(ll.llama_vocab_n_tokens(self._vocab))
         self.n_ctx_train = int(ll.llama_model_n_ctx_train(self._model))
@@ -156,7 +156,7 @@ class LlamaCppEngine:
         from ..backends.llamacpp import LlamaCppBackend
         from ..models import resolve_model
 
-        backend = LlamaCppBackend(resolve_model(model), n_ctx=16, max_seqs=1, name=model,
+        backend = LlamaCppBackend(resolve_model(model), n_ctx=16, max_seqs=1, prefix_cache=0, name=model,
                                   n_threads=options.get("n_threads"))
         try:
             return cls(backend, owns_backend=True, **options)
