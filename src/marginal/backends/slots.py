@@ -22,7 +22,10 @@ of ``prefix_cache`` extra sequence ids (least recently used first out). A
 later prompt copies its longest common token prefix with any kept prompt
 (``seq_cp``) and evaluates only the rest: a prior's system text and few-shot
 exemplars are evaluated once per run rather than once per (problem, prior),
-and a policy that asks a prompt for more samples reuses all of it. The
+and a policy that asks a prompt for more samples reuses all of it. Prompts
+admitted together share the same way: a prompt whose longest common prefix
+is with a prompt still being evaluated waits for that prefix, copies it, and
+evaluates only its own rest. The
 cache is emptied when a run (a ``generate`` call, or a
 `marginal.backends.streaming.Driver`) starts on an idle engine, so a run is
 reproducible whatever ran before it.
@@ -114,6 +117,12 @@ class _Request:
     holder_idle: bool = False
     """The holder's own completion has finished; the id is kept only for the prompt KV."""
     evaluated: int = 0
+    """Prompt tokens placed in a batch (or copied)."""
+    decoded: int = 0
+    """Prompt tokens whose KV is in the cache (their batch was decoded)."""
+    source: _Request | None = None
+    """A prompt being evaluated that shares this one's first ``source_len`` tokens: wait and copy them."""
+    source_len: int = 0
     reused: int = 0
     """Prompt tokens copied from the prefix cache."""
     reserved: int = 0
@@ -218,6 +227,7 @@ class SlotEngine:
             raise MarginalError(f"n_ctx must be an integer >= 16, got {n_ctx!r}")
         self.backend = backend
         self.slots = slots
+        self.prefix_cache = prefix_cache
         cp = _ll.llama_context_default_params()
         cp.n_ctx = n_ctx
         cp.n_batch = cp.n_ubatch = max(n_batch, slots)
@@ -366,6 +376,9 @@ class SlotEngine:
             return False
         k, finishing, chunked = self._fill_batch()
         if self.decode(k):
+            for r in chunked:
+                r.decoded = r.evaluated
+            self._copy_linked()
             self._sample(finishing)
         else:
             self._fail_batch(chunked, f"llama_decode failed on a batch of {k} tokens")
@@ -386,6 +399,9 @@ class SlotEngine:
                 _ll.llama_sampler_free(s.sampler)
                 self._release_id(s.sid)
         self._live = [s for s in self._live if s.req not in gone]
+        for r in self._prefill:
+            if r.source in gone:
+                r.source, r.source_len = None, 0
         for r in gone:
             if r.holder >= 0 and (r.holder_idle or r.evaluated < len(r.tokens) or r.next_j == 0):
                 self._release_id(r.holder)
@@ -454,9 +470,10 @@ class SlotEngine:
             self._cells_free -= need
             r.reserved = need
             r.holder = self._free_ids.pop()
-            r.evaluated = r.reused = self._reuse(r)
+            r.evaluated = r.decoded = r.reused = self._reuse(r)
+            self._link(r)
             self._prefill.append(r)
-            room -= len(r.tokens) - r.evaluated
+            room -= len(r.tokens) - max(r.evaluated, r.source_len)
             self._counters["prompts"] += 1
 
     def _fill_batch(self) -> tuple[int, list[tuple[_Request, int]], list[_Request]]:
@@ -471,6 +488,8 @@ class SlotEngine:
         finishing: list[tuple[_Request, int]] = []
         chunked: list[_Request] = []
         for r in self._prefill:
+            if r.source is not None:  # waits for the shared prefix another prompt is evaluating
+                continue
             take = min(len(r.tokens) - r.evaluated, self.n_batch - k)
             if take <= 0:
                 break
@@ -513,6 +532,9 @@ class SlotEngine:
         for s in self._live:
             self._finish(s, "error", error=msg)
         self._live.clear()
+        for r in self._prefill:
+            if r.source in chunked:
+                r.source, r.source_len = None, 0
         for r in chunked:  # prompts that were (partly) in the failed batch
             self._prefill.remove(r)
             self._release_id(r.holder)
@@ -598,6 +620,33 @@ class SlotEngine:
         self._counters["prompt_tokens_cached"] += best_len
         self._counters["prefix_tokens_reused"] += best_len
         return best_len
+
+    def _link(self, r: _Request) -> None:
+        """Make ``r`` wait for a longer common prefix that a prompt in evaluation is computing."""
+        if not self.prefix_cache:
+            return
+        toks = np.asarray(r.tokens, dtype=np.int32)
+        best, best_len = None, r.evaluated
+        for other in self._prefill:
+            n = min(common_prefix(np.asarray(other.tokens[: len(toks)], dtype=np.int32), toks), len(toks) - 1)
+            if n >= best_len + MIN_REUSE:
+                best, best_len = other, n
+        if best is not None:
+            r.source, r.source_len = best, best_len
+
+    def _copy_linked(self) -> None:
+        """Prompts whose shared prefix is now decoded copy it (before any holder can be released)."""
+        for r in self._prefill:
+            src = r.source
+            if src is None or src.decoded < r.source_len:
+                continue
+            n = r.source_len
+            _ll.llama_memory_seq_rm(self.memory, r.holder, -1, -1)
+            _ll.llama_memory_seq_cp(self.memory, src.holder, r.holder, 0, n)
+            self._counters["prompt_tokens_cached"] += n - r.reused
+            self._counters["prefix_tokens_reused"] += n - r.reused
+            r.evaluated = r.decoded = r.reused = n
+            r.source, r.source_len = None, 0
 
     def _remember(self, r: _Request) -> None:
         """Keep an evaluated prompt's cells on a cache id (unless an equal prompt is kept)."""
