@@ -353,6 +353,61 @@ class QuestionState:
     decisions: list[Decision] = field(default_factory=list)
 
 
+class Solve:
+    """One question under a policy, as a state machine with no engine and no I/O.
+
+    ``next()`` asks the policy for its next step and returns the groups to
+    sample (a group is n new samples of one prior, with the sample offset
+    their seeds follow), or None once the policy stops. ``feed(samples)``
+    gives back the samples of those groups, one list per group in request
+    order. `allocate` drives many of these over one engine; the server
+    drives one per HTTP request.
+    """
+
+    def __init__(self, problem: Problem, priors: Sequence[Prior], policy: Policy, budget: int,
+                 known: Sequence[Sample] = ()) -> None:
+        self.problem, self.priors, self.policy, self.budget = problem, list(priors), policy, budget
+        self.index = {c.name: i for i, c in enumerate(self.priors)}
+        self.state = QuestionState([[] for _ in self.priors])
+        for smp in sorted(known, key=lambda s: (self.index.get(s.prior, -1), s.index)):
+            if smp.prior in self.index:
+                self.state.answers[self.index[smp.prior]].append(smp.answer)
+                self.state.samples.append(smp)
+        self.pending: list[_Group] | None = None
+
+    @property
+    def used(self) -> int:
+        return len(self.state.samples)
+
+    def next(self) -> list[_Group] | None:
+        """The policy's next groups to sample, or None when it stops (the decision is recorded)."""
+        st, pol = self.state, self.policy
+        d = pol.decide(st.answers, self.budget)
+        st.decisions.append(d)
+        if d.stop:
+            self.pending = None
+            return None
+        if sum(len(a) for a in st.answers) + d.size > self.budget:
+            raise MarginalError(f"policy {pol.name} asked for {d.size} samples past the budget of {self.budget}")
+        groups = []
+        for i, n in d.requests:
+            if not 0 <= i < len(self.priors):
+                raise MarginalError(f"policy {pol.name} asked for prior {i}; the bank has {len(self.priors)}")
+            groups.append(_Group(self.problem, self.priors[i], len(st.answers[i]), n))
+        self.pending = groups
+        return groups
+
+    def feed(self, samples: Sequence[Sequence[Sample]]) -> None:
+        """The samples of the pending groups, one list per group, in request order."""
+        if self.pending is None or len(samples) != len(self.pending):
+            raise RuntimeError("feed() needs one list of samples per group of the last next()")
+        for g, smp in zip(self.pending, samples):
+            for x in smp:
+                self.state.samples.append(x)
+                self.state.answers[self.index[g.prior.name]].append(x.answer)
+        self.pending = None
+
+
 def allocate(
     problems: Sequence[Problem],
     priors: Sequence[Prior],
@@ -369,19 +424,18 @@ def allocate(
 ) -> list[QuestionState]:
     """Run ``policy`` with ``budget`` samples on every problem; no step waits for another question.
 
-    Each question's policy is asked again as soon as all the samples it asked
-    for are back, and its next requests join the running engine at once (a
-    blocking engine serves, per call, every request pending then, at most
-    ``max_batch`` samples). A question sees its samples in request order, so
-    its decisions are those of a sequential run. ``known`` holds samples
-    already stored per problem id (a resumed run); ``on_batch(samples,
+    Each question (a `Solve`) is asked again as soon as all the samples its
+    policy asked for are back, and its next requests join the running engine
+    at once (a blocking engine serves, per call, every request pending then,
+    at most ``max_batch`` samples). A question sees its samples in request
+    order, so its decisions are those of a sequential run. ``known`` holds
+    samples already stored per problem id (a resumed run); ``on_batch(samples,
     [(problem_id, samples_used, decision), ...])`` receives the finished steps
     in chunks of about ``commit_samples`` samples (and the rest at the end).
     """
-    index = {c.name: i for i, c in enumerate(priors)}
-    states = [_known_state(p, priors, index, known) for p in problems]
+    solves = [Solve(p, priors, policy, budget, (known or {}).get(p.id, ())) for p in problems]
     engines = _Engines(backend_for, max_batch)
-    steps: dict[int, list[tuple[int, _Group, list[Sample] | None]]] = {}
+    got: dict[int, list[list[Sample] | None]] = {}
     out_samples: list[Sample] = []
     out_steps: list[tuple[str, int, Decision]] = []
 
@@ -392,34 +446,26 @@ def allocate(
         out_steps.clear()
 
     def ask(q: int) -> None:
-        st = states[q]
-        d = policy.decide(st.answers, budget)
-        st.decisions.append(d)
-        out_steps.append((problems[q].id, len(st.samples), d))
-        if d.stop:
+        sv = solves[q]
+        groups = sv.next()
+        out_steps.append((sv.problem.id, sv.used, sv.state.decisions[-1]))
+        if groups is None:
             return
-        if sum(len(a) for a in st.answers) + d.size > budget:
-            raise MarginalError(f"policy {policy.name} asked for {d.size} samples past the budget of {budget}")
-        steps[q] = []
-        for r, (i, n) in enumerate(d.requests):
-            if not 0 <= i < len(priors):
-                raise MarginalError(f"policy {policy.name} asked for prior {i}; the bank has {len(priors)}")
-            g = _Group(problems[q], priors[i], len(st.answers[i]), n)
-            steps[q].append((r, g, None))
+        got[q] = [None] * len(groups)
+        for r, g in enumerate(groups):
             prompt, call_spec = _request(g, spec)
             driver.submit(engines(g.prior), prompt, call_spec, (q, r, time.perf_counter()))
 
     def on_done(tag: tuple[int, int, float], comps: list[Completion]) -> None:
         q, r, t0 = tag
-        _, g, _ = steps[q][r]
-        steps[q][r] = (r, g, to_samples(task, [g], [comps], time.perf_counter() - t0))
-        if any(smp is None for _, _, smp in steps[q]):
+        sv = solves[q]
+        assert sv.pending is not None
+        got[q][r] = to_samples(task, [sv.pending[r]], [comps], time.perf_counter() - t0)
+        if any(x is None for x in got[q]):
             return
-        for _, g, smp in steps.pop(q):  # in request order, whatever order they finished in
-            for x in smp or ():
-                states[q].samples.append(x)
-                states[q].answers[index[g.prior.name]].append(x.answer)
-                out_samples.append(x)
+        done = [x for x in got.pop(q) if x is not None]
+        sv.feed(done)  # in request order, whatever order they finished in
+        out_samples.extend(x for smp in done for x in smp)
         ask(q)
         if len(out_samples) >= commit_samples:
             flush()
@@ -429,17 +475,7 @@ def allocate(
         ask(q)
     driver.run()
     flush()
-    return states
-
-
-def _known_state(p: Problem, priors: Sequence[Prior], index: dict[str, int],
-                 known: dict[str, list[Sample]] | None) -> QuestionState:
-    st = QuestionState([[] for _ in priors])
-    for smp in sorted((known or {}).get(p.id, []), key=lambda s: (index.get(s.prior, -1), s.index)):
-        if smp.prior in index:
-            st.answers[index[smp.prior]].append(smp.answer)
-            st.samples.append(smp)
-    return st
+    return [sv.state for sv in solves]
 
 
 def execute_policy(

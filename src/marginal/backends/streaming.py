@@ -169,3 +169,45 @@ class Driver:
                 if id(t) in wanted and f.cancel():
                     n += 1
         return n
+
+
+class Pump:
+    """A background thread that steps one engine while it has work (for servers).
+
+    ``submit`` forwards to the engine and wakes the thread; callers wait on
+    the returned futures (``asyncio.wrap_future`` in an event loop). All
+    concurrent callers' requests share the engine's batches. ``close()``
+    stops the thread (the engine stays open).
+    """
+
+    def __init__(self, engine: Streaming, idle_wait: float = 0.05) -> None:
+        self.engine = engine
+        self.idle_wait = idle_wait
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name=f"pump-{engine.name}", daemon=True)
+        self._thread.start()
+
+    def submit(self, prompt: Prompt, spec: SampleSpec) -> Future[list[Completion]]:
+        if self.error is not None:
+            raise RuntimeError(f"engine {self.engine.name} stopped: {self.error}") from self.error
+        fut = self.engine.submit(prompt, spec)
+        self._wake.set()
+        return fut
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                busy = self.engine.step()
+            except BaseException as e:  # the engine broke: fail loudly to every later caller
+                self.error = e
+                return
+            if not busy:
+                self._wake.wait(self.idle_wait)
+                self._wake.clear()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=60)
