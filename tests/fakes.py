@@ -49,10 +49,13 @@ def fake_bank(names):
 
 
 class FakeTask:
+    """Extracts 'ANSWER: a'; an answer in ``unreadable`` fails extraction (a failed sample)."""
+
     name = "fake"
 
-    def __init__(self, names):
+    def __init__(self, names, unreadable=frozenset()):
         self.names = names
+        self.unreadable = unreadable
 
     def problems(self):
         return [Problem("p0", "what?", "42")]
@@ -61,7 +64,7 @@ class FakeTask:
         return fake_bank(self.names)
 
     def extract(self, text, problem):
-        if text.startswith("ANSWER: "):
+        if text.startswith("ANSWER: ") and text.removeprefix("ANSWER: ") not in self.unreadable:
             return Extraction(text.removeprefix("ANSWER: "))
         return Extraction(None, "no_answer")
 

@@ -2,7 +2,9 @@ import pytest
 
 from fakes import FakeBackend, FakeTask
 from marginal.errors import MarginalError
-from marginal.policies import Adaptive, Fixed, Plan, diversity, make_policy, repetition
+from marginal.policies import (
+    KINDS, POLICIES, REGIMES, STOPS, Adaptive, Decision, Fixed, SplitPlan, diversity, make_policy, repetition,
+)
 from marginal.session import Session
 
 NAMES = [f"c{i}" for i in range(8)]
@@ -130,9 +132,9 @@ def test_policy_over_budget_is_an_error():
 
 
 def test_plan_roundtrip_and_refusal(tmp_path):
-    plan = Plan("gsm8k", "smollm2-135m", {8: (4, 2), 16: (4, 4)})
+    plan = SplitPlan("gsm8k", "smollm2-135m", {8: (4, 2), 16: (4, 4)})
     plan.save(tmp_path / "p.json")
-    back = Plan.load(tmp_path / "p.json")
+    back = SplitPlan.load(tmp_path / "p.json")
     assert back == plan
     assert (back.policy(12).k, back.policy(12).m) == (4, 2)
     with pytest.raises(MarginalError, match="made for task 'gsm8k'"):
@@ -141,7 +143,7 @@ def test_plan_roundtrip_and_refusal(tmp_path):
         back.policy(4)
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(MarginalError, match="not a plan file"):
-        Plan.load(tmp_path / "bad.json")
+        SplitPlan.load(tmp_path / "bad.json")
 
 
 def test_adaptive_decision_is_fast():
@@ -154,3 +156,64 @@ def test_adaptive_decision_is_fast():
         pol.decide(answers, 32)
     per = (time.perf_counter() - t) / 200
     assert per < 0.01  # the 1 ms target is measured in bench/solve.py; this guards against gross regressions
+
+
+# -- typed decisions ---------------------------------------------------------------------
+
+
+def test_decision_fields_are_typed_and_checked():
+    assert Decision((), "done").kind == "stop" and Decision((), "done").stop_kind is None
+    assert Decision(((0, 1),), "custom").kind is None  # a policy that does not say
+    with pytest.raises(ValueError, match="kind"):
+        Decision(((0, 1),), "x", "stop")
+    with pytest.raises(ValueError, match="kind"):
+        Decision((), "x", "open")
+    with pytest.raises(ValueError, match="kind"):
+        Decision(((0, 1),), "x", "wander")
+    with pytest.raises(ValueError, match="regime"):
+        Decision(((0, 1),), "x", "open", "drifting")
+    with pytest.raises(ValueError, match="stop_kind"):
+        Decision(((0, 1),), "x", "open", stop_kind="budget spent")
+    d = Decision(((1, 2),), "aligned ...", "open", "aligned", 0.8125)
+    assert Decision.from_record([[1, 2]], d.reason, d.record()) == d
+    old = Decision.from_record([], "budget spent", None)  # a row stored before typed fields
+    assert old == Decision((), "budget spent") and old.stop_kind is None
+
+
+def test_adaptive_decisions_carry_kind_regime_and_stop_kind():
+    rs = _many(ALIGNED, budget=16, policy=Adaptive(threshold=0.99)) + _many(MISALIGNED, budget=16, policy=Adaptive(threshold=0.99))
+    for r in rs:
+        d0, *mid, last = r.decisions
+        assert d0.kind == "probe" and d0.p_leader_stays is None
+        assert last.kind == "stop" and last.stop_kind in ("budget spent", "leader certain")
+        assert all(d.kind in ("open", "repeat") and d.p_leader_stays is not None for d in mid)
+        for d in mid:
+            assert d.regime in REGIMES + (None,)
+            assert d.regime != "aligned" or d.kind == "open"
+            assert d.regime != "misaligned" or d.kind == "repeat"
+        assert r.stop_reason == last.reason
+    seen = {d.regime for r in rs for d in r.decisions}
+    assert {"aligned", "misaligned"} <= seen
+    assert Fixed(2, 2).decide([[]] * 2, 4).kind == "probe"
+    assert Fixed(2, 2).decide([["a", "a"], ["b", "b"]], 4).stop_kind == "fixed split complete"
+    assert set(KINDS) == {"probe", "open", "repeat", "stop"} and "pool exhausted" in STOPS
+
+
+def test_adaptive_leader_on_a_tie_is_the_vote_winner():
+    # Bank exhausted, top answers tied: the leader is the alphabetically smallest ("a"),
+    # so the prior that agrees with "a" is repeated (the old rule took "b" and repeated prior 0).
+    d = Adaptive(threshold=1.0).decide([["b", "b"], ["a", "a"]], 16)
+    assert d.requests == ((1, 2),) and d.kind == "repeat" and d.regime is None
+    assert d.reason.startswith("bank exhausted")
+
+
+def test_policy_registry_is_the_one_table():
+    assert POLICIES.names() == ("adaptive", "fixed", "repetition", "diversity", "planned")
+    assert all(e.help for e in POLICIES)
+    assert isinstance(make_policy("adaptive", 8, 8, threshold=0.9), Adaptive)
+    assert make_policy("fixed", 8, 8, k=4) == Fixed(4, 2)
+    assert make_policy("planned", 12, 8, plan=SplitPlan("t", "m", {8: (4, 2)})) == Fixed(4, 2, "planned")
+    with pytest.raises(MarginalError, match="dividing the budget"):
+        make_policy("fixed", 8, 8, k=3)
+    with pytest.raises(MarginalError, match="needs --plan"):
+        make_policy("planned", 8, 8)

@@ -44,7 +44,6 @@ import argparse
 import dataclasses
 import json
 import math
-import sqlite3
 import sys
 import tempfile
 import time
@@ -57,8 +56,10 @@ import numpy as np
 from marginal.analysis import accuracy_grid, load_pool, plan, split_problems
 from marginal.errors import MarginalError
 from marginal.policies import Adaptive, Fixed, Policy, make_policy
-from marginal.replay import replay, replay_question, vote_credit
+from marginal.replay import replay, replay_question
+from marginal.snapshot import snapshot
 from marginal.store import Store
+from marginal.vote import credit, tally
 
 BUDGETS = (4, 8, 16, 32)
 THRESHOLDS = (0.9, 0.95, 0.99)
@@ -116,17 +117,17 @@ def replay_order(cells: Cells, policy: Policy, budget: int, order: int, seed: in
 
     Order 0 is the stored (live-run) order. Returns per-problem credit, samples
     used and whether the policy asked for more samples than the pool holds
-    (and, with ``details``, why each problem stopped).
+    (and, with ``details``, each problem's ``QuestionReplay``: why it stopped).
     """
     rng = np.random.default_rng([seed, order]) if order else None
     cr, us, ex, why = [], [], [], []
     for p, cellset in enumerate(cells.answers):
         pools = [list(c) if rng is None else [c[j] for j in rng.permutation(len(c))] for c in cellset]
-        seen, exhausted, reason = replay_question(policy, pools, budget)
-        why.append(reason)
-        cr.append(vote_credit(seen, cells.gold[p]))
-        us.append(sum(len(a) for a in seen))
-        ex.append(exhausted)
+        q = replay_question(policy, pools, budget)
+        why.append(q)
+        cr.append(credit(tally(q.answers), cells.gold[p]))
+        us.append(sum(len(a) for a in q.answers))
+        ex.append(q.exhausted)
     if details:
         return np.array(cr), np.array(us, float), np.array(ex, bool), why
     return np.array(cr), np.array(us, float), np.array(ex, bool)
@@ -342,12 +343,10 @@ def adaptive_entry(cells, B, tau, n_orders, boot, seed) -> dict:
         c, u, x, why = replay_order(cells, pol, B, r, seed, details=True)
         if r:
             cs.append(c), us.append(u), xs.append(x)
-        for w in why:
-            if w.startswith("pool exhausted"):
-                stops["pool exhausted"] += 1
-                needs[w.split(": ")[1]] += 1
-            else:
-                stops[w] += 1
+        for q in why:
+            stops[q.stop_kind] += 1
+            if q.short is not None:
+                needs[f"prior {q.short[0]} needs {q.short[1]}"] += 1
     C, U, X = np.stack(cs), np.stack(us), np.stack(xs)  # (R, N)
     e = {"name": name, "kind": "adaptive", "threshold": tau}
     live_b = bounded(c0, u0, x0, B)
@@ -589,18 +588,6 @@ def plot(results: list[dict], path: Path) -> None:
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path, dpi=130)
     plt.close(fig)
-
-
-def snapshot(db: str, dst: Path) -> Path:
-    """A consistent copy of a pool that may still be written (SQLite online backup), read-only source."""
-    src = sqlite3.connect(f"file:{Path(db).resolve()}?mode=ro", uri=True)
-    dst_db = sqlite3.connect(dst)
-    try:
-        src.backup(dst_db)
-    finally:
-        dst_db.close()
-        src.close()
-    return dst
 
 
 def main(argv=None) -> int:

@@ -251,7 +251,7 @@ def analyze_cmd(
 def _save_plan(db: Path, pool, budget: int, split: float, seed: int, path: Path) -> None:
     """The planner's held-out-checked choice at each power-of-two budget up to ``budget``."""
     from .analysis import plan
-    from .policies import Plan
+    from .policies import SplitPlan
     from .store import Store
 
     store = Store(db, readonly=True)
@@ -259,7 +259,7 @@ def _save_plan(db: Path, pool, budget: int, split: float, seed: int, path: Path)
     store.close()
     budgets = sorted({b for b in (2 ** i for i in range(1, 12)) if b <= budget} | {budget})
     splits = {b: plan(pool, b, split=split, seed=seed).choice for b in budgets}
-    Plan(cfg["task"], cfg["model"], splits).save(path)
+    SplitPlan(cfg["task"], cfg["model"], splits).save(path)
     out.print(f"wrote {path}: " + ", ".join(f"B={b}: K={k} x M={m}" for b, (k, m) in splits.items()))
 
 

@@ -215,12 +215,12 @@ def run(
 
     from dataclasses import replace
 
-    from .policies import Plan, make_policy
+    from .policies import SplitPlan, make_policy
     from .runner import execute_policy, open_run
 
     pol = None
     if policy is not None:
-        plan_obj = Plan.load(plan_file) if plan_file else None
+        plan_obj = SplitPlan.load(plan_file) if plan_file else None
         if plan_obj is not None:
             plan_obj.check(plan.task, model)
         pol = make_policy(policy, budget, len(plan.priors), k=len(plan.priors), plan=plan_obj, threshold=threshold)
@@ -318,7 +318,7 @@ def ask(
     show_steps: bool = typer.Option(False, "--steps", help="print every policy decision"),
 ) -> None:
     """Answer one question with a sample budget: the marginal answer, its margin and the votes."""
-    from .policies import Plan
+    from .policies import SplitPlan
     from .session import Session
     from .tasks import load_task
     from .types import SampleSpec
@@ -328,7 +328,7 @@ def ask(
         spec = SampleSpec(n=1, temperature=temperature, max_tokens=max_tokens, seed=seed)
     except ValueError as e:
         raise MarginalError(str(e)) from None
-    plan = Plan.load(plan_file) if plan_file else None
+    plan = SplitPlan.load(plan_file) if plan_file else None
     with Session(model, load_task(task, data=data, seed=seed), spec=spec) as s:
         r = s.solve(question, budget=budget, policy=policy, plan=plan)
     t = Table(title=f"votes ({r.used} of {budget} samples)")

@@ -3,40 +3,79 @@
 A policy is a pure function of what has been seen for one question: the bank
 size, the budget, and the canonical answers drawn so far under each prior
 (None for a failed sample). It returns the next ``Decision``: a request
-(prior index -> number of new samples) or a stop, each with its reason. No
+(prior index -> number of new samples) or a stop. A decision carries typed
+fields (its kind, the regime it saw, P(leader stays), why it stopped) for
+code to read, and a human sentence (``reason``) that no code parses. No
 policy talks to a backend, so a logged run replays to the same decisions.
 
-Policies: ``fixed`` (K x M), ``repetition`` (K = 1), ``diversity`` (M = 1),
-``planned`` (K x M read from a plan file made by ``marginal analyze
---save-plan``), ``adaptive`` (label-free, sequential, early stopping).
-Left out: weighted votes inside the adaptive rule (it votes uniformly).
+Policies (the ``POLICIES`` registry): ``fixed`` (K x M), ``repetition``
+(K = 1), ``diversity`` (M = 1), ``planned`` (K x M read from a
+``SplitPlan`` file made by ``marginal analyze --save-plan``), ``adaptive``
+(label-free, sequential, early stopping). Votes and their tie rule are
+``marginal.vote``'s. Left out: weighted votes inside the adaptive rule (it
+votes uniformly).
 """
 
 from __future__ import annotations
 
 import json
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from .errors import MarginalError, unknown
+from .errors import MarginalError
+from .registry import Registry
 from .types import derive_seed
+from .vote import Answers, ranked, tally, top, winner
 
-Answers = Sequence[Sequence["str | None"]]
-"""Per prior in bank order, the answers seen so far (None = failed sample)."""
+KINDS = ("probe", "open", "repeat", "stop")
+"""What a decision does: probe (samples asked for without reading the answers: adaptive's first
+step, a fixed split), open (a prior not sampled yet), repeat (more of a sampled prior), stop."""
+
+REGIMES = ("aligned", "misaligned")
+"""What an adaptive step saw: the newest prior agrees with the leader at least as well as the
+pooled vote (aligned) or less (misaligned)."""
+
+STOPS = ("budget spent", "leader certain", "fixed split complete", "pool exhausted")
+"""Why a question stopped; "pool exhausted" is the replay's (a request past what a pool holds)."""
 
 
 @dataclass(frozen=True)
 class Decision:
-    """The next step for one question."""
+    """The next step for one question.
+
+    ``kind`` defaults to "stop" when nothing is requested; a request without a
+    kind (a policy that does not say, or a decision stored before kinds were)
+    keeps ``kind=None``.
+    """
 
     requests: tuple[tuple[int, int], ...]
     """(prior index, new samples) pairs; empty means stop."""
     reason: str
+    """A sentence for people (logs, ``marginal ask --steps``); nothing parses it."""
+    kind: str | None = None
+    """One of ``KINDS``."""
+    regime: str | None = None
+    """One of ``REGIMES`` where the step compared agreements, else None."""
+    p_leader_stays: float | None = None
+    """P(the leader stays the leader under the remaining budget), where the policy computed it."""
+    stop_kind: str | None = None
+    """Why it stopped (one of ``STOPS``), for a stop that says."""
+
+    def __post_init__(self) -> None:
+        if self.kind is None and not self.requests:
+            object.__setattr__(self, "kind", "stop")
+        if self.kind is not None and self.kind not in KINDS:
+            raise ValueError(f"decision kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        if (self.kind == "stop") != (not self.requests):
+            raise ValueError(f"decision kind {self.kind!r} does not fit its requests {self.requests!r}")
+        if self.regime is not None and self.regime not in REGIMES:
+            raise ValueError(f"decision regime must be one of {', '.join(REGIMES)} or None, got {self.regime!r}")
+        if self.stop_kind is not None and (self.requests or self.stop_kind not in STOPS):
+            raise ValueError(f"stop_kind {self.stop_kind!r} needs a stop and one of {', '.join(STOPS)}")
 
     @property
     def stop(self) -> bool:
@@ -46,35 +85,28 @@ class Decision:
     def size(self) -> int:
         return sum(n for _, n in self.requests)
 
+    def record(self) -> str:
+        """The typed fields as canonical JSON (what the store keeps beside requests and reason)."""
+        return json.dumps({"kind": self.kind, "regime": self.regime, "p_leader_stays": self.p_leader_stays,
+                           "stop_kind": self.stop_kind}, sort_keys=True)
+
+    @classmethod
+    def from_record(cls, requests: Sequence[Sequence[int]], reason: str, record: str | None) -> Decision:
+        """A stored decision back; ``record`` None (a row stored before typed fields) leaves them unset."""
+        d = json.loads(record) if record else {}
+        return cls(tuple((int(i), int(n)) for i, n in requests), reason, d.get("kind"), d.get("regime"),
+                   d.get("p_leader_stays"), d.get("stop_kind"))
+
 
 class Policy(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def decide(self, answers: Answers, budget: int) -> Decision: ...
 
 
 def used(answers: Answers) -> int:
     return sum(len(a) for a in answers)
-
-
-def vote(answers: Answers, weights: Sequence[float] | None = None) -> Counter:
-    """Weighted vote counts over all priors; failed samples do not vote."""
-    c: Counter = Counter()
-    for i, ans in enumerate(answers):
-        w = 1.0 if weights is None else weights[i]
-        for a in ans:
-            if a is not None:
-                c[a] += w
-    return c
-
-
-def label_free_margin(counts: Mapping[str, float]) -> float:
-    """Top-1 share minus top-2 share of a vote (0 for an empty vote)."""
-    total = sum(counts.values())
-    if total <= 0:
-        return 0.0
-    top = sorted(counts.values(), reverse=True) + [0.0]
-    return (top[0] - top[1]) / total
 
 
 def _check_budget(budget: int) -> None:
@@ -102,8 +134,8 @@ class Fixed:
             raise MarginalError(f"policy {self.name} needs {self.k} priors, the bank has {len(answers)}")
         missing = tuple((i, self.m - len(answers[i])) for i in range(self.k) if len(answers[i]) < self.m)
         if missing:
-            return Decision(missing, f"fixed split K={self.k} x M={self.m}")
-        return Decision((), "fixed split complete")
+            return Decision(missing, f"fixed split K={self.k} x M={self.m}", "probe")
+        return Decision((), "fixed split complete", stop_kind="fixed split complete")
 
 
 def repetition(budget: int, bank: int) -> Fixed:
@@ -118,21 +150,20 @@ def diversity(budget: int, bank: int) -> Fixed:
 
 
 @dataclass(frozen=True)
-class Plan:
-    """A recommended split per budget, fitted on a calibration run."""
+class SplitPlan:
+    """A recommended split per budget, fitted on a calibration run (``marginal analyze --save-plan``)."""
 
     task: str
     model: str
     splits: Mapping[int, tuple[int, int]]
     """budget -> (K, M)."""
-    weights: tuple[float, ...] | None = None
 
     @classmethod
-    def load(cls, path: str | Path) -> "Plan":
+    def load(cls, path: str | Path) -> SplitPlan:
         try:
             d = json.loads(Path(path).read_text())
             splits = {int(b): (int(k), int(m)) for b, (k, m) in d["splits"].items()}
-            return cls(d["task"], d["model"], splits, tuple(d["weights"]) if d.get("weights") else None)
+            return cls(d["task"], d["model"], splits)
         except FileNotFoundError:
             raise MarginalError(f"plan file not found: {path}") from None
         except (ValueError, KeyError, TypeError) as e:
@@ -140,8 +171,6 @@ class Plan:
 
     def save(self, path: str | Path) -> None:
         d = {"task": self.task, "model": self.model, "splits": {str(b): list(s) for b, s in self.splits.items()}}
-        if self.weights is not None:
-            d["weights"] = list(self.weights)
         Path(path).write_text(json.dumps(d, indent=2))
 
     def check(self, task: str, model: str) -> None:
@@ -171,7 +200,9 @@ class Adaptive:
     pooled mixture's (online drift): if it agrees at least as well (aligned),
     open the next prior of the bank; if less (misaligned), or the bank is
     exhausted, spend ``step`` more samples on the best-agreeing prior. While
-    the top answers are tied there is no leader to agree with: open a prior.
+    the top answers are tied and a prior is still unopened, there is no leader
+    to agree with: open a prior. Once the bank is exhausted, the leader is the
+    vote's winner under ``marginal.vote``'s tie rule.
     """
 
     probe_k: int = 2
@@ -189,48 +220,54 @@ class Adaptive:
 
     def decide(self, answers: Answers, budget: int) -> Decision:
         _check_budget(budget)
-        spent = used(answers)
-        left = budget - spent
+        left = budget - used(answers)
         if left <= 0:
-            return Decision((), "budget spent")
+            return Decision((), "budget spent", stop_kind="budget spent")
         opened = [i for i, a in enumerate(answers) if a]
         if not opened:
             k = min(self.probe_k, len(answers), budget)
             m = max(1, min(self.probe_m, budget // k))
-            return Decision(tuple((i, m) for i in range(k)), f"probe {k} priors x {m} samples")
-        counts = vote(answers)
+            return Decision(tuple((i, m) for i in range(k)), f"probe {k} priors x {m} samples", "probe")
+        nxt = _unopened(answers)
+        n = min(self.step, left)
+        counts = tally(answers)
         if not counts:  # every sample so far failed: widen to a new prior or repeat
-            nxt = len(opened) if len(opened) < len(answers) else opened[0]
-            return Decision(((nxt, min(self.step, left)),), "no valid answer yet")
+            return Decision((((opened[0], n),) if nxt is None else ((nxt, n),)), "no valid answer yet",
+                            "repeat" if nxt is None else "open")
         p_stay = self.p_leader_stays(counts, left)
         if p_stay >= self.threshold:
-            return Decision((), f"leader certain: P(stays leader) = {p_stay:.3f} >= {self.threshold}")
-        ranked = sorted(counts.values(), reverse=True)
-        n = min(self.step, left)
-        if len(ranked) > 1 and ranked[0] == ranked[1] and len(opened) < len(answers):
-            nxt = next(i for i in range(len(answers)) if not answers[i])
-            return Decision(((nxt, n),), f"tied leaders: open prior {nxt} (P(stays) {p_stay:.2f})")
-        leader = max(counts, key=lambda a: (counts[a], a))
-        agree = [_agreement(answers[i], leader) for i in range(len(answers))]
-        pooled = counts[leader] / sum(counts.values())
+            return Decision((), f"leader certain: P(stays leader) = {p_stay:.3f} >= {self.threshold}",
+                            p_leader_stays=p_stay, stop_kind="leader certain")
+        if len(top(counts)) > 1 and nxt is not None:
+            return Decision(((nxt, n),), f"tied leaders: open prior {nxt} (P(stays) {p_stay:.2f})", "open",
+                            p_leader_stays=p_stay)
+        return self._follow(answers, counts, opened, nxt, n, p_stay)
+
+    @staticmethod
+    def _follow(answers: Answers, counts: Mapping[str, float], opened: list[int], nxt: int | None, n: int,
+                p_stay: float) -> Decision:
+        """Open the next prior when the newest agrees with the leader as well as the pool does, else repeat."""
+        leader = winner(counts)
+        agree = [_agreement(a, leader) for a in answers]
+        pooled = counts[leader] / sum(counts.values()) if leader is not None else 0.0
         newest = opened[-1]
-        if agree[newest] >= pooled and len(opened) < len(answers):
-            nxt = next(i for i in range(len(answers)) if not answers[i])
+        if agree[newest] >= pooled and nxt is not None:
             return Decision(
                 ((nxt, n),),
                 f"aligned: newest prior agrees {agree[newest]:.2f} >= pooled {pooled:.2f}; "
                 f"open prior {nxt} (P(stays) {p_stay:.2f})",
+                "open", "aligned", p_stay,
             )
         best = max(opened, key=lambda i: (agree[i], -i))
-        why = "bank exhausted" if len(opened) == len(answers) else (
+        why = "bank exhausted" if nxt is None else (
             f"misaligned: newest prior agrees {agree[newest]:.2f} < pooled {pooled:.2f}"
         )
-        return Decision(((best, n),), f"{why}; repeat best-agreeing prior {best} (P(stays) {p_stay:.2f})")
+        return Decision(((best, n),), f"{why}; repeat best-agreeing prior {best} (P(stays) {p_stay:.2f})",
+                        "repeat", None if nxt is None else "misaligned", p_stay)
 
     def p_leader_stays(self, counts: Mapping[str, float], left: int) -> float:
         """P(the current leader still leads after ``left`` more samples), Dirichlet-multinomial."""
-        names = sorted(counts, key=lambda a: (-counts[a], a))
-        c = np.array([counts[a] for a in names] + [0.0])
+        c = np.array([counts[a] for a in ranked(counts)] + [0.0])
         rng = np.random.default_rng(derive_seed(tuple(c.tolist()), left))
         theta = rng.dirichlet(c + 0.5, size=self.draws)
         final = c + rng.multinomial(left, theta) if left > 0 else np.broadcast_to(c, theta.shape)
@@ -239,29 +276,49 @@ class Adaptive:
         return float(np.mean(final[:, 0] > others))
 
 
-def _agreement(ans: Sequence[str | None], leader: str) -> float:
+def _unopened(answers: Answers) -> int | None:
+    """The first prior with no sample yet (None when every prior has some)."""
+    return next((i for i, a in enumerate(answers) if not a), None)
+
+
+def _agreement(ans: Sequence[str | None], leader: str | None) -> float:
     valid = [a for a in ans if a is not None]
     return sum(a == leader for a in valid) / len(valid) if valid else 0.0
 
 
-POLICIES = ("adaptive", "fixed", "repetition", "diversity", "planned")
+# -- the policy registry ------------------------------------------------------------------
+PolicyFactory = Callable[..., Policy]
+"""``factory(budget, bank, *, k, plan, threshold) -> Policy`` (see ``make_policy``)."""
 
 
-def make_policy(name: str, budget: int, bank: int, *, k: int | None = None, plan: Plan | None = None, threshold: float = 0.95) -> Policy:
-    """The policy a CLI name stands for, sized for ``budget`` and a bank of ``bank`` priors."""
+def _adaptive(budget: int, bank: int, *, threshold: float, **_) -> Policy:
+    return Adaptive(threshold=threshold)
+
+
+def _fixed(budget: int, bank: int, *, k: int | None, **_) -> Policy:
+    if k is None or budget % k:
+        raise MarginalError(f"fixed policy needs --priors K dividing the budget {budget}, got K={k}")
+    return Fixed(k, budget // k)
+
+
+def _planned(budget: int, bank: int, *, plan: SplitPlan | None, **_) -> Policy:
+    if plan is None:
+        raise MarginalError("policy 'planned' needs --plan plan.json (from marginal analyze --save-plan)")
+    return plan.policy(budget)
+
+
+POLICIES: Registry[PolicyFactory] = Registry("policy")
+POLICIES.add("adaptive", _adaptive, "probe 2 priors x 2 samples, then open or repeat priors as they agree; stop early")
+POLICIES.add("fixed", _fixed, "K priors x M samples, K from --priors (it must divide the budget)")
+POLICIES.add("repetition", lambda budget, bank, **_: repetition(budget, bank),
+             "K = 1: the whole budget on the default prior")
+POLICIES.add("diversity", lambda budget, bank, **_: diversity(budget, bank),
+             "M = 1: one sample per prior (B // P each when B > P)")
+POLICIES.add("planned", _planned, "the K x M that marginal analyze --save-plan chose for the budget (--plan)")
+
+
+def make_policy(name: str, budget: int, bank: int, *, k: int | None = None, plan: SplitPlan | None = None,
+                threshold: float = 0.95) -> Policy:
+    """The policy a CLI name stands for (``POLICIES``), sized for ``budget`` and a bank of ``bank`` priors."""
     _check_budget(budget)
-    if name == "adaptive":
-        return Adaptive(threshold=threshold)
-    if name == "repetition":
-        return repetition(budget, bank)
-    if name == "diversity":
-        return diversity(budget, bank)
-    if name == "fixed":
-        if k is None or budget % k:
-            raise MarginalError(f"fixed policy needs --priors K dividing the budget {budget}, got K={k}")
-        return Fixed(k, budget // k)
-    if name == "planned":
-        if plan is None:
-            raise MarginalError("policy 'planned' needs --plan plan.json (from marginal analyze --save-plan)")
-        return plan.policy(budget)
-    raise unknown("policy", name, POLICIES)
+    return POLICIES.get(name)(budget, bank, k=k, plan=plan, threshold=threshold)

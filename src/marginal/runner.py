@@ -500,7 +500,7 @@ def execute_policy(
 
     def on_batch(samples: list[Sample], steps: list[tuple[str, int, Decision]]) -> None:
         t0 = time.perf_counter()
-        rows = [(pid, used, json.dumps(d.requests), d.reason) for pid, used, d in steps]
+        rows = [(pid, used, json.dumps(d.requests), d.reason, d.record()) for pid, used, d in steps]
         store.add_samples(run_id, samples, rows)
         counter["done"] += len(samples)
         counter["finished"] |= {pid for pid, _, d in steps if d.stop}

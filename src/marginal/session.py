@@ -14,16 +14,16 @@ Left out: persisting solves to a store (``marginal run --policy`` does that).
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .backends.base import Backend
 from .errors import MarginalError
-from .policies import Decision, Plan, Policy, label_free_margin, make_policy, vote
+from .policies import Decision, Policy, SplitPlan, make_policy
 from .runner import QuestionState, allocate
 from .tasks.base import Task
 from .types import Prior, Problem, Sample, SampleSpec
+from .vote import label_free_margin, ranked, tally, winner
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,8 @@ class Result:
 
     question: str
     answer: str | None
-    """Plurality answer over all valid samples (None if every sample failed)."""
+    """Plurality answer over all valid samples, ties to the alphabetically smallest (``marginal.vote``);
+    None if every sample failed."""
     shares: dict[str, float]
     """Vote share of each answer, largest first."""
     margin: float
@@ -50,8 +51,8 @@ class Result:
 
 
 def _regime(decisions: Sequence[Decision]) -> str:
-    kinds = {d.reason.split(":")[0] for d in decisions}
-    a, m = "aligned" in kinds, "misaligned" in kinds
+    seen = {d.regime for d in decisions}
+    a, m = "aligned" in seen, "misaligned" in seen
     return "mixed" if a and m else "aligned" if a else "misaligned" if m else "fixed"
 
 
@@ -105,7 +106,7 @@ class Session:
             self._engines[prior.model] = load_backend(prior.model, **self._options)
         return self._engines[prior.model]
 
-    def _policy(self, policy: str | Policy, budget: int, plan: Plan | None) -> Policy:
+    def _policy(self, policy: str | Policy, budget: int, plan: SplitPlan | None) -> Policy:
         if isinstance(policy, str):
             if plan is not None:
                 plan.check(self.task.name, self.backend.name)
@@ -114,7 +115,7 @@ class Session:
             return make_policy(policy, budget, len(self.priors), k=k, plan=plan)
         return policy
 
-    def solve(self, question: str | Problem, *, budget: int = 16, policy: str | Policy = "adaptive", plan: Plan | None = None) -> Result:
+    def solve(self, question: str | Problem, *, budget: int = 16, policy: str | Policy = "adaptive", plan: SplitPlan | None = None) -> Result:
         return self.solve_many([question], budget=budget, policy=policy, plan=plan)[0]
 
     def solve_many(
@@ -123,7 +124,7 @@ class Session:
         *,
         budget: int = 16,
         policy: str | Policy = "adaptive",
-        plan: Plan | None = None,
+        plan: SplitPlan | None = None,
         max_batch: int = 256,
     ) -> list[Result]:
         """Solve every question under ``policy`` with ``budget`` samples each, batched across questions."""
@@ -136,15 +137,14 @@ class Session:
 
     def _result(self, problem: Problem, state: "QuestionState", budget: int) -> Result:
         samples, decisions = state.samples, state.decisions
-        counts: Counter = vote(state.answers)
+        counts = tally(state.answers)
         total = sum(counts.values())
-        ranked = sorted(counts, key=lambda a: (-counts[a], a))
-        answer = ranked[0] if ranked else None
+        answer = winner(counts)
         correct = None
         if answer is not None and problem.answer is not None:
             correct = self.task.grade(answer, problem)
         return Result(
-            question=problem.question, answer=answer, shares={a: counts[a] / total for a in ranked},
+            question=problem.question, answer=answer, shares={a: counts[a] / total for a in ranked(counts)},
             margin=label_free_margin(counts), used=len(samples), budget=budget,
             stop_reason=decisions[-1].reason, regime=_regime(decisions), decisions=tuple(decisions),
             samples=tuple(samples), correct=correct,

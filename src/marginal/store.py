@@ -11,9 +11,11 @@ Layout (one file may hold several runs):
   empty and sample texts, which may quote it, are stored zlib-compressed
   (``samples()`` returns them decoded).
 - ``priors(run_id, position, name, spec)``: the run's bank, in order.
-- ``decisions(run_id, problem_id, used, requests, reason)``: a policy's
-  steps, keyed by the samples used when it decided (a replay after a resume
-  finds the same keys and adds nothing).
+- ``decisions(run_id, problem_id, used, requests, reason, detail)``: a
+  policy's steps, keyed by the samples used when it decided (a replay after
+  a resume finds the same keys and adds nothing); ``detail`` is the
+  decision's typed fields as JSON (``Decision.record``), NULL in files
+  written before they were stored (the column is added on open).
 - ``samples(run_id, problem_id, prior, idx, ...)``: unique on
   (run_id, problem_id, prior, idx). ``answer`` is the canonical answer (NULL
   when extraction failed, with ``error`` saying why); ``correct`` is 1/0, or
@@ -70,6 +72,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     used INTEGER NOT NULL,
     requests TEXT NOT NULL,
     reason TEXT NOT NULL,
+    detail TEXT,
     PRIMARY KEY (run_id, problem_id, used)
 );
 CREATE TABLE IF NOT EXISTS samples (
@@ -107,6 +110,8 @@ SAMPLE_COLUMNS = [f.name for f in fields(Sample)]
 _DB_COLUMNS = ["problem_id", "prior", "idx", *SAMPLE_COLUMNS[3:]]
 _INSERT_COLUMNS = ["run_id", *_DB_COLUMNS[:-len(BLEND_COLUMNS)], "created", *BLEND_COLUMNS]
 
+
+DECISION_COLUMNS = ("run_id", "problem_id", "used", "requests", "reason", "detail")
 
 _ZPREFIX = "zlib:"
 
@@ -148,6 +153,7 @@ class Store:
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=NORMAL")
                 self.db.executescript(SCHEMA)
+                self._add_decision_detail()
                 have = {r[1] for r in self.db.execute("PRAGMA table_info(samples)")}
                 for col, kind in BLEND_COLUMNS.items():  # a file written before blend diagnostics were stored
                     if col not in have:
@@ -227,10 +233,10 @@ class Store:
         return {r[0] for r in rows}
 
     def add_samples(
-        self, run_id: str, samples: Iterable[Sample], decisions: Iterable[tuple[str, int, str, str]] = ()
+        self, run_id: str, samples: Iterable[Sample], decisions: Iterable[tuple[str, int, str, str, str]] = ()
     ) -> int:
         """Store samples (and policy decisions: problem id, used, requests JSON,
-        reason) in one transaction; returns how many samples were new."""
+        reason, detail JSON) in one transaction; returns how many samples were new."""
         now = time.time()
         redacted = self._redacted(run_id)
         rows = [
@@ -250,17 +256,26 @@ class Store:
             )
             added = db.total_changes - before
             db.executemany(
-                "INSERT OR IGNORE INTO decisions VALUES (?,?,?,?,?)", [(run_id, *d) for d in decisions]
+                f"INSERT OR IGNORE INTO decisions ({', '.join(DECISION_COLUMNS)}) VALUES (?,?,?,?,?,?)",
+                [(run_id, *d) for d in decisions],
             )
             return added
 
-    def decisions(self, run_id: str) -> list[tuple[str, int, list, str]]:
-        """(problem id, samples used, requests, reason) for each logged policy step."""
+    def _add_decision_detail(self) -> None:
+        """Add the ``detail`` column to a decisions table written before typed decisions were stored."""
+        if "detail" not in {r[1] for r in self.db.execute("PRAGMA table_info(decisions)")}:
+            self.db.execute("ALTER TABLE decisions ADD COLUMN detail TEXT")
+
+    def decisions(self, run_id: str) -> list[tuple[str, int, list, str, str | None]]:
+        """(problem id, samples used, requests, reason, detail JSON or None) for each logged policy step."""
+        have = {r[1] for r in self.db.execute("PRAGMA table_info(decisions)")}
+        detail = "detail" if "detail" in have else "NULL AS detail"  # a read-only older file
         rows = self.db.execute(
-            "SELECT problem_id, used, requests, reason FROM decisions WHERE run_id=? ORDER BY problem_id, used",
+            f"SELECT problem_id, used, requests, reason, {detail} FROM decisions WHERE run_id=? "
+            "ORDER BY problem_id, used",
             (run_id,),
         ).fetchall()
-        return [(p, u, json.loads(r), why) for p, u, r, why in rows]
+        return [(p, u, json.loads(r), why, d) for p, u, r, why, d in rows]
 
     def samples(self, run_id: str, *, decode: bool = True) -> list[Sample]:
         """The run's samples; ``decode=False`` keeps redacted texts compressed (for export)."""

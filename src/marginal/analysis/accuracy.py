@@ -4,9 +4,10 @@ For each problem and each cell (K, M) with K*M <= B: the expected credit of
 the plain majority vote when M samples per prior are drawn from the stored
 ones, without replacement (exact subsampling, multivariate hypergeometric)
 or with replacement (bootstrap, multinomial), over the first K priors in bank
-order or K priors at random (averaged over all K-subsets). Credit is 1/|T|
-when gold is among the tied top answers T ("split"), or 1 only when it is
-the single top answer ("strict"); an all-failed draw gets 0.
+order or K priors at random (averaged over all K-subsets). Credit is
+``marginal.vote``'s: 1/|T| when gold is among the tied top answers T
+("split"), or 1 only when it is the single top answer ("strict"); an
+all-failed draw gets 0.
 
 Exact: per prior, the distribution of its vote-count vector; convolved over
 priors (first K: one pass in bank order serves every K; random: a
@@ -35,10 +36,10 @@ from itertools import combinations
 import numpy as np
 
 from ..errors import MarginalError
+from ..vote import TIES, credit, credit_array, tally
 from .pool import MISSING, Pool
 
 MODES = ("first", "random")
-TIES = ("split", "strict")
 METHODS = ("auto", "exact", "mc")
 
 
@@ -116,18 +117,6 @@ def _check_opts(mode: str, ties: str, method: str) -> None:
         raise MarginalError(f"ties must be one of {', '.join(TIES)}, got {ties!r}")
     if method not in METHODS:
         raise MarginalError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-
-
-def credit(counts: np.ndarray, gold: int | np.ndarray, ties: str = "split") -> np.ndarray:
-    """Vote credit of count vectors (..., A) for gold column(s); 0 when nothing was voted."""
-    counts = np.asarray(counts)
-    mx = counts.max(axis=-1)
-    g = np.take_along_axis(counts, np.broadcast_to(np.asarray(gold), mx.shape)[..., None], axis=-1)[..., 0]
-    win = (g == mx) & (mx > 0)
-    n_top = (counts == mx[..., None]).sum(axis=-1)
-    if ties == "strict":
-        return (win & (n_top == 1)).astype(float)
-    return np.where(win, 1.0 / np.maximum(n_top, 1), 0.0)
 
 
 # -- exact ---------------------------------------------------------------------------
@@ -247,7 +236,7 @@ def _exact_problem(m, f, n, gold, cells, mode, replace, ties, max_states, lf):
 
     def value(keys, probs):
         cnt = (keys[:, None] // pows[None, :]) % base
-        return float(probs @ credit(cnt, g, ties))
+        return float(probs @ credit_array(cnt, g, ties))
 
     for M, wanted in by_m.items():
         kmax = max(k for k, _ in wanted)
@@ -356,7 +345,7 @@ def _exact_two(cg, co, f, n, gold_col_ok, cells, mode, replace, ties, lf):
 
 
 # -- Monte Carlo with common random numbers ------------------------------------------
-def _relabel(answers: np.ndarray, gold: np.ndarray) -> tuple[np.ndarray, int]:
+def relabel(answers: np.ndarray, gold: np.ndarray) -> tuple[np.ndarray, int]:
     """Ids with gold -> 0, other answers -> 1.., failed/missing -> W (abstain); returns (ids, W)."""
     g = gold[:, None, None]
     ids = np.where(answers == g, 0, np.where(answers < g, answers + 1, answers))
@@ -394,7 +383,7 @@ def _mc_problems(pool: Pool, idx: np.ndarray, cells, mode, replace, ties, reps, 
     var = np.zeros((len(idx), len(cells)))
     if len(idx) == 0:
         return out, var
-    ids_all, W = _relabel(pool.answers[idx], pool.gold[idx])
+    ids_all, W = relabel(pool.answers[idx], pool.gold[idx])
     sizes_all = pool.sizes[idx]
     N, P, n = ids_all.shape
     by_m: dict[int, list[tuple[int, int]]] = {}
@@ -415,7 +404,7 @@ def _mc_problems(pool: Pool, idx: np.ndarray, cells, mode, replace, ties, reps, 
             kmax = max(k for k, _ in by_m[M])
             cum = np.cumsum(counts[:, :, :kmax, :W], axis=2, dtype=dt)
             for k, j in by_m[M]:
-                cr = credit(cum[:, :, k - 1, :], 0, ties)
+                cr = credit_array(cum[:, :, k - 1, :], 0, ties)
                 out[s : s + chunk, j] = cr.mean(axis=0)
                 var[s : s + chunk, j] = cr.var(axis=0, ddof=1) / reps if reps > 1 else 0.25
     return out, var
@@ -427,7 +416,7 @@ def mc_cell(pool: Pool, k: int, m: int, *, reps: int, mode: str = "first", repla
     rng = np.random.default_rng(seed)
     pool.require_gold("vote accuracy")
     pool = pool.subset(pool.labelled)
-    ids, W = _relabel(pool.answers, pool.gold)
+    ids, W = relabel(pool.answers, pool.gold)
     sizes = pool.sizes
     lab = np.arange(W, dtype=np.int32)
     N = ids.shape[0]
@@ -448,7 +437,7 @@ def mc_cell(pool: Pool, k: int, m: int, *, reps: int, mode: str = "first", repla
             j = np.argpartition(keys, m - 1, axis=3)[..., :m] if m < ids.shape[2] else np.argsort(keys, axis=3)[..., :m]
         d = np.take_along_axis(cells, j, axis=3).reshape(reps, len(sub), -1)
         cnt = (d[..., None] == lab).sum(axis=2)
-        cr = credit(cnt, 0, ties)
+        cr = credit_array(cnt, 0, ties)
         out[s : s + chunk] = cr.mean(axis=0)
         var[s : s + chunk] = cr.var(axis=0, ddof=1) / reps
     return out, var
@@ -621,18 +610,8 @@ def brute_force_accuracy(pool: Pool, k: int, m: int, *, mode="first", replace=Fa
                     per.append(list(combinations(stored, min(m, len(stored)))))
             s_tot, s_n = 0.0, 0
             for combo in product(*per):
-                votes: dict[int, int] = {}
-                for draw in combo:
-                    for x in draw:
-                        if x >= 0:
-                            votes[x] = votes.get(x, 0) + 1
                 s_n += 1
-                if not votes:
-                    continue
-                top = max(votes.values())
-                T = [x for x, v in votes.items() if v == top]
-                if g in T:
-                    s_tot += (1 / len(T)) if ties == "split" else float(len(T) == 1)
+                s_tot += credit(tally([[str(x) if x >= 0 else None for x in draw] for draw in combo]), str(g), ties)
             tot += s_tot / s_n
         out.append(tot / len(sets))
     return np.array(out)

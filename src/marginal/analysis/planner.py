@@ -62,7 +62,7 @@ class Bucket:
 
 
 @dataclass(frozen=True)
-class Plan:
+class PlannerResult:
     """The planner's recommendation for a budget and how it does on held-out problems."""
 
     budget: int
@@ -97,7 +97,7 @@ def _ci(x: np.ndarray, mcv: np.ndarray) -> tuple[float, float]:
 
 
 def plan(pool: Pool, budget: int, *, split: float = 0.5, seed: int = 0, mode: str = "first",
-         method: str = "auto", grid: Grid | None = None, n_buckets: int = 3) -> Plan:
+         method: str = "auto", grid: Grid | None = None, n_buckets: int = 3) -> PlannerResult:
     """Recommend (K, M) for ``budget`` from calibration problems and score it on the rest (see module docstring)."""
     pool.require_gold("the planner")
     sub = pool.subset(pool.labelled)
@@ -147,5 +147,5 @@ def plan(pool: Pool, budget: int, *, split: float = 0.5, seed: int = 0, mode: st
             names[b], float(max(edges[b], 0.0)), float(min(edges[b + 1], 1.0)), len(bc), len(bt), cells[jb],
             float(A[bt, jb].mean()), float(A[bt, j_choice].mean()), float(A[bt, j_rep].mean()), float(A[bt, j_div].mean()),
         ))
-    return Plan(int(budget), choice, float(A[cal, j_choice].mean()), tuple(scored),
-                dr.regime if dr is not None else "n/a", len(cal), len(test), tuple(buckets), split, seed)
+    return PlannerResult(int(budget), choice, float(A[cal, j_choice].mean()), tuple(scored),
+                         dr.regime if dr is not None else "n/a", len(cal), len(test), tuple(buckets), split, seed)

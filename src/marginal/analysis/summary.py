@@ -1,6 +1,7 @@
 """Everything ``marginal analyze`` and ``marginal report`` show for one pool, computed once.
 
-``analyze(pool, budget, ...)`` runs the measures that the pool supports:
+``analyze(pool, budget, ...)`` runs the measures that the pool supports
+(``priors=[...]``: on that sub-bank of the pool, in the given order):
 label-free ones always (label-free margins, per-prior agreement), the rest
 when gold is known (accuracy grid for both prior modes, oracle, pass@k,
 margins, drift and regime, bias-variance, weights, planner).
@@ -10,14 +11,16 @@ Left out: rendering (cli_analysis, report).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from .accuracy import Grid, accuracy_grid, oracle_grid, pool_pass_at_k
 from .margins import BiasVariance, Drift, Margins, PriorStats, bias_variance, drift, label_free_margins, margins, prior_stats
-from .planner import Plan, plan
+from .planner import PlannerResult, plan
 from .pool import Pool
+from .subbank import sub_bank
 from .weights import WeightComparison, compare_weights
 
 
@@ -40,7 +43,7 @@ class Analysis:
     drift: Drift | None = None
     bias_variance: BiasVariance | None = None
     weights: WeightComparison | None = None
-    plan: Plan | None = None
+    plan: PlannerResult | None = None
 
     @property
     def label_free(self) -> bool:
@@ -103,8 +106,13 @@ def _f(x) -> list:
 
 
 def analyze(pool: Pool, budget: int | None = None, *, split: float = 0.5, seed: int = 0, ties: str = "split",
-            replace: bool = False, method: str = "auto", reps: int = 128, n_boot: int = 2000) -> Analysis:
-    """Run every analysis the pool supports for ``budget`` (default: the largest valid)."""
+            replace: bool = False, method: str = "auto", reps: int = 128, n_boot: int = 2000,
+            priors: Sequence[str] | str | None = None) -> Analysis:
+    """Run every analysis the pool supports for ``budget`` (default: the largest valid).
+
+    ``priors``: analyse the sub-bank of these priors, in this order (`subbank.sub_bank`)."""
+    if priors is not None:
+        pool = sub_bank(pool, priors)
     budget = pool.max_budget if budget is None else budget
     pool.check_budget(budget)
     lfm = label_free_margins(pool)

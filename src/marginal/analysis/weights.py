@@ -10,7 +10,8 @@ Weights (fitted on a calibration split of problems):
 - ``agreement`` (label-free): the same transform of each prior's share of
   samples equal to the problem's pooled plurality answer.
 
-A weighted vote is argmax_a Σ_c w_c n_c(a) (ties split like the plain vote).
+A weighted vote is argmax_a Σ_c w_c n_c(a), credited by ``marginal.vote``'s
+rule like the plain vote (scores equal to 9 decimals tie).
 Held-out accuracy is Monte Carlo with common random numbers: every weight set
 is scored on the same draws, so the paired difference to uniform has a small
 error; its CI is over test problems. All weights 0 falls back to uniform.
@@ -25,7 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import MarginalError
-from .accuracy import _relabel, credit, draw_orders
+from ..vote import credit_array
+from .accuracy import draw_orders, relabel
 from .margins import prior_stats
 from .pool import Pool
 
@@ -77,7 +79,7 @@ def weighted_credit(pool: Pool, weights: np.ndarray, k: int, m: int, *, reps: in
     if weights.shape[1] != pool.n_priors:
         raise MarginalError(f"weights must have one value per prior ({pool.n_priors}), got {weights.shape[1]}")
     sub = pool.subset(pool.labelled)
-    ids, W = _relabel(sub.answers, sub.gold)
+    ids, W = relabel(sub.answers, sub.gold)
     rng = np.random.default_rng(seed)
     N = ids.shape[0]
     out = np.zeros((len(weights), N))
@@ -94,8 +96,7 @@ def weighted_credit(pool: Pool, weights: np.ndarray, k: int, m: int, *, reps: in
             wsel = np.broadcast_to(weights[:, None, None, :k], (len(weights),) + drawn.shape[:2] + (k,))
         cnt = (drawn[:, :, :k, :m, None] == lab).sum(axis=3)  # (R, n, k, W)
         score = np.einsum("srnk,rnka->srna", wsel, cnt.astype(float))
-        score = np.round(score, 9)
-        out[:, sl] = credit(score, 0, ties).mean(axis=1)
+        out[:, sl] = credit_array(score, 0, ties).mean(axis=1)
     return out
 
 

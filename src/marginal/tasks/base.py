@@ -1,27 +1,34 @@
 """The Task protocol: where problems come from, how a prior renders a prompt,
 and how a completion becomes a canonical answer and a grade.
 
-Extraction is a named chain of pure steps (lm-eval "filters"): extract the
-final answer text, then canonicalize it, so equal answers vote together.
-Left out: dataset downloads (see ``data.py``) and code execution
-(see ``sandbox.py``).
+Extraction is a named chain of pure steps (lm-eval "filters", see
+``chain.py``): find the final answer text, then canonicalize it, so equal
+answers vote together; the `Extraction` names the step that fired.
+Left out: dataset downloads (see ``data.py``) and code execution (see
+``sandbox.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from ..types import Prior, Problem
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Extraction:
-    """A canonical answer, or why none could be read."""
+    """A canonical answer, or why none could be read.
+
+    ``step`` names the extraction step that fired (``"boxed"``, ``"last-number"``, ...;
+    None when none did or the task does not say). It is provenance, not part of the
+    value: two extractions with the same answer and error are equal whatever the step.
+    """
 
     answer: str | None
     error: str | None = None
+    step: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if (self.answer is None) == (self.error is None):

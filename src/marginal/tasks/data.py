@@ -208,8 +208,13 @@ def read_jsonl(path: str | Path) -> list[Row]:
 
     A line that is not a JSON object raises `MarginalError` naming ``file:line``.
     """
+    return [row for _, row in read_jsonl_lines(path)]
+
+
+def read_jsonl_lines(path: str | Path) -> list[tuple[int, Row]]:
+    """(line number, row) per non-blank line of a JSON Lines file, as `read_jsonl` reads it."""
     path = Path(path)
-    rows: list[Row] = []
+    rows: list[tuple[int, Row]] = []
     try:
         f = _open_text(path)
     except OSError as e:
@@ -225,7 +230,7 @@ def read_jsonl(path: str | Path) -> list[Row]:
                     raise MarginalError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno}); expected one JSON object per line") from None
                 if not isinstance(row, dict):
                     raise MarginalError(f"{path}:{lineno}: expected a JSON object per line, got {type(row).__name__}")
-                rows.append(row)
+                rows.append((lineno, row))
         except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as e:
             raise MarginalError(f"{path}: not UTF-8 JSON Lines ({type(e).__name__})") from None
     return rows

@@ -12,10 +12,11 @@ for `grade`; it never enters the vote. Without a reference solution (user
 JSONL rows may lack one) the recorded inputs are those of ``check(candidate)``
 up to its first failure.
 
-Code is taken from the last fenced block that defines the entry point (else
-the longest block, else the whole text); a completion that defines the
-function is run after the prompt's header (imports and helpers), otherwise it
-is treated as the body that continues the prompt.
+Code is found by the `code_chain` of the entry point: the last fenced block
+that defines the entry point (else the longest block, else an unterminated
+fence, else the whole text); a completion that defines the function is run
+after the prompt's header (imports and helpers), otherwise it is treated as
+the body that continues the prompt.
 
 Left out: ``grade`` of a signature never seen in this process returns None
 (re-grading a stored pool means re-running its code), and per-call timeouts
@@ -28,6 +29,8 @@ import ast
 import re
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -37,28 +40,63 @@ from ..types import Prior, Problem
 from . import data as _data
 from .banks import code_bank
 from .base import Extraction
+from .chain import NO_ANSWER, Chain, Step
 
 _FENCE = re.compile(r"```[ \t]*(?:python3?|py|Python)?[^\n`]*\n(.*?)```", re.S)
 _OPEN_FENCE = re.compile(r"```[ \t]*(?:python3?|py|Python)?[^\n`]*\n(.*)$", re.S)
 
 
-def extract_code(text: str, prompt: str, entry_point: str) -> str:
-    """The program to run for a completion (see the module docstring)."""
-    blocks = _FENCE.findall(text)
-    if not blocks:
-        m = _OPEN_FENCE.search(text)  # an unterminated fence (cut by max_tokens)
-        blocks = [m.group(1)] if m else []
-    defines = re.compile(rf"^[ \t]*(?:async[ \t]+)?def[ \t]+{re.escape(entry_point)}[ \t]*\(", re.M)
-    if blocks:
-        with_def = [b for b in blocks if defines.search(b)]
-        code = with_def[-1] if with_def else max(blocks, key=len)
-    else:
-        code = text
+@lru_cache(maxsize=1024)
+def _defines(entry_point: str) -> re.Pattern[str]:
+    return re.compile(rf"^[ \t]*(?:async[ \t]+)?def[ \t]+{re.escape(entry_point)}[ \t]*\(", re.M)
+
+
+@lru_cache(maxsize=1024)
+def code_chain(entry_point: str) -> Chain[str]:
+    """The chain that finds the code of a completion for ``entry_point`` (see the module docstring).
+
+    Steps: ``fence-def`` (the last fenced block that defines the entry point),
+    ``fence-longest`` (else the longest fenced block), ``open-fence`` (else the
+    body of a fence cut by max_tokens), ``whole-text`` (else the text, when it
+    is not blank). Its ``canonicalize`` keeps the code as it is: the canonical
+    answer of code is its behaviour signature, computed in batch by
+    `CodeGrader.extract_batch`, which calls only `Chain.find`.
+    """
+    defines = _defines(entry_point)
+
+    def fence_def(text: str) -> str | None:
+        with_def = [b for b in _FENCE.findall(text) if defines.search(b)]
+        return with_def[-1] if with_def else None
+
+    def fence_longest(text: str) -> str | None:
+        blocks = _FENCE.findall(text)
+        return max(blocks, key=len) if blocks else None
+
+    def open_fence(text: str) -> str | None:
+        m = _OPEN_FENCE.search(text)
+        return m.group(1) if m else None
+
+    return Chain(f"code:{entry_point}", (
+        Step("fence-def", fence_def), Step("fence-longest", fence_longest),
+        Step("open-fence", open_fence), Step("whole-text", lambda text: text if text.strip() else None),
+    ), canonicalize=lambda code: code)
+
+
+def program_of(code: str, prompt: str, entry_point: str) -> str:
+    """The program to run for extracted ``code``: after the prompt's header when it defines the
+    function, else the prompt followed by the code as the function's body."""
+    defines = _defines(entry_point)
     if defines.search(code):
         m = defines.search(prompt)
         header = prompt[: m.start()] if m else ""
         return header + "\n" + code.strip("\n") + "\n"
     return prompt + code
+
+
+def extract_code(text: str, prompt: str, entry_point: str) -> str:
+    """The program to run for a completion (see the module docstring)."""
+    hit = code_chain(entry_point).find(text)
+    return program_of(hit[1] if hit else text, prompt, entry_point)
 
 
 def doctest_inputs(prompt: str, entry_point: str) -> list[str]:
@@ -177,6 +215,15 @@ def _reason(r: RunResult) -> str:
     return r.reason or r.status
 
 
+@dataclass(frozen=True)
+class CodeJob:
+    """One candidate to run: the extraction step that found its code, the program and the driver."""
+
+    step: str
+    program: str
+    driver: str
+
+
 class CodeGrader:
     """Behaviour signatures and test results of candidate programs, run in the sandbox."""
 
@@ -186,27 +233,29 @@ class CodeGrader:
         self._passed: dict[tuple[str, str], bool] = {}
         self._lock = threading.Lock()
 
-    def job(self, text: str, problem: Problem) -> tuple[str, str] | Extraction:
-        """The sandbox (program, driver) of a completion, or an Extraction that says why there is none."""
+    def job(self, text: str, problem: Problem) -> CodeJob | Extraction:
+        """The sandbox job of a completion, or an Extraction that says why there is none."""
         meta = problem.meta
         ep, prompt = meta["entry_point"], meta.get("prompt", problem.question)
-        if not text.strip():
-            return Extraction(None, "no_answer")
-        program = extract_code(text, prompt, ep)
+        hit = code_chain(ep).find(text)
+        if hit is None:
+            return Extraction(None, NO_ANSWER)
+        step, code = hit
+        program = program_of(code, prompt, ep)
         try:
             compile(program, "program.py", "exec")
         except SyntaxError as e:
-            return Extraction(None, f"unparseable: SyntaxError line {e.lineno}: {e.msg}")
+            return Extraction(None, f"unparseable: SyntaxError line {e.lineno}: {e.msg}", step=step)
         except (ValueError, RecursionError, MemoryError) as e:
-            return Extraction(None, f"unparseable: {type(e).__name__}")
+            return Extraction(None, f"unparseable: {type(e).__name__}", step=step)
         canon = meta.get("canonical_solution")
         ref = prompt + canon if isinstance(canon, str) else None
         driver = DRIVER.format(ep=ep, test=meta["test"], ref=ref, doc=doctest_inputs(prompt, ep))
-        return program, driver
+        return CodeJob(step, program, driver)
 
     def extract_batch(self, items: Sequence[tuple[str, Problem]]) -> list[Extraction]:
         out: list[Extraction | None] = [None] * len(items)
-        jobs: list[tuple[str, str]] = []
+        jobs: list[CodeJob] = []
         where: list[int] = []
         for i, (text, problem) in enumerate(items):
             j = self.job(text, problem)
@@ -215,15 +264,16 @@ class CodeGrader:
             else:
                 jobs.append(j)
                 where.append(i)
-        for i, r in zip(where, run_many(jobs, self.limits, self.workers)):
+        runs = run_many([(j.program, j.driver) for j in jobs], self.limits, self.workers)
+        for i, j, r in zip(where, jobs, runs):
             rep = r.report if isinstance(r.report, dict) else None
             if not r.ok or rep is None or not isinstance(rep.get("sig"), str):
-                out[i] = Extraction(None, _reason(r) if not r.ok else "crash: no report")
+                out[i] = Extraction(None, _reason(r) if not r.ok else "crash: no report", step=j.step)
                 continue
             answer = f"sig:{rep['sig']}"
             with self._lock:
                 self._passed.setdefault((items[i][1].id, answer), bool(rep.get("passed")))
-            out[i] = Extraction(answer)
+            out[i] = Extraction(answer, step=j.step)
         return [e if e is not None else Extraction(None, "crash: lost") for e in out]
 
     def extract(self, text: str, problem: Problem) -> Extraction:

@@ -1,9 +1,10 @@
 """MATH500 (and ``--grader math``): final answers in LaTeX, canonicalized with
 math-verify + sympy so that equivalent answers vote together.
 
-Extraction: the last ``\\boxed{}``/``\\fbox{}``, else the last "final answer
-is X" / "answer: X" (with or without ``$...$``). Canonical form: the answer is
-parsed by math-verify (latex2sympy) and printed back with ``sympy.latex``, so
+Extraction is the `MATH` chain: ``boxed`` (the last ``\\boxed{}``/``\\fbox{}``),
+else ``final-answer`` (the last "final answer is X" / "answer: X", with or
+without ``$...$``). Canonical form: the answer is parsed by math-verify
+(latex2sympy) and printed back with ``sympy.latex``, so
 ``\\frac12``, ``\\dfrac{1}{2}`` and ``0.5`` all read ``\\frac{1}{2}``,
 ``\\left[0,1\\right)`` and ``[0, 1)`` agree, a lone ``x = 5`` becomes ``5``,
 degrees, ``\\text{}``, ``\\$`` and ``\\%`` are dropped. Answers that do not
@@ -27,7 +28,8 @@ from ..types import Prior, Problem
 from . import data as _data
 from .banks import math_bank
 from .base import Extraction
-from .numeric import boxed_contents
+from .chain import Chain, Step, unparseable
+from .numeric import last_boxed
 
 _FINAL_RE = re.compile(
     r"(?:final answer|the answer)\s*(?:is|:)\s*[:]?\s*(\$\$?[^$]+\$\$?|[^\n]+)", re.IGNORECASE
@@ -106,22 +108,33 @@ def canonical_math(answer: str) -> str:
     return s
 
 
+def _final_answer(text: str) -> str | None:
+    """The last "final answer is X" / "answer: X", without its ``$...$``."""
+    ms = list(_FINAL_RE.finditer(text))
+    if not ms:
+        return None
+    raw = ms[-1].group(1)
+    inner = re.search(r"\$\$?([^$]+)\$\$?", raw)
+    return inner.group(1) if inner else raw
+
+
+def _canonical_answer(raw: str) -> str | None:
+    return canonical_math(raw) if raw.strip() else None
+
+
+def _math_failure(raw: str) -> str:
+    return unparseable(raw) if raw.strip() else "unparseable: empty answer"
+
+
+MATH: Chain[str] = Chain("math", (
+    Step("boxed", last_boxed),
+    Step("final-answer", _final_answer),
+), canonicalize=_canonical_answer, fail=_math_failure)
+
+
 def extract_math(text: str) -> Extraction:
-    """The canonical final answer of a completion, or why there is none."""
-    boxes = boxed_contents(text)
-    if boxes:
-        raw = boxes[-1]
-    else:
-        ms = list(_FINAL_RE.finditer(text))
-        if not ms:
-            return Extraction(None, "no_answer")
-        raw = ms[-1].group(1)
-        inner = re.search(r"\$\$?([^$]+)\$\$?", raw)
-        raw = inner.group(1) if inner else raw
-    if not raw.strip():
-        return Extraction(None, "unparseable: empty answer")
-    out = canonical_math(raw)
-    return Extraction(out) if out else Extraction(None, f"unparseable: {raw[:60]!r}")
+    """The canonical final answer of a completion, or why there is none (the `MATH` chain)."""
+    return MATH(text)
 
 
 def grade_math(answer: str, reference: str | None) -> bool | None:

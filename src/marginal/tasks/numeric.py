@@ -1,8 +1,9 @@
 """Numeric answers (GSM8K and ``--grader numeric``): find the final number in a
 completion and write it in one canonical form, so equal numbers vote together.
 
-Extraction looks, in order, for ``#### N``, the last ``\\boxed{N}``, the last
-"answer is N" / "Answer: N", then the last number in the text. Canonical form:
+Extraction is the `NUMERIC` chain; its steps, in order: ``hash`` (``#### N``),
+``boxed`` (the last ``\\boxed{N}``), ``answer-is`` (the last "answer is N" /
+"Answer: N") and ``last-number`` (the last number in the text). Canonical form:
 an exact rational written as an integer (``"18"``), a terminating decimal
 (``"2.5"``) or ``p/q``; commas, ``$``, units, ``%`` and trailing ``.0`` go away.
 
@@ -13,9 +14,11 @@ mixed numbers ("2 1/2" reads as 2 then 1/2 - the last number wins).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from fractions import Fraction
 
 from .base import Extraction
+from .chain import Chain, Step
 
 _NUM = r"[-−]?\s?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?|[-−]?\.\d+"
 _NUM_RE = re.compile(rf"(?<![\w.])(?:{_NUM})(?:\s*/\s*(?:\d+(?:\.\d+)?))?")
@@ -80,50 +83,65 @@ def canonical(value: Fraction) -> str:
 
 
 def _numbers(text: str) -> list[str]:
-    text = _FRAC_RE.sub(r"\1/\2", text)
+    text = _FRAC_RE.sub(r"\1/\2", text.replace("−", "-"))
     return [m.group(0) for m in _NUM_RE.finditer(text)]
 
 
-def _last_number(text: str) -> Fraction | None | str:
-    """The last number's value; the raw text when it does not parse; None when there is none."""
-    nums = _numbers(text.replace("−", "-"))
-    if not nums:
-        return None
-    v = to_fraction(nums[-1])
-    return v if v is not None else nums[-1]
+def _value(number: str) -> Fraction | str:
+    """A number's exact value; its raw text when it does not parse."""
+    v = to_fraction(number)
+    return v if v is not None else number
 
 
-def _first_number(text: str) -> Fraction | None | str:
-    nums = _numbers(text.replace("−", "-"))
-    if not nums:
+def last_boxed(text: str) -> str | None:
+    """The contents of the last ``\\boxed{}`` (a chain step shared by the numeric, math and text chains)."""
+    boxes = boxed_contents(text)
+    return boxes[-1] if boxes else None
+
+
+def _first_value_after(pattern: re.Pattern[str]) -> Callable[[str], Fraction | None]:
+    """A step: the first number after the last match of ``pattern`` that has a parseable one."""
+    def find(text: str) -> Fraction | None:
+        for m in reversed(list(pattern.finditer(text))):
+            nums = _numbers(m.group(1))
+            v = to_fraction(nums[0]) if nums else None
+            if v is not None:
+                return v
         return None
-    v = to_fraction(nums[0])
-    return v if v is not None else nums[0]
+
+    return find
+
+
+def _boxed_value(text: str) -> Fraction | str | None:
+    """The last number in the last box; the box's text when it holds none (the model's stated answer)."""
+    box = last_boxed(text)
+    if box is None:
+        return None
+    nums = _numbers(box.replace("\\!", "").replace("{,}", ","))
+    v = to_fraction(nums[-1]) if nums else None
+    return v if v is not None else box
+
+
+def _last_value(text: str) -> Fraction | str | None:
+    nums = _numbers(text)
+    return _value(nums[-1]) if nums else None
+
+
+def _canonical_value(candidate: Fraction | str) -> str | None:
+    return canonical(candidate) if isinstance(candidate, Fraction) else None
+
+
+NUMERIC: Chain[Fraction | str] = Chain("numeric", (
+    Step("hash", _first_value_after(_HASH_RE)),  # "#### N", the GSM8K convention
+    Step("boxed", _boxed_value),  # a box without a number is unparseable: it is the stated answer
+    Step("answer-is", _first_value_after(_ANSWER_RE)),
+    Step("last-number", _last_value),
+), canonicalize=_canonical_value)
 
 
 def extract_number(text: str) -> Extraction:
-    """The canonical final number of a completion, or why there is none."""
-    # "#### N": the GSM8K convention; take the last marker that has a number after it.
-    for m in reversed(list(_HASH_RE.finditer(text))):
-        v = _first_number(m.group(1))
-        if isinstance(v, Fraction):
-            return Extraction(canonical(v))
-    boxes = boxed_contents(text)
-    if boxes:  # the last box is the model's stated answer: a box without a number is unparseable
-        v = _last_number(boxes[-1].replace("\\!", "").replace("{,}", ","))
-        if isinstance(v, Fraction):
-            return Extraction(canonical(v))
-        return Extraction(None, f"unparseable: {boxes[-1][:60]!r}")
-    for m in reversed(list(_ANSWER_RE.finditer(text))):
-        v = _first_number(m.group(1))
-        if isinstance(v, Fraction):
-            return Extraction(canonical(v))
-    v = _last_number(text)
-    if isinstance(v, Fraction):
-        return Extraction(canonical(v))
-    if isinstance(v, str):
-        return Extraction(None, f"unparseable: {v[:60]!r}")
-    return Extraction(None, "no_answer")
+    """The canonical final number of a completion, or why there is none (the `NUMERIC` chain)."""
+    return NUMERIC(text)
 
 
 def grade_number(answer: str, reference: str | None) -> bool | None:

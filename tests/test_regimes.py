@@ -1,0 +1,182 @@
+"""The regime test against brute-force references: drift per sub-bank, exact held-out credits,
+the bootstrap replicate recomputed from resampled pools, Spearman by hand."""
+
+from __future__ import annotations
+
+import json
+import math
+from itertools import permutations
+
+import numpy as np
+import pytest
+
+from marginal.analysis import brute_force_accuracy, drift, pool_from_lists, regime_test, spearman, sub_bank
+from marginal.analysis.margins import REGIMES
+from marginal.analysis.regimes import (
+    bank_cells,
+    build_cache,
+    classify,
+    draw_banks,
+    evaluate,
+    headline,
+    pick_examples,
+    ranks,
+)
+from marginal.analysis.weights import split_problems
+from marginal.errors import MarginalError
+
+
+def skewed_pool(seed, N=16, P=5, n=4, A=3):
+    """Priors of different quality, so that sub-banks fall into different regimes."""
+    rng = np.random.default_rng(seed)
+    q = np.linspace(0.8, 0.15, P)
+    ans = [[[None if rng.random() < 0.05 else (0 if rng.random() < q[c] else int(rng.integers(1, A)))
+             for _ in range(n)] for c in range(P)] for _ in range(N)]
+    return pool_from_lists(ans, [0] * N, [f"p{c}" for c in range(P)])
+
+
+def test_draw_banks_distinct_ordered_seeded():
+    pri = [f"p{i}" for i in range(10)]
+    b1 = draw_banks(pri, 200, (4, 8), np.random.default_rng(0))
+    b2 = draw_banks(pri, 200, (4, 8), np.random.default_rng(0))
+    assert b1 == b2 and len(set(b1)) == 200
+    assert all(4 <= len(b) <= 8 and len(set(b)) == len(b) for b in b1)
+    assert {len(b) for b in b1} == {4, 5, 6, 7, 8}
+    small = draw_banks(pri[:4], 200, (4, 8), np.random.default_rng(0))  # only 24 ordered sub-banks exist
+    assert sorted(small) == sorted(tuple(p) for p in permutations(pri[:4]))
+    with pytest.raises(MarginalError, match="sub-banks of 4-8 priors"):
+        draw_banks(pri[:3], 10, (4, 8), np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("size, budget, n, div, rep", [
+    (4, 4, 8, (4, 1), (1, 4)), (7, 4, 8, (4, 1), (1, 4)), (8, 8, 8, (8, 1), (1, 8)), (4, 8, 8, (4, 2), (1, 8)),
+    (5, 8, 8, (4, 2), (1, 8)), (7, 8, 8, (4, 2), (1, 8)), (6, 8, 6, (4, 2), (1, 6)), (6, 6, 8, (6, 1), (1, 6)),
+    (5, 6, 8, (3, 2), (1, 6)),
+])
+def test_bank_cells(size, budget, n, div, rep):
+    assert bank_cells(size, budget, n) == (div, rep)
+
+
+def test_point_estimates_equal_drift_and_brute_force():
+    pool = skewed_pool(0)
+    banks = draw_banks(pool.priors, 25, (4, 8), np.random.default_rng(1))
+    cal, test = split_problems(pool.n_problems, 0.5, 4)
+    cache = build_cache(pool, banks, cal, test, budgets=(4, 8), inner_boot=400, seed=5)
+    st = evaluate(cache, np.arange(len(cal)), np.arange(len(test)))
+    cp, tp = pool.subset(cal), pool.subset(test)
+    seen = set()
+    for s, bank in enumerate(banks):
+        d = drift(sub_bank(cp, bank), n_boot=400, seed=5)
+        assert st.lam[s] == pytest.approx(d.lam, abs=1e-12)
+        assert (st.lo[s], st.hi[s]) == pytest.approx(d.lam_ci, abs=1e-12)
+        assert REGIMES[st.regime[s]] == d.regime and st.k95[s] == d.k95
+        seen.add(d.regime)
+        sub = sub_bank(tp, bank)
+        for b, B in enumerate((4, 8)):
+            (kd, md), (kr, mr) = bank_cells(len(bank), B, pool.n_slots)
+            div = brute_force_accuracy(sub, kd, md).mean()
+            rep = brute_force_accuracy(sub, 1, min(mr, sub.n_slots)).mean()
+            assert st.div[s, b] == pytest.approx(div, abs=1e-12) and st.rep[s, b] == pytest.approx(rep, abs=1e-12)
+            assert st.gain[s, b] == pytest.approx(div - rep, abs=1e-12)
+    assert len(seen) >= 2  # the reference check covers more than one regime
+
+
+def test_a_bootstrap_replicate_equals_the_analysis_of_the_resampled_pool():
+    pool = skewed_pool(1)
+    banks = draw_banks(pool.priors, 12, (4, 8), np.random.default_rng(2))
+    cal, test = split_problems(pool.n_problems, 0.5, 0)
+    cache = build_cache(pool, banks, cal, test, budgets=(4,), inner_boot=300, seed=0)
+    rng = np.random.default_rng(3)
+    ic, it = rng.integers(0, len(cal), len(cal)), rng.integers(0, len(test), len(test))
+    st = evaluate(cache, ic, it)
+    cp, tp = pool.subset(cal[ic]), pool.subset(test[it])  # repeated problems, as the bootstrap draws them
+    for s, bank in enumerate(banks):
+        d = drift(sub_bank(cp, bank), n_boot=300, seed=0)
+        assert st.lam[s] == pytest.approx(d.lam, abs=1e-12)
+        assert (st.lo[s], st.hi[s]) == pytest.approx(d.lam_ci, abs=1e-12)
+        assert REGIMES[st.regime[s]] == d.regime
+        (kd, md), (kr, mr) = bank_cells(len(bank), 4, pool.n_slots)
+        sub = sub_bank(tp, bank)
+        want = brute_force_accuracy(sub, kd, md).mean() - brute_force_accuracy(sub, kr, mr).mean()
+        assert st.gain[s, 0] == pytest.approx(want, abs=1e-12)
+
+
+def test_classify_matches_drift_rule():
+    lo, hi = np.array([0.1, 0.1, -0.3, -0.1, 0.0]), np.array([0.3, 0.3, -0.1, 0.2, 0.0])
+    curve = np.array([[0, 0.5, 0.9, 1.0], [0, 1.0, 1.0, 1.0], [0, -0.1, -0.2, -0.3], [0, 0.1, 0.1, np.nan],
+                      [0, 0, 0, 0]])
+    regime, k95 = classify(lo, hi, curve, np.array([4, 4, 4, 3, 4]))
+    assert [REGIMES[r] for r in regime] == ["aligned", "saturating", "misaligned", "saturating", "saturating"]
+    assert k95.tolist() == [4, 2, 1, 2, 1]
+
+
+def test_ranks_and_spearman_by_hand():
+    x = np.array([3.0, 1.0, 4.0, 1.0, 5.0])
+    assert ranks(x).tolist() == [3.0, 1.5, 4.0, 1.5, 5.0]
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        a, b = rng.integers(0, 4, 9).astype(float), rng.normal(size=9)
+        ra = np.array([(a < v).sum() + ((a == v).sum() + 1) / 2 for v in a])  # average rank, by counting
+        rb = np.array([(b < v).sum() + ((b == v).sum() + 1) / 2 for v in b])
+        want = np.corrcoef(ra, rb)[0, 1] if ra.std() > 0 else math.nan
+        got = spearman(a, b)
+        assert (math.isnan(want) and math.isnan(got)) or got == pytest.approx(want, abs=1e-12)
+    assert spearman(np.arange(5), -np.arange(5)) == pytest.approx(-1.0)
+    assert math.isnan(spearman(np.ones(4), np.arange(4)))
+
+
+def test_headline_counts_by_hand():
+    from marginal.analysis.regimes import BankStats
+
+    st = BankStats(np.array([0.2, 0.1, -0.2, -0.1, 0.0]), np.array([0.1, 0.05, -0.3, -0.2, -0.1]),
+                   np.array([0.3, 0.2, -0.1, -0.05, 0.1]), np.zeros(5, int), np.ones(5, int),
+                   np.array([[0.5], [0.4], [0.3], [0.6], [0.5]]), np.array([[0.4], [0.4], [0.5], [0.5], [0.5]]))
+    h = headline(st)[0]
+    assert h[0] == 0.5 and h[1] == 2  # CI > 0: gains +0.1 (win) and 0 (a tie is no win)
+    assert h[2] == 0.5 and h[3] == 2  # CI < 0: gains -0.2 (repetition wins) and +0.1
+    assert h[4] == pytest.approx(spearman(st.lam, st.gain[:, 0]))
+
+
+def test_regime_test_end_to_end(tmp_path):
+    pool = skewed_pool(2, N=20, P=6)
+    rt = regime_test(pool, n_banks=30, n_boot=60, inner_boot=300, seed=1)
+    again = regime_test(pool, n_banks=30, n_boot=60, inner_boot=300, seed=1)
+    assert rt.results == again.results and rt.banks == again.banks  # seeded
+    assert len(rt.banks) == 30 and len(rt.calib) == len(rt.held_out) == 10
+    st = rt.stats
+    for b, res in enumerate(rt.results):
+        pos = st.lo > 0
+        assert res.diversity_wins.n == pos.sum()
+        if pos.any():
+            assert res.diversity_wins.value == pytest.approx((st.gain[pos, b] > 0).mean())
+            assert res.diversity_wins.defined > 0
+        assert res.spearman.value == pytest.approx(spearman(st.lam, st.gain[:, b]), nan_ok=True)
+        lo, hi = res.spearman.ci
+        assert math.isnan(lo) or lo <= hi
+    d = json.loads(json.dumps(rt.to_dict()))
+    assert d["n_banks"] == 30 and set(d["results"]) == {"4", "8"}
+    ex = pick_examples(rt)
+    for name, bank in ex.items():
+        if bank is not None:
+            assert rt.regime(rt.banks.index(bank)) == name
+    aligned = [s for s in range(30) if rt.regime(s) == "aligned"]
+    if aligned:
+        assert st.lo[rt.banks.index(ex["aligned"])] == max(st.lo[aligned])
+
+
+def test_regime_test_needs_labels_and_problems():
+    pool = pool_from_lists([[["1"]] * 5] * 3, None)
+    with pytest.raises(MarginalError, match="needs gold"):
+        regime_test(pool)
+    with pytest.raises(MarginalError, match="at least 4 labelled problems"):
+        regime_test(pool_from_lists([[["1"]] * 5] * 3, ["1"] * 3))
+
+
+def test_plots_write_pngs(tmp_path):
+    from marginal.regime_plots import plot_regime_scatter, plot_sub_bank
+
+    pool = skewed_pool(3, N=12)
+    rt = regime_test(pool, n_banks=10, n_boot=20, inner_boot=100)
+    for path in (plot_regime_scatter(rt, tmp_path / "s.png"),
+                 plot_sub_bank(pool, rt.banks[0], tmp_path / "b.png", 8, title="t")):
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
