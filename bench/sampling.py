@@ -76,9 +76,10 @@ def run_raw(backend: LlamaCppBackend, completions: list) -> dict:
     """Replay (a)'s decode schedule on the backend's own context, without sampling."""
     import llama_cpp as ll
 
-    ctx, mem = backend._ctx, backend._mem
-    tok, pos, seq, out = backend._batch_arrays
-    batch = backend._batch
+    engine = backend.engine
+    ctx, mem = engine.ctx, engine.memory
+    tok, pos, seq, out = engine.batch_arrays
+    batch = engine.batch
     toks = [backend.tokenize(p) for p in prompts()]
     ll.llama_memory_clear(mem, True)
     n = len(completions[0])

@@ -144,9 +144,9 @@ def test_stop_strings_cut_the_text(backend):
 def test_prompt_evaluated_once_per_prompt(backend):
     prompts = [chat(q, system="You are a careful assistant.") for q in QUESTIONS[:3]]
     lens = [len(backend.tokenize(p)) for p in prompts]
-    backend.reset_stats()
-    out = backend.generate(prompts, SampleSpec(n=5, max_tokens=8, seed=1))
-    s = backend.stats
+    with LlamaCppBackend(bundled_model_path(), n_ctx=4096, max_seqs=32, n_threads=1, prefix_cache=0) as plain:
+        out = plain.generate(prompts, SampleSpec(n=5, max_tokens=8, seed=1))
+        s = plain.stats
     assert s.prompts == 3
     assert s.prompt_tokens_evaluated == sum(lens)
     assert s.prompt_tokens_cached == 4 * sum(lens)
@@ -155,6 +155,14 @@ def test_prompt_evaluated_once_per_prompt(backend):
     for row, n_tok in zip(out, lens):
         assert [c.prompt_tokens for c in row] == [n_tok] * 5
         assert [c.cached_prompt_tokens for c in row] == [0] + [n_tok] * 4
+    # with prefix sharing (the default) the common system turn is evaluated once, not three times
+    backend.reset_stats()
+    shared = backend.generate(prompts, SampleSpec(n=5, max_tokens=8, seed=1))
+    c = backend.stats
+    assert c.prefix_tokens_reused > 0
+    assert c.prompt_tokens_evaluated + c.prefix_tokens_reused == sum(lens)
+    assert c.prompt_tokens_cached == 4 * sum(lens) + c.prefix_tokens_reused
+    assert shared[0][0].cached_prompt_tokens == 0 and all(row[0].cached_prompt_tokens > 0 for row in shared[1:])
 
 
 def test_many_prompts_beyond_max_seqs_keep_input_order(backend):
@@ -163,12 +171,20 @@ def test_many_prompts_beyond_max_seqs_keep_input_order(backend):
     prompt, all in input order."""
     prompts = [chat(q) for q in QUESTIONS[:5]]
     spec = SampleSpec(n=5, temperature=0.8, max_tokens=8, seed=9)
-    with LlamaCppBackend(bundled_model_path(), n_ctx=160, max_seqs=3, n_threads=1) as small:
+    with LlamaCppBackend(bundled_model_path(), n_ctx=160, max_seqs=3, n_threads=1, prefix_cache=0) as small:
         tight = small.generate(prompts, spec)
         s = small.stats
         assert small.generate(prompts, spec) == tight  # the schedule is deterministic
     assert s.prompts == len(prompts)
     assert s.prompt_tokens_evaluated == sum(len(backend.tokenize(p)) for p in prompts)
+    # with the prefix cache, later waves copy the common chat-template prefix instead
+    with LlamaCppBackend(bundled_model_path(), n_ctx=160, max_seqs=3, n_threads=1) as small:
+        cached = small.generate(prompts, spec)
+        c = small.stats
+        assert small.generate(prompts, spec) == cached  # reproducible: each call starts from an empty cache
+    assert c.prefix_tokens_reused > 0
+    assert c.prompt_tokens_evaluated + c.prefix_tokens_reused == s.prompt_tokens_evaluated
+    assert [[x.seed for x in row] for row in cached] == [[x.seed for x in row] for row in tight]
     assert len(tight) == len(prompts)
     for p, row in zip(prompts, tight):
         assert [c.seed for c in row] == [spec.sequence_seed(p.key(), j) for j in range(5)]

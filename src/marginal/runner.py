@@ -1,23 +1,26 @@
 """The runner: problems x priors x M samples -> backend -> store, resumable.
 
-It is the only layer that orchestrates I/O. Work is cut into batches of
-(problem, prior) groups; each batch is generated in one backend call, its
-completions extracted and graded, and committed in one transaction. A
-killed run therefore loses at most the batch in flight, and running the same
-command again generates only the samples that are missing, with the seeds
-they would have had (sample i of a prompt always samples with the seed
-derived from i).
+It is the only layer that orchestrates I/O. Each missing (problem, prior)
+group is one request to its engine (`marginal.backends.streaming`):
+requests stream through a continuously batched engine (llama.cpp) or are
+served a batch per call by a blocking one; finished completions are
+extracted, graded and committed in transactions of about ``batch_samples``
+samples. A killed run therefore loses at most the samples in flight, and
+running the same command again generates only the samples that are
+missing, with the seeds they would have had (sample i of a prompt always
+samples with the seed derived from i).
 
 A run's identity is what decides its samples: task, model, sampling settings
 and seed. The number of problems, priors and samples per prior are its
 extent, and may grow between invocations (the new samples are added).
-``allocate`` drives a policy instead of a fixed grid: every round it asks
-each unfinished question's policy for its next request, serves the requests
-of all questions in as few backend calls as it can, and reports each batch
-(samples and decisions) to a callback, which may store it. Policies are pure
-functions of the answers seen, so resuming from stored samples replays them.
-Multi-worker execution (Ray) lives in ``distributed.py`` and reuses the
-batching here.
+``allocate`` drives a policy instead of a fixed grid: a question's policy
+is asked again as soon as the samples it requested are back, and its next
+requests join the running engine (no step waits for the slowest question);
+finished steps (samples and decisions) go to a callback, which may store
+them. Policies are pure functions of the answers seen, so resuming from
+stored samples replays them. Multi-worker execution (Ray) lives in
+``distributed.py`` and reuses the batching here (``batches``,
+``generate_groups``).
 """
 
 from __future__ import annotations
@@ -25,17 +28,18 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 from . import __version__
 from .backends.base import Backend
+from .backends.streaming import Barrier, Driver, Streaming
 from .errors import MarginalError
 from .store import Store
 from .tasks.base import Task, extract_all
 from .policies import Decision, Policy
-from .types import Completion, Prior, Problem, Sample, SampleSpec
+from .types import Completion, Prior, Problem, Prompt, Sample, SampleSpec
 
 
 @dataclass(frozen=True)
@@ -239,6 +243,33 @@ def diagnostics_of(comp: Completion) -> dict[str, float | int | None]:
     return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in comp.diagnostics.items()}
 
 
+class _Engines:
+    """The streaming view of each prior's engine (one per backend object)."""
+
+    def __init__(self, backend_for: Callable[[Prior], Backend], max_batch: int) -> None:
+        self.backend_for = backend_for
+        self.max_batch = max_batch
+        self._views: dict[int, Streaming] = {}
+
+    def __call__(self, prior: Prior) -> Streaming:
+        b = self.backend_for(prior)
+        view = self._views.get(id(b))
+        if view is None:
+            view = self._views[id(b)] = b if isinstance(b, Streaming) else Barrier(b, self.max_batch)
+        return view
+
+    def window(self, engine: Streaming, batch_samples: int) -> int:
+        """Samples to keep in flight on ``engine``: a barrier engine takes one batch per call,
+        a streaming one enough to keep its slots busy while finished samples are committed."""
+        if isinstance(engine, Barrier):
+            return batch_samples
+        return 2 * max(batch_samples, int(getattr(engine, "max_seqs", 0) or 0))
+
+
+def _request(g: _Group, spec: SampleSpec) -> tuple[Prompt, SampleSpec]:
+    return g.prior.render(g.problem.question), replace(spec, n=g.n, first_index=g.first)
+
+
 def execute(
     plan: RunPlan,
     task: Task,
@@ -252,17 +283,58 @@ def execute(
     """Generate every missing sample of ``plan`` into ``store``; returns the run id.
 
     ``backend_for(prior)`` gives the engine of a prior (the run's model, or the
-    prior's own). Batches hold groups of the same engine and sample offset, up
-    to about ``batch_samples`` samples each. ``beside``: see `open_run`.
+    prior's own). Every missing (problem, prior) group is one request, streamed
+    through its engine in problem order with enough requests in flight to keep
+    the engine busy; finished samples are extracted, graded and committed in
+    transactions of about ``batch_samples`` samples, so a crash loses at most
+    the samples in flight. A blocking engine gets one call per batch (groups of
+    the same sample offset). ``beside``: see `open_run`.
     """
     run_id = open_run(store, plan, beside=beside)
     groups = _missing(store, run_id, plan)
     track = Tracker(plan, groups, on_progress)
-    for chunk, spec in batches(groups, plan.spec, batch_samples):
-        t0 = time.perf_counter()
-        samples = generate_groups(chunk, spec, task, backend_for)
-        store.add_samples(run_id, samples)
-        track.stored(chunk, samples, len(samples), time.perf_counter() - t0)
+    engines = _Engines(backend_for, batch_samples)
+    buffer: list[tuple[_Group, list[Sample]]] = []
+    started: dict[int, float] = {}
+    t_flush = [time.perf_counter()]
+
+    def flush() -> None:
+        if not buffer:
+            return
+        samples = [s for _, smp in buffer for s in smp]
+        added = store.add_samples(run_id, samples)
+        now = time.perf_counter()
+        track.stored([g for g, _ in buffer], samples, added, now - t_flush[0])
+        t_flush[0] = now
+        buffer.clear()
+
+    def on_done(g: _Group, comps: list[Completion]) -> None:
+        seconds = time.perf_counter() - started.pop(id(g))
+        buffer.append((g, to_samples(task, [g], [comps], seconds)))
+        if sum(x.n for x, _ in buffer) >= batch_samples:
+            flush()
+        top_up()
+
+    driver = Driver(on_done)
+    todo = deque(groups)
+    in_flight: dict[int, int] = defaultdict(int)
+
+    def top_up() -> None:
+        while todo:
+            g = todo[0]
+            engine = engines(g.prior)
+            if in_flight[id(engine)] and in_flight[id(engine)] + g.n > engines.window(engine, batch_samples):
+                return
+            todo.popleft()
+            in_flight[id(engine)] += g.n
+            started[id(g)] = time.perf_counter()
+            prompt, spec = _request(g, plan.spec)
+            driver.submit(engine, prompt, spec, g).add_done_callback(
+                lambda _f, e=id(engine), n=g.n: in_flight.__setitem__(e, in_flight[e] - n))
+
+    top_up()
+    driver.run()
+    flush()
     return run_id
 
 
@@ -273,6 +345,61 @@ class QuestionState:
     answers: list[list[str | None]]
     samples: list[Sample] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
+
+
+class Solve:
+    """One question under a policy, as a state machine with no engine and no I/O.
+
+    ``next()`` asks the policy for its next step and returns the groups to
+    sample (a group is n new samples of one prior, with the sample offset
+    their seeds follow), or None once the policy stops. ``feed(samples)``
+    gives back the samples of those groups, one list per group in request
+    order. `allocate` drives many of these over one engine; the server
+    drives one per HTTP request.
+    """
+
+    def __init__(self, problem: Problem, priors: Sequence[Prior], policy: Policy, budget: int,
+                 known: Sequence[Sample] = ()) -> None:
+        self.problem, self.priors, self.policy, self.budget = problem, list(priors), policy, budget
+        self.index = {c.name: i for i, c in enumerate(self.priors)}
+        self.state = QuestionState([[] for _ in self.priors])
+        for smp in sorted(known, key=lambda s: (self.index.get(s.prior, -1), s.index)):
+            if smp.prior in self.index:
+                self.state.answers[self.index[smp.prior]].append(smp.answer)
+                self.state.samples.append(smp)
+        self.pending: list[_Group] | None = None
+
+    @property
+    def used(self) -> int:
+        return len(self.state.samples)
+
+    def next(self) -> list[_Group] | None:
+        """The policy's next groups to sample, or None when it stops (the decision is recorded)."""
+        st, pol = self.state, self.policy
+        d = pol.decide(st.answers, self.budget)
+        st.decisions.append(d)
+        if d.stop:
+            self.pending = None
+            return None
+        if sum(len(a) for a in st.answers) + d.size > self.budget:
+            raise MarginalError(f"policy {pol.name} asked for {d.size} samples past the budget of {self.budget}")
+        groups = []
+        for i, n in d.requests:
+            if not 0 <= i < len(self.priors):
+                raise MarginalError(f"policy {pol.name} asked for prior {i}; the bank has {len(self.priors)}")
+            groups.append(_Group(self.problem, self.priors[i], len(st.answers[i]), n))
+        self.pending = groups
+        return groups
+
+    def feed(self, samples: Sequence[Sequence[Sample]]) -> None:
+        """The samples of the pending groups, one list per group, in request order."""
+        if self.pending is None or len(samples) != len(self.pending):
+            raise RuntimeError("feed() needs one list of samples per group of the last next()")
+        for g, smp in zip(self.pending, samples):
+            for x in smp:
+                self.state.samples.append(x)
+                self.state.answers[self.index[g.prior.name]].append(x.answer)
+        self.pending = None
 
 
 def allocate(
@@ -287,51 +414,62 @@ def allocate(
     known: dict[str, list[Sample]] | None = None,
     on_batch: Callable[[list[Sample], list[tuple[str, int, Decision]]], None] | None = None,
     max_batch: int = 256,
+    commit_samples: int = 64,
 ) -> list[QuestionState]:
-    """Run ``policy`` with ``budget`` samples on every problem, batched across problems.
+    """Run ``policy`` with ``budget`` samples on every problem; no step waits for another question.
 
-    ``known`` holds samples already stored per problem id (a resumed run);
-    ``on_batch(samples, [(problem_id, samples_used, decision), ...])`` sees each step.
+    Each question (a `Solve`) is asked again as soon as all the samples its
+    policy asked for are back, and its next requests join the running engine
+    at once (a blocking engine serves, per call, every request pending then,
+    at most ``max_batch`` samples). A question sees its samples in request
+    order, so its decisions are those of a sequential run. ``known`` holds
+    samples already stored per problem id (a resumed run); ``on_batch(samples,
+    [(problem_id, samples_used, decision), ...])`` receives the finished steps
+    in chunks of about ``commit_samples`` samples (and the rest at the end).
     """
-    index = {c.name: i for i, c in enumerate(priors)}
-    states = []
-    for p in problems:
-        st = QuestionState([[] for _ in priors])
-        for smp in sorted((known or {}).get(p.id, []), key=lambda s: (index.get(s.prior, -1), s.index)):
-            if smp.prior in index:
-                st.answers[index[smp.prior]].append(smp.answer)
-                st.samples.append(smp)
-        states.append(st)
-    active = set(range(len(problems)))
-    while active:
-        groups: list[tuple[int, _Group]] = []
-        step: list[tuple[str, int, Decision]] = []
-        for q in sorted(active):
-            st = states[q]
-            d = policy.decide(st.answers, budget)
-            st.decisions.append(d)
-            step.append((problems[q].id, len(st.samples), d))
-            if d.stop:
-                active.discard(q)
-                continue
-            if sum(len(a) for a in st.answers) + d.size > budget:
-                raise MarginalError(f"policy {policy.name} asked for {d.size} samples past the budget of {budget}")
-            for i, n in d.requests:
-                if not 0 <= i < len(priors):
-                    raise MarginalError(f"policy {policy.name} asked for prior {i}; the bank has {len(priors)}")
-                groups.append((q, _Group(problems[q], priors[i], len(st.answers[i]), n)))
-        new: list[Sample] = []
-        for chunk, call_spec in batches(groups, spec, max_batch, group_of=lambda x: x[1]):
-            made = iter(generate_groups([g for _, g in chunk], call_spec, task, backend_for))
-            for q, g in chunk:
-                for _ in range(g.n):
-                    smp = next(made)
-                    states[q].samples.append(smp)
-                    states[q].answers[index[g.prior.name]].append(smp.answer)
-                    new.append(smp)
-        if on_batch:
-            on_batch(new, step)
-    return states
+    solves = [Solve(p, priors, policy, budget, (known or {}).get(p.id, ())) for p in problems]
+    engines = _Engines(backend_for, max_batch)
+    got: dict[int, list[list[Sample] | None]] = {}
+    out_samples: list[Sample] = []
+    out_steps: list[tuple[str, int, Decision]] = []
+
+    def flush() -> None:
+        if on_batch and (out_samples or out_steps):
+            on_batch(list(out_samples), list(out_steps))
+        out_samples.clear()
+        out_steps.clear()
+
+    def ask(q: int) -> None:
+        sv = solves[q]
+        groups = sv.next()
+        out_steps.append((sv.problem.id, sv.used, sv.state.decisions[-1]))
+        if groups is None:
+            return
+        got[q] = [None] * len(groups)
+        for r, g in enumerate(groups):
+            prompt, call_spec = _request(g, spec)
+            driver.submit(engines(g.prior), prompt, call_spec, (q, r, time.perf_counter()))
+
+    def on_done(tag: tuple[int, int, float], comps: list[Completion]) -> None:
+        q, r, t0 = tag
+        sv = solves[q]
+        assert sv.pending is not None
+        got[q][r] = to_samples(task, [sv.pending[r]], [comps], time.perf_counter() - t0)
+        if any(x is None for x in got[q]):
+            return
+        done = [x for x in got.pop(q) if x is not None]
+        sv.feed(done)  # in request order, whatever order they finished in
+        out_samples.extend(x for smp in done for x in smp)
+        ask(q)
+        if len(out_samples) >= commit_samples:
+            flush()
+
+    driver = Driver(on_done)
+    for q in range(len(problems)):
+        ask(q)
+    driver.run()
+    flush()
+    return [sv.state for sv in solves]
 
 
 def execute_policy(
@@ -343,8 +481,10 @@ def execute_policy(
     store: Store,
     *,
     on_progress: Callable[[Progress], None] | None = None,
+    batch_samples: int = 64,
 ) -> str:
-    """Run ``policy`` on every problem of ``plan`` into ``store``, resuming from what it holds."""
+    """Run ``policy`` on every problem of ``plan`` into ``store``, resuming from what it holds;
+    finished steps are committed in transactions of about ``batch_samples`` samples."""
     run_id = open_run(store, plan)
     known: dict[str, list[Sample]] = defaultdict(list)
     for smp in store.samples(run_id):
@@ -366,5 +506,6 @@ def execute_policy(
                 )
             )
 
-    allocate(plan.problems, plan.priors, policy, budget, task, backend_for, plan.spec, known=known, on_batch=on_batch)
+    allocate(plan.problems, plan.priors, policy, budget, task, backend_for, plan.spec, known=known,
+             on_batch=on_batch, commit_samples=batch_samples)
     return run_id

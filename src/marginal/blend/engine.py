@@ -25,7 +25,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from ..backends.common import Counted, Counters, Lifecycle, ensure_open
-from ..backends.llamacpp import check_context_settings, make_batch, new_context, token_bytes, tokenize_bytes
+from ..backends.llama_api import check_context_settings, make_batch, new_context, token_bytes, tokenize_bytes
 from ..errors import MarginalError
 from ..types import Prompt
 
@@ -140,7 +140,7 @@ class LlamaCppEngine(Counted[EngineStats], Lifecycle):
         from ..backends.llamacpp import LlamaCppBackend
         from ..models import resolve_model
 
-        backend = LlamaCppBackend(resolve_model(model), n_ctx=16, max_seqs=1, name=model,
+        backend = LlamaCppBackend(resolve_model(model), n_ctx=16, max_seqs=1, prefix_cache=0, name=model,
                                   n_threads=options.get("n_threads"))
         try:
             return cls(backend, owns_backend=True, **options)
