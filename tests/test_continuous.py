@@ -179,3 +179,27 @@ def test_killed_grid_run_resumes_with_nothing_lost_or_duplicated(tmp_path):
         rows = c.execute("SELECT problem_id, prior, idx, seed FROM samples").fetchall()
     assert len(rows) == len(set((p, c_, i) for p, c_, i, _ in rows)) == 4 * 2 * 3
     assert set(kept) <= set(rows)
+
+
+def test_per_sequence_kv_streams_give_the_same_structure_and_reproduce():
+    """kv_unified=False: each sequence attends over its own stream; copies between streams copy data."""
+    prompts = [chat(q, system="You are a careful assistant.") for q in QUESTIONS[:3]]
+    spec = SampleSpec(n=3, temperature=0.8, max_tokens=12, seed=6)
+    greedy = SampleSpec(n=1, temperature=0, max_tokens=12)
+    with LlamaCppBackend(bundled_model_path(), n_ctx=4096, max_seqs=4, n_threads=1) as uni:
+        want = uni.generate(prompts, spec)
+        want_g = uni.generate(prompts, greedy)
+    with LlamaCppBackend(bundled_model_path(), n_ctx=8 * 512, max_seqs=4, prefix_cache=4, n_threads=1,
+                         kv_unified=False) as streams:
+        assert streams.seq_ctx == 512
+        got = streams.generate(prompts, spec)
+        again = streams.generate(prompts, spec)
+        got_g = streams.generate(prompts, greedy)
+        s = streams.stats
+        too_long = streams.generate(["word " * 600], greedy)[0][0]
+    assert got == again
+    assert [[c.seed for c in r] for r in got] == [[c.seed for c in r] for r in want]
+    assert [[c.prompt_tokens for c in r] for r in got] == [[c.prompt_tokens for c in r] for r in want]
+    assert [r[0].text for r in got_g] == [r[0].text for r in want_g]
+    assert s.prefix_tokens_reused > 0 and s.max_active <= 4
+    assert too_long.finish_reason == "error" and "512 tokens per sequence" in too_long.error

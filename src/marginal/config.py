@@ -154,6 +154,8 @@ class RunConfig:
     """Samples generated and committed per batch (a crash loses at most one batch)."""
     threads: int | None = None
     """CPU threads per llama.cpp engine (default: all cores; 1 per Ray worker)."""
+    slots: int = 32
+    """llama.cpp: sequences decoded together (continuous batching), each with its own KV stream."""
     ray: RaySettings | None = None
     """None: one process."""
 
@@ -161,6 +163,7 @@ class RunConfig:
         check_positive("--budget", self.budget)
         check_positive("--samples", self.samples)
         check_positive("--batch-samples", self.batch_samples)
+        check_positive("--slots", self.slots)
         if self.sampling.n != 1:
             raise MarginalError(f"RunConfig.sampling.n must be 1 (M samples per prior is RunConfig.samples), got {self.sampling.n}")
         if self.policy is not None and self.budget is not None:
@@ -170,8 +173,11 @@ class RunConfig:
 
     @property
     def backend_options(self) -> dict[str, Any]:
-        """``load_backend``'s options for this run's engines."""
-        return {"n_threads": self.threads} if self.threads else {}
+        """``load_backend``'s options for this run's engines (llama.cpp's slots sized to max_tokens)."""
+        from .backends import slot_options
+
+        opts = slot_options(self.slots, self.sampling.max_tokens)
+        return {**opts, "n_threads": self.threads} if self.threads else opts
 
     @classmethod
     def from_store(cls, store: Store, run_id: str) -> RunConfig:

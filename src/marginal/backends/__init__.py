@@ -39,7 +39,7 @@ from ..registry import Registry
 from .base import Backend
 from .cache import Engines
 
-__all__ = ["ENGINES", "Backend", "EngineKind", "Engines", "engine_kind", "engine_options", "load_backend"]
+__all__ = ["ENGINES", "Backend", "EngineKind", "Engines", "engine_kind", "engine_options", "load_backend", "slot_options"]
 
 
 @dataclass(frozen=True)
@@ -112,8 +112,18 @@ ENGINES.add("vllm", EngineKind(("vllm:",), _vllm, frozenset(
 ENGINES.add("torch", EngineKind(("torch:",), _torch, frozenset({"device", "dtype", "gguf_file", "name"})),
             "torch:ID_OR_PATH: HF transformers on CPU or CUDA")
 ENGINES.add("llama.cpp", EngineKind((), _llama, frozenset(
-    {"n_ctx", "n_threads", "max_seqs", "n_batch", "n_gpu_layers", "verbose", "name"})),
+    {"n_ctx", "n_threads", "max_seqs", "n_batch", "prefix_cache", "kv_unified", "n_gpu_layers", "verbose", "name"})),
     "a catalog name, a .gguf path or hf:owner/repo/file.gguf: llama.cpp in process")
+
+
+def slot_options(slots: int, max_tokens: int, *, prompt_room: int = 1024, prefix_cache: int = 8) -> dict[str, Any]:
+    """llama.cpp options for ``slots`` sequences decoded together, each in its own KV stream of
+    ``max_tokens + prompt_room`` tokens (rounded up to 256), plus ``prefix_cache`` kept prompts;
+    other engines drop them. What `marginal run --slots` and the server pass."""
+    if not isinstance(slots, int) or slots < 1:
+        raise MarginalError(f"--slots must be a positive integer, got {slots!r}")
+    seq = -(-(max_tokens + prompt_room) // 256) * 256
+    return {"max_seqs": slots, "prefix_cache": prefix_cache, "kv_unified": False, "n_ctx": (slots + prefix_cache) * seq}
 
 
 def engine_kind(model: str) -> tuple[str, EngineKind]:

@@ -35,10 +35,14 @@ def check_context_settings(n_ctx: object, max_seqs: object) -> None:
         raise MarginalError(f"n_ctx must be an integer >= 16, got {n_ctx!r}")
 
 
-def new_context(model, *, n_ctx: int, n_batch: int, max_seqs: int, n_threads: int | None):
-    """A llama.cpp context on a loaded model: one unified KV cache of ``n_ctx`` cells
-    shared by up to ``max_seqs`` sequences, batches of ``n_batch`` tokens,
-    ``n_threads`` threads (default: the CPU count); None when llama.cpp refuses."""
+def new_context(model, *, n_ctx: int, n_batch: int, max_seqs: int, n_threads: int | None, unified: bool = True):
+    """A llama.cpp context on a loaded model: a KV cache of ``n_ctx`` cells for up to
+    ``max_seqs`` sequences, batches of ``n_batch`` tokens, ``n_threads`` threads
+    (default: the CPU count); None when llama.cpp refuses. ``unified``: one pool
+    of cells that sequences share (prefixes shared without copying, but every
+    token attends over all cells in use); else one stream of ``n_ctx /
+    max_seqs`` cells per sequence (attention over its own cells only; copies
+    between sequences copy data)."""
     threads = n_threads or os.cpu_count() or 1
     cp = _ll.llama_context_default_params()
     cp.n_ctx = n_ctx
@@ -47,7 +51,7 @@ def new_context(model, *, n_ctx: int, n_batch: int, max_seqs: int, n_threads: in
     cp.n_seq_max = max_seqs
     cp.n_threads = threads
     cp.n_threads_batch = threads
-    cp.kv_unified = True
+    cp.kv_unified = unified
     cp.no_perf = True
     return _ll.llama_init_from_model(model, cp) or None
 

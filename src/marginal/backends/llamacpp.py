@@ -93,7 +93,11 @@ class LlamaCppBackend(Lifecycle):
     ``max_seqs`` is the number of sequence slots decoded together (the batch
     of a step); ``n_ctx`` the KV cells they share (prompt cells are stored
     once per prompt); ``prefix_cache`` the evaluated prompts kept for later
-    requests to copy a common prefix from (0 turns it off). ``n_threads``
+    requests to copy a common prefix from (0 turns it off). With
+    ``kv_unified=False`` each sequence (and cached prompt) gets its own stream
+    of ``n_ctx / (max_seqs + prefix_cache)`` cells: more memory, but a token
+    attends over its own sequence only, which is faster when many long
+    sequences run at once (see `marginal.backends.slots`). ``n_threads``
     defaults to the CPU count. Use as a context manager or call ``close()``.
     """
 
@@ -106,6 +110,7 @@ class LlamaCppBackend(Lifecycle):
         max_seqs: int = 64,
         n_batch: int = 512,
         prefix_cache: int = 16,
+        kv_unified: bool = True,
         n_gpu_layers: int = 0,
         name: str | None = None,
         verbose: bool = False,
@@ -133,12 +138,13 @@ class LlamaCppBackend(Lifecycle):
         self._eog_cache: dict[int, bool] = {}
         self._chat_formatter = self._load_template()
         try:
-            self.engine = SlotEngine(self, n_ctx=n_ctx, slots=max_seqs, n_batch=n_batch,
+            self.engine = SlotEngine(self, n_ctx=n_ctx, slots=max_seqs, n_batch=n_batch, kv_unified=kv_unified,
                                      n_threads=n_threads or os.cpu_count() or 1, prefix_cache=prefix_cache)
         except BaseException:
             self.close()
             raise
         self.n_ctx = self.engine.n_ctx
+        self.seq_ctx = self.engine.seq_ctx
         self.n_batch = self.engine.n_batch
         self.max_seqs = max_seqs
 

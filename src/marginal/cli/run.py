@@ -51,7 +51,8 @@ def run(
     plan_file: Optional[Path] = typer.Option(None, "--plan", help="plan.json from `marginal analyze --save-plan` (policy planned)", rich_help_panel=_POLICY),
     threshold: float = typer.Option(0.95, help="adaptive: stop when P(leader stays leader) reaches this", rich_help_panel=_POLICY),
     threads: Optional[int] = typer.Option(None, help="CPU threads for llama.cpp (default: all cores)", rich_help_panel=_EXEC),
-    batch_samples: int = typer.Option(64, help="samples generated and committed per batch (a crash loses at most one batch)", rich_help_panel=_EXEC),
+    batch_samples: int = typer.Option(64, help="samples committed per transaction (a crash loses at most these and the samples in flight)", rich_help_panel=_EXEC),
+    slots: int = typer.Option(32, help="llama.cpp: sequences decoded together; a finished one's slot is taken at once", rich_help_panel=_EXEC),
     use_ray: bool = typer.Option(False, "--ray", help="shard the batches to Ray workers, each with its own model (pip install 'marginal\\[ray]')", rich_help_panel=_EXEC),
     address: Optional[str] = typer.Option(None, help="--ray: cluster address HOST:PORT, ray://HOST:PORT or auto (default: a new local cluster)", rich_help_panel=_EXEC),
     workers: Optional[int] = typer.Option(None, help="--ray: worker actors, each with --threads CPUs (default: the cluster's CPUs)", rich_help_panel=_EXEC),
@@ -73,7 +74,7 @@ def run(
         sampling=sample_spec(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p, max_tokens=max_tokens, seed=seed),
         problems=ProblemSelection(limit, subset_seed),
         policy=PolicySettings(policy, budget, threshold, plan_file) if policy is not None and budget is not None else None,
-        batch_samples=batch_samples, threads=threads, ray=RaySettings(address, workers) if use_ray else None,
+        batch_samples=batch_samples, threads=threads, slots=slots, ray=RaySettings(address, workers) if use_ray else None,
     )
     if resume and out_path is not None:
         config = resumed(config, out_path)
@@ -146,7 +147,8 @@ def _generate(config: RunConfig, task, plan, policy, backend_for, store, bar: Pr
         return report.run_id
     if policy is None or config.policy is None:
         return execute(plan, task, backend_for, store, batch_samples=config.batch_samples, on_progress=bar)
-    return execute_policy(plan, policy, config.policy.budget, task, backend_for, store, on_progress=bar)
+    return execute_policy(plan, policy, config.policy.budget, task, backend_for, store, on_progress=bar,
+                          batch_samples=config.batch_samples)
 
 
 def _summary(store, run_id: str, plan, seconds: float, path: Path) -> None:
