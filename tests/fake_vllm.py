@@ -133,7 +133,37 @@ class _ModelConfig:
 
 @dataclass
 class _Engine:
+    """vLLM's ``LLMEngine`` loop: ``add_request`` queues, ``step`` finishes at most
+    ``per_step`` requests (oldest first), ``abort_request`` drops them."""
+
     model_config: _ModelConfig
+    llm: Any = None
+    per_step: int = 3
+    queue: list = field(default_factory=list)
+    steps: int = 0
+    aborted: list = field(default_factory=list)
+
+    def add_request(self, request_id: str, prompt: dict, params: SamplingParams, **kw: Any) -> None:
+        ids = prompt["prompt_token_ids"]
+        if not ids or len(ids) >= self.model_config.max_model_len:
+            raise ValueError(f"bad prompt of length {len(ids)}")
+        self.queue.append((request_id, prompt, params))
+
+    def abort_request(self, request_ids) -> None:
+        gone = set(request_ids)
+        self.aborted += sorted(gone)
+        self.queue = [q for q in self.queue if q[0] not in gone]
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self.queue)
+
+    def step(self) -> list[RequestOutput]:
+        self.steps += 1
+        take, self.queue = self.queue[: self.per_step], self.queue[self.per_step :]
+        outs = self.llm.generate([p for _, p, _ in take], [sp for _, _, sp in take]) if take else []
+        for (rid, _, _), out in zip(take, outs):
+            out.request_id = rid
+        return outs
 
 
 @dataclass
@@ -158,7 +188,7 @@ class LLM:
             raise OSError(f"{kwargs['model']} is not a local folder and is not a valid model identifier")
         self.kwargs = kwargs
         self.tokenizer = FakeTokenizer(self.chat_template)
-        self.llm_engine = _Engine(_ModelConfig(kwargs.get("max_model_len") or self.max_model_len))
+        self.llm_engine = _Engine(_ModelConfig(kwargs.get("max_model_len") or self.max_model_len), self)
         self.calls: list[GenerateCall] = []
         self._seen: set[tuple[int, ...]] = set()
         type(self).instances.append(self)

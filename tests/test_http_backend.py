@@ -114,6 +114,25 @@ def test_parse_http_model():
 # ---------------------------------------------------- the real llama.cpp server
 
 
+def test_submit_streams_requests_through_bounded_workers(backend):
+    """The incremental form: each prompt is a request of its own, at most max_concurrency in
+    flight, admitted as each returns; the same seeds as generate's."""
+    from marginal.backends.streaming import Driver, Streaming
+
+    assert isinstance(backend, Streaming)
+    prompts = [_chat(f"Name a number above {k}.") for k in range(5)]
+    spec = SampleSpec(n=2, temperature=0.7, max_tokens=6, seed=3)
+    done = {}
+    driver = Driver(lambda tag, comps: done.__setitem__(tag, comps))
+    for i, p in enumerate(prompts):
+        driver.submit(backend, p, spec, i)
+    driver.run()
+    assert sorted(done) == list(range(5)) and not backend.step()
+    for i, p in enumerate(prompts):
+        assert [c.seed for c in done[i]] == [spec.sequence_seed(prompt_key(p), j) for j in range(2)]
+        assert all(c.finish_reason in ("stop", "length") and c.completion_tokens >= 1 for c in done[i])
+
+
 def test_chat_n_per_prompt_in_order_with_usage(backend):
     prompts = [_chat("Name a colour."), _chat("Name an animal."), _chat("Say hi.")]
     spec = SampleSpec(n=3, temperature=0.7, max_tokens=8, seed=11)

@@ -72,6 +72,31 @@ def test_one_generate_call_per_batch_with_one_request_per_sample(fake):
     assert len(llm.calls) == 2
 
 
+def test_submit_joins_vllms_running_engine_and_cancel_aborts(fake):
+    from marginal.backends.streaming import Driver, Streaming, drain
+
+    b = _backend()
+    assert isinstance(b, Streaming)
+    spec = SampleSpec(n=3, temperature=0.8, max_tokens=10, seed=5)
+    want = b.generate(PROMPTS, spec)
+    engine = _llm(b).llm_engine
+    got = {}
+    driver = Driver(lambda tag, comps: got.__setitem__(tag, comps))
+    driver.submit(b, PROMPTS[0], spec, 0)
+    b.step()  # the first request is running when the others arrive
+    for i, p in enumerate(PROMPTS[1:], 1):
+        driver.submit(b, p, spec, i)
+    driver.run()
+    def strip(rows):  # everything but the prefix-cache hits, which the first call warmed
+        return [[(c.text, c.token_ids, c.seed, c.finish_reason, c.prompt_tokens) for c in r] for r in rows]
+
+    assert strip([got[i] for i in range(len(PROMPTS))]) == strip(want)  # per-request seeds: the same completions
+    assert engine.steps >= 3 and not b.step()
+    f = b.submit(PROMPTS[0], spec)
+    assert f.cancel() and not b.step() and len(engine.aborted) == 3
+    assert drain(b, [b.submit("x " * 80, spec)])[0][0].finish_reason == "error"  # too long: fails alone
+
+
 def test_empty_batch_makes_no_call(fake):
     b = _backend()
     assert b.generate([], SampleSpec(n=2)) == []

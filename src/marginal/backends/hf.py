@@ -37,6 +37,11 @@ How a call to ``generate(prompts, spec)`` runs:
 - A prompt that leaves no room in the model's context
   (``max_position_embeddings``) raises ``MarginalError`` for the call.
 
+Batching is per call (barrier): a ``generate`` call runs until its longest
+sequence ends. It has no incremental form; runs and the server wrap it in
+`marginal.backends.streaming.Barrier`, which sends every request pending at
+a step as one call.
+
 Left out: a static / paged KV cache and CUDA graphs (the cache grows with
 ``torch.cat`` per step, like ``generate``'s default), sharing a prefix between
 *different* prompts, repetition penalties, quantized loading beyond what

@@ -43,7 +43,13 @@ returned for the call. A request that still fails with a 5xx or a timeout
 after its retries gives error completions (``finish_reason="error"``) for
 its samples only; when every request of a call fails so, the call raises.
 
-Left out: streaming, tool calls, images, the Responses API, per-prompt
+Incremental form (`marginal.backends.streaming.Streaming`): ``submit(prompt,
+spec)`` sends a prompt's request(s) from a pool of ``max_concurrency`` worker
+threads and returns a future; a new request starts as each one returns, and
+``step()`` waits for the next to come back. Every request, from calls and
+submissions alike, holds one of ``max_concurrency`` places while in flight.
+
+Left out: token streaming, tool calls, images, the Responses API, per-prompt
 settings, and token ids (vLLM's ``return_tokens_as_token_ids`` is not asked
 for, to stay server-neutral).
 """
@@ -53,7 +59,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -162,6 +168,10 @@ class OpenAIBackend(Lifecycle):
         """The server has answered n > 1 with n choices."""
         self._logprobs = True
         self._lock = threading.Lock()
+        self._inflight = threading.BoundedSemaphore(max_concurrency)
+        """At most ``max_concurrency`` requests in flight, whoever sends them (calls, submissions)."""
+        self._pool: ThreadPoolExecutor | None = None
+        self._outstanding: set[Future] = set()
         self.model = model if model else ""
         if check or not model:
             self.model = self._check_model(model)
@@ -181,6 +191,35 @@ class OpenAIBackend(Lifecycle):
         prompts = list(prompts)
         if not prompts:
             return []
+        done = self._fill(prompts, spec)
+        if all(c.finish_reason == "error" for row in done for c in row):
+            raise MarginalError(f"model server {self.base_url}: every request failed; last error: {done[-1][-1].error}")
+        return done
+
+    def submit(self, prompt: Prompt, spec: SampleSpec) -> Future[list[Completion]]:
+        """Send one prompt's request(s) from a worker thread; the future resolves to its ``spec.n``
+        completions (error completions when the server keeps failing; MarginalError as the future's
+        exception for what makes every request fail: unreachable server, unknown model, bad key)."""
+        ensure_open(self._client, "HTTP backend")
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="marginal-http")
+            fut = self._pool.submit(lambda: self._fill([prompt], spec)[0])
+            self._outstanding.add(fut)
+        fut.add_done_callback(self._outstanding.discard)
+        return fut
+
+    def step(self) -> bool:
+        """Wait (briefly) until one of the submitted requests returns; False when none is out."""
+        pending = [f for f in list(self._outstanding) if not f.done()]
+        if not pending:
+            return bool(self._outstanding)
+        wait(pending, timeout=0.05, return_when=FIRST_COMPLETED)
+        return True
+
+    def _fill(self, prompts: list[Prompt], spec: SampleSpec) -> list[list[Completion]]:
+        """Every completion of ``prompts``: n choices per request where the server does n, else one
+        request per sample (see the module docstring)."""
         ensure_open(self._client, "HTTP backend")
         results: list[list[Completion | None]] = [[None] * spec.n for _ in prompts]
         try:
@@ -199,12 +238,12 @@ class OpenAIBackend(Lifecycle):
                 self._run(prompts, spec, results, batched=False)
         except _Fatal as e:
             raise MarginalError(str(e)) from None
-        done = filled(results)
-        if all(c.finish_reason == "error" for row in done for c in row):
-            raise MarginalError(f"model server {self.base_url}: every request failed; last error: {done[-1][-1].error}")
-        return done
+        return filled(results)
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -329,7 +368,8 @@ class OpenAIBackend(Lifecycle):
                 call = self._client.completions.create
                 kw["prompt"] = prompt
             try:
-                return call(**kw)
+                with self._inflight:
+                    return call(**kw)
             except (o.APITimeoutError, o.InternalServerError, o.RateLimitError) as e:
                 raise _Retryable(_reason(e)) from None
             except o.APIConnectionError as e:

@@ -58,6 +58,14 @@ independent of the batch; GPU kernels are not batch-invariant, so the same
 seed next to other requests can still give other tokens (same caveat as the
 other engines; vLLM's ``VLLM_BATCH_INVARIANT=1`` mode trades speed for it).
 
+Incremental form (`marginal.backends.streaming.Streaming`): ``submit(prompt,
+spec)`` adds the prompt's n requests to vLLM's own engine
+(``llm.llm_engine.add_request``) while it runs, and ``step()`` is one
+``llm_engine.step()``: vLLM's continuous batching admits and finishes
+requests step by step, so a policy's next request joins the running batch
+at once; a cancelled future's requests are aborted (``abort_request``).
+Submission and stepping share a lock (any thread may submit).
+
 Left out: multi-GPU settings beyond what ``engine_args`` passes through
 (tensor parallelism etc.), LoRA, guided decoding, the Mistral tokenizer mode,
 ``llm.chat`` (templates are applied here, once per prompt), streaming, and
@@ -67,13 +75,26 @@ token-level blending (no next-token log-probabilities protocol).
 from __future__ import annotations
 
 import gc
+import itertools
+import threading
 from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import MarginalError
 from ..types import Completion, FinishReason, Prompt, SampleSpec, prompt_key
-from .common import Lifecycle, check_prompt, ensure_open, error_completion, filled, prepare_prompts
+from .common import (
+    Lifecycle,
+    check_prompt,
+    ensure_open,
+    error_completion,
+    failed_prompt,
+    failure_message,
+    filled,
+    prepare_prompts,
+)
 from .hf import TemplatedPrompts
 
 __all__ = ["VLLMBackend"]
@@ -178,6 +199,9 @@ class VLLMBackend(TemplatedPrompts, Lifecycle):
         engine = getattr(llm, "llm_engine", None)
         cfg = getattr(engine, "model_config", None) or getattr(llm, "model_config", None)
         self.max_model_len = int(getattr(cfg, "max_model_len", 0) or 0) or 1 << 30
+        self._engine_lock = threading.Lock()
+        self._running: dict[str, tuple[_Live, int, int]] = {}
+        self._request_ids = itertools.count()
         self.calls = 0
         """``llm.generate`` calls made (one per non-empty ``generate`` call)."""
 
@@ -217,6 +241,50 @@ class VLLMBackend(TemplatedPrompts, Lifecycle):
                 results[i][j] = _completion(out, P, s)
         return filled(results)
 
+    def submit(self, prompt: Prompt, spec: SampleSpec) -> Future[list[Completion]]:
+        """Add the prompt's ``spec.n`` requests (one per sample, each with its own seed) to vLLM's
+        running engine; the future resolves once all are finished (see ``step``)."""
+        ensure_open(self._llm, "vLLM backend")
+        fut: Future[list[Completion]] = Future()
+        try:
+            toks = self._checked_tokens(0, prompt)
+        except Exception as e:  # too long, empty, a template that raises: this prompt only
+            fut.set_result(failed_prompt(failure_message(e), prompt, spec))
+            return fut
+        key = prompt_key(prompt)
+        live = _Live(fut, [None] * spec.n, len(toks))
+        with self._engine_lock:
+            for j in range(spec.n):
+                seed = spec.sequence_seed(key, j)
+                rid = f"marginal-{next(self._request_ids)}"
+                try:
+                    self._llm.llm_engine.add_request(rid, {"prompt_token_ids": toks}, self._params(spec, seed))
+                except self._bad_request as e:
+                    raise MarginalError(f"vLLM rejected the request: {_line(e)}") from None
+                self._running[rid] = (live, j, seed)
+        return fut
+
+    def step(self) -> bool:
+        """One step of vLLM's engine (its own continuous batching); False when nothing runs.
+        Requests of cancelled futures are aborted first."""
+        with self._engine_lock:
+            engine = self._llm.llm_engine
+            gone = [rid for rid, (live, _, _) in self._running.items() if live.future.cancelled()]
+            if gone:
+                engine.abort_request(gone)
+                for rid in gone:
+                    del self._running[rid]
+            if not self._running:
+                return False
+            for out in engine.step():
+                if not getattr(out, "finished", False) or out.request_id not in self._running:
+                    continue
+                live, j, seed = self._running.pop(out.request_id)
+                live.results[j] = _completion(out, live.prompt_tokens, seed)
+                if all(c is not None for c in live.results) and not live.future.cancelled():
+                    live.future.set_result(list(live.results))
+            return True
+
     def _checked_tokens(self, i: int, prompt: Prompt) -> list[int]:
         toks = self.tokenize(prompt)
         check_prompt(i, toks, self.max_model_len, context=f"the model's context of max_model_len={self.max_model_len}",
@@ -246,6 +314,15 @@ class VLLMBackend(TemplatedPrompts, Lifecycle):
             )
         except self._bad_request as e:
             raise MarginalError(f"vLLM rejected the sampling settings: {_line(e)}") from None
+
+
+@dataclass
+class _Live:
+    """A submitted prompt whose n requests are running in vLLM's engine."""
+
+    future: Future
+    results: list
+    prompt_tokens: int
 
 
 def _completion(out: Any, prompt_tokens: int, seed: int) -> Completion:
