@@ -1,7 +1,7 @@
 """Runner rules that need no model: truncation, failed samples, batching."""
 
 from fakes import FakeTask, fake_bank
-from marginal.runner import TRUNCATED, _Group, batches, to_samples
+from marginal.runner import TRUNCATED, Group, batches, to_samples
 from marginal.types import Completion, Problem, SampleSpec
 
 
@@ -11,7 +11,7 @@ def comp(text, reason="stop", error=None):
 
 def test_truncated_and_errored_completions_fail_with_reasons():
     task = FakeTask(["c0"])
-    g = _Group(Problem("p0", "q", "42"), fake_bank(["c0"])[0], 0, 4)
+    g = Group(Problem("p0", "q", "42"), fake_bank(["c0"])[0], 0, 4)
     outs = [[comp("ANSWER: 42"), comp("ANSWER: 42", "length"), comp("", "error", "prompt too long"), comp("junk")]]
     s = to_samples(task, [g], outs, 1.0)
     assert [x.answer for x in s] == ["42", None, None, None]
@@ -25,7 +25,7 @@ def test_batches_group_by_engine_offset_and_n():
     bank = fake_bank(["a", "b"])
     other = bank[1].__class__("b2", system="tag:b", model="other")
     p = [Problem(f"p{i}", "q") for i in range(5)]
-    groups = [_Group(x, bank[0], 0, 4) for x in p] + [_Group(p[0], bank[1], 2, 2), _Group(p[1], other, 0, 4)]
+    groups = [Group(x, bank[0], 0, 4) for x in p] + [Group(p[0], bank[1], 2, 2), Group(p[1], other, 0, 4)]
     out = batches(groups, SampleSpec(n=1, seed=3), batch_samples=8)
     sizes = [(len(chunk), spec.n, spec.first_index) for chunk, spec in out]
     assert sizes == [(2, 4, 0), (2, 4, 0), (1, 4, 0), (1, 2, 2), (1, 4, 0)]

@@ -52,7 +52,7 @@ from typing import Any
 
 from .backends.cache import Engines
 from .errors import MarginalError
-from .runner import Progress, RunPlan, Tracker, _Group, _missing, generate_groups, open_run
+from .runner import Progress, RunPlan, Tracker, Group, missing_groups, generate_groups, open_run
 from .runner import batches as runner_batches
 from .store import Store
 from .types import Sample, SampleSpec
@@ -87,7 +87,7 @@ class RayReport:
     """Returned samples whose key was already stored (skipped; 0 in a healthy run)."""
 
 
-def _keys(groups: Sequence[_Group]) -> set[tuple[str, str, int]]:
+def _keys(groups: Sequence[Group]) -> set[tuple[str, str, int]]:
     return {(g.problem.id, g.prior.name, g.first + j) for g in groups for j in range(g.n)}
 
 
@@ -116,7 +116,7 @@ class _Worker:
     def pid(self) -> int:
         return os.getpid()
 
-    def run(self, groups: list[_Group], spec: SampleSpec) -> list[Sample]:
+    def run(self, groups: list[Group], spec: SampleSpec) -> list[Sample]:
         from .tasks import load_task
 
         if self.task is None:
@@ -222,7 +222,7 @@ def execute_ray(
         raise MarginalError(f"--batch-samples must be a positive integer, got {batch_samples}")
     with RayCluster(address, workers, cpus_per_worker):
         run_id = open_run(store, plan)
-        groups = _missing(store, run_id, plan)
+        groups = missing_groups(store, run_id, plan)
         batches = runner_batches(groups, plan.spec, batch_samples)
         if not batches:
             return RayReport(run_id, 0, 0, 0, 0, 0, 0)

@@ -122,14 +122,17 @@ def open_run(store: Store, plan: RunPlan, *, beside: bool = False) -> str:
 
 
 @dataclass(frozen=True)
-class _Group:
+class Group:
+    """``n`` samples of one (problem, prior) pair, the first with sample index ``first``."""
+
     problem: Problem
     prior: Prior
     first: int
     n: int
 
 
-def _missing(store: Store, run_id: str, plan: RunPlan) -> list[_Group]:
+def missing_groups(store: Store, run_id: str, plan: RunPlan) -> list[Group]:
+    """The groups of ``plan`` that ``store`` lacks, in problem then prior order (holes one by one)."""
     done = store.done_keys(run_id)
     groups = []
     for p in plan.problems:
@@ -138,9 +141,9 @@ def _missing(store: Store, run_id: str, plan: RunPlan) -> list[_Group]:
             if not todo:
                 continue
             if todo == list(range(todo[0], todo[-1] + 1)):
-                groups.append(_Group(p, c, todo[0], len(todo)))
+                groups.append(Group(p, c, todo[0], len(todo)))
             else:  # holes: fill each on its own so every index keeps its seed
-                groups += [_Group(p, c, i, 1) for i in todo]
+                groups += [Group(p, c, i, 1) for i in todo]
     return groups
 
 
@@ -163,7 +166,7 @@ TRUNCATED = "truncated: max_tokens reached before the final answer"
 
 
 def generate_groups(
-    groups: Sequence[_Group], spec: SampleSpec, task: Task, backend_for: Callable[[Prior], Backend]
+    groups: Sequence[Group], spec: SampleSpec, task: Task, backend_for: Callable[[Prior], Backend]
 ) -> list[Sample]:
     """One backend call for ``groups`` (one engine, ``spec.n == g.n``), extracted and graded."""
     t0 = time.perf_counter()
@@ -172,7 +175,7 @@ def generate_groups(
 
 
 def to_samples(
-    task: Task, groups: Sequence[_Group], outs: Sequence[Sequence[Completion]], seconds: float
+    task: Task, groups: Sequence[Group], outs: Sequence[Sequence[Completion]], seconds: float
 ) -> list[Sample]:
     """Extract and grade the completions of ``groups``; failed ones stay failed.
 
@@ -215,7 +218,7 @@ def to_samples(
 class Tracker:
     """Progress of a K x M run: samples and problems done, reported after each stored batch."""
 
-    def __init__(self, plan: RunPlan, missing: Sequence[_Group], on_progress: Callable[[Progress], None] | None):
+    def __init__(self, plan: RunPlan, missing: Sequence[Group], on_progress: Callable[[Progress], None] | None):
         self.total = len(plan.problems) * len(plan.priors) * plan.spec.n
         self.done = self.total - sum(g.n for g in missing)
         self.remaining: dict[str, int] = defaultdict(int)
@@ -225,7 +228,7 @@ class Tracker:
         self.problems_done = self.n_problems - len(self.remaining)
         self.on_progress = on_progress
 
-    def stored(self, chunk: Sequence[_Group], samples: Sequence[Sample], added: int, seconds: float) -> None:
+    def stored(self, chunk: Sequence[Group], samples: Sequence[Sample], added: int, seconds: float) -> None:
         """``chunk``'s groups are stored (``added`` of ``samples`` were new)."""
         self.done += added
         for g in chunk:
@@ -266,7 +269,7 @@ class _Engines:
         return 2 * max(batch_samples, int(getattr(engine, "max_seqs", 0) or 0))
 
 
-def _request(g: _Group, spec: SampleSpec) -> tuple[Prompt, SampleSpec]:
+def _request(g: Group, spec: SampleSpec) -> tuple[Prompt, SampleSpec]:
     return g.prior.render(g.problem.question), replace(spec, n=g.n, first_index=g.first)
 
 
@@ -291,10 +294,10 @@ def execute(
     the same sample offset). ``beside``: see `open_run`.
     """
     run_id = open_run(store, plan, beside=beside)
-    groups = _missing(store, run_id, plan)
+    groups = missing_groups(store, run_id, plan)
     track = Tracker(plan, groups, on_progress)
     engines = _Engines(backend_for, batch_samples)
-    buffer: list[tuple[_Group, list[Sample]]] = []
+    buffer: list[tuple[Group, list[Sample]]] = []
     started: dict[int, float] = {}
     t_flush = [time.perf_counter()]
 
@@ -308,7 +311,7 @@ def execute(
         t_flush[0] = now
         buffer.clear()
 
-    def on_done(g: _Group, comps: list[Completion]) -> None:
+    def on_done(g: Group, comps: list[Completion]) -> None:
         seconds = time.perf_counter() - started.pop(id(g))
         buffer.append((g, to_samples(task, [g], [comps], seconds)))
         if sum(x.n for x, _ in buffer) >= batch_samples:
@@ -367,13 +370,13 @@ class Solve:
             if smp.prior in self.index:
                 self.state.answers[self.index[smp.prior]].append(smp.answer)
                 self.state.samples.append(smp)
-        self.pending: list[_Group] | None = None
+        self.pending: list[Group] | None = None
 
     @property
     def used(self) -> int:
         return len(self.state.samples)
 
-    def next(self) -> list[_Group] | None:
+    def next(self) -> list[Group] | None:
         """The policy's next groups to sample, or None when it stops (the decision is recorded)."""
         st, pol = self.state, self.policy
         d = pol.decide(st.answers, self.budget)
@@ -387,7 +390,7 @@ class Solve:
         for i, n in d.requests:
             if not 0 <= i < len(self.priors):
                 raise MarginalError(f"policy {pol.name} asked for prior {i}; the bank has {len(self.priors)}")
-            groups.append(_Group(self.problem, self.priors[i], len(st.answers[i]), n))
+            groups.append(Group(self.problem, self.priors[i], len(st.answers[i]), n))
         self.pending = groups
         return groups
 
