@@ -47,7 +47,8 @@ from marginal.backends.llamacpp import LlamaCppBackend
 from marginal.backends.streaming import Barrier
 from marginal.models import CATALOG, is_available, resolve_model
 from marginal.policies import make_policy
-from marginal.runner import RunPlan, allocate, execute
+from marginal.allocate import allocate
+from marginal.runner import RunPlan, execute
 from marginal.store import Store
 from marginal.tasks import load_task
 from marginal.types import SampleSpec

@@ -14,7 +14,8 @@ from marginal.config import (
 )
 from marginal.errors import MarginalError
 from marginal.policies import make_policy
-from marginal.runner import execute, execute_policy
+from marginal.allocate import execute_policy
+from marginal.runner import execute
 from marginal.store import Store
 from marginal.types import SampleSpec
 

@@ -23,7 +23,8 @@ from fakes import FakeBackend, FakeTask
 from marginal.analysis import Pool, accuracy_grid, brute_force_accuracy, load_pool
 from marginal.policies import Adaptive, Decision, Fixed
 from marginal.replay import replay, replay_question
-from marginal.runner import RunPlan, execute_policy
+from marginal.allocate import execute_policy
+from marginal.runner import RunPlan
 from marginal.session import Session
 from marginal.store import Store
 from marginal.types import Problem, SampleSpec

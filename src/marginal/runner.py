@@ -13,13 +13,9 @@ samples with the seed derived from i).
 A run's identity is what decides its samples: task, model, sampling settings
 and seed. The number of problems, priors and samples per prior are its
 extent, and may grow between invocations (the new samples are added).
-``allocate`` drives a policy instead of a fixed grid: a question's policy
-is asked again as soon as the samples it requested are back, and its next
-requests join the running engine (no step waits for the slowest question);
-finished steps (samples and decisions) go to a callback, which may store
-them. Policies are pure functions of the answers seen, so resuming from
-stored samples replays them. Multi-worker execution (Ray) lives in
-``distributed.py`` and reuses the batching here (``batches``,
+Policy runs (``allocate``, ``execute_policy``) live in ``allocate.py`` and
+share the groups, requests and extraction here. Multi-worker execution (Ray)
+lives in ``distributed.py`` and reuses the batching here (``batches``,
 ``generate_groups``).
 """
 
@@ -30,7 +26,7 @@ import math
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
 from . import __version__
 from .backends.base import Backend
@@ -38,7 +34,6 @@ from .backends.streaming import Barrier, Driver, Streaming
 from .errors import MarginalError
 from .store import Store
 from .tasks.base import Task, extract_all
-from .policies import Decision, Policy
 from .types import Completion, Prior, Problem, Prompt, Sample, SampleSpec
 
 
@@ -246,8 +241,9 @@ def diagnostics_of(comp: Completion) -> dict[str, float | int | None]:
     return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in comp.diagnostics.items()}
 
 
-class _Engines:
-    """The streaming view of each prior's engine (one per backend object)."""
+class Engines:
+    """The streaming view of each prior's engine (one per backend object): the engine itself
+    when it streams, else a `Barrier` around it."""
 
     def __init__(self, backend_for: Callable[[Prior], Backend], max_batch: int) -> None:
         self.backend_for = backend_for
@@ -269,7 +265,8 @@ class _Engines:
         return 2 * max(batch_samples, int(getattr(engine, "max_seqs", 0) or 0))
 
 
-def _request(g: Group, spec: SampleSpec) -> tuple[Prompt, SampleSpec]:
+def request(g: Group, spec: SampleSpec) -> tuple[Prompt, SampleSpec]:
+    """The prompt and sampling settings of a group (its n and sample offset)."""
     return g.prior.render(g.problem.question), replace(spec, n=g.n, first_index=g.first)
 
 
@@ -296,7 +293,7 @@ def execute(
     run_id = open_run(store, plan, beside=beside)
     groups = missing_groups(store, run_id, plan)
     track = Tracker(plan, groups, on_progress)
-    engines = _Engines(backend_for, batch_samples)
+    engines = Engines(backend_for, batch_samples)
     buffer: list[tuple[Group, list[Sample]]] = []
     started: dict[int, float] = {}
     t_flush = [time.perf_counter()]
@@ -331,184 +328,11 @@ def execute(
             todo.popleft()
             in_flight[id(engine)] += g.n
             started[id(g)] = time.perf_counter()
-            prompt, spec = _request(g, plan.spec)
+            prompt, spec = request(g, plan.spec)
             driver.submit(engine, prompt, spec, g).add_done_callback(
                 lambda _f, e=id(engine), n=g.n: in_flight.__setitem__(e, in_flight[e] - n))
 
     top_up()
     driver.run()
     flush()
-    return run_id
-
-
-@dataclass
-class QuestionState:
-    """What a policy has seen for one question (mutable while allocating)."""
-
-    answers: list[list[str | None]]
-    samples: list[Sample] = field(default_factory=list)
-    decisions: list[Decision] = field(default_factory=list)
-
-
-class Solve:
-    """One question under a policy, as a state machine with no engine and no I/O.
-
-    ``next()`` asks the policy for its next step and returns the groups to
-    sample (a group is n new samples of one prior, with the sample offset
-    their seeds follow), or None once the policy stops. ``feed(samples)``
-    gives back the samples of those groups, one list per group in request
-    order. `allocate` drives many of these over one engine; the server
-    drives one per HTTP request.
-    """
-
-    def __init__(self, problem: Problem, priors: Sequence[Prior], policy: Policy, budget: int,
-                 known: Sequence[Sample] = ()) -> None:
-        self.problem, self.priors, self.policy, self.budget = problem, list(priors), policy, budget
-        self.index = {c.name: i for i, c in enumerate(self.priors)}
-        self.state = QuestionState([[] for _ in self.priors])
-        for smp in sorted(known, key=lambda s: (self.index.get(s.prior, -1), s.index)):
-            if smp.prior in self.index:
-                self.state.answers[self.index[smp.prior]].append(smp.answer)
-                self.state.samples.append(smp)
-        self.pending: list[Group] | None = None
-
-    @property
-    def used(self) -> int:
-        return len(self.state.samples)
-
-    def next(self) -> list[Group] | None:
-        """The policy's next groups to sample, or None when it stops (the decision is recorded)."""
-        st, pol = self.state, self.policy
-        d = pol.decide(st.answers, self.budget)
-        st.decisions.append(d)
-        if d.stop:
-            self.pending = None
-            return None
-        if sum(len(a) for a in st.answers) + d.size > self.budget:
-            raise MarginalError(f"policy {pol.name} asked for {d.size} samples past the budget of {self.budget}")
-        groups = []
-        for i, n in d.requests:
-            if not 0 <= i < len(self.priors):
-                raise MarginalError(f"policy {pol.name} asked for prior {i}; the bank has {len(self.priors)}")
-            groups.append(Group(self.problem, self.priors[i], len(st.answers[i]), n))
-        self.pending = groups
-        return groups
-
-    def feed(self, samples: Sequence[Sequence[Sample]]) -> None:
-        """The samples of the pending groups, one list per group, in request order."""
-        if self.pending is None or len(samples) != len(self.pending):
-            raise RuntimeError("feed() needs one list of samples per group of the last next()")
-        for g, smp in zip(self.pending, samples):
-            for x in smp:
-                self.state.samples.append(x)
-                self.state.answers[self.index[g.prior.name]].append(x.answer)
-        self.pending = None
-
-
-def allocate(
-    problems: Sequence[Problem],
-    priors: Sequence[Prior],
-    policy: Policy,
-    budget: int,
-    task: Task,
-    backend_for: Callable[[Prior], Backend],
-    spec: SampleSpec,
-    *,
-    known: dict[str, list[Sample]] | None = None,
-    on_batch: Callable[[list[Sample], list[tuple[str, int, Decision]]], None] | None = None,
-    max_batch: int = 256,
-    commit_samples: int = 64,
-) -> list[QuestionState]:
-    """Run ``policy`` with ``budget`` samples on every problem; no step waits for another question.
-
-    Each question (a `Solve`) is asked again as soon as all the samples its
-    policy asked for are back, and its next requests join the running engine
-    at once (a blocking engine serves, per call, every request pending then,
-    at most ``max_batch`` samples). A question sees its samples in request
-    order, so its decisions are those of a sequential run. ``known`` holds
-    samples already stored per problem id (a resumed run); ``on_batch(samples,
-    [(problem_id, samples_used, decision), ...])`` receives the finished steps
-    in chunks of about ``commit_samples`` samples (and the rest at the end).
-    """
-    solves = [Solve(p, priors, policy, budget, (known or {}).get(p.id, ())) for p in problems]
-    engines = _Engines(backend_for, max_batch)
-    got: dict[int, list[list[Sample] | None]] = {}
-    out_samples: list[Sample] = []
-    out_steps: list[tuple[str, int, Decision]] = []
-
-    def flush() -> None:
-        if on_batch and (out_samples or out_steps):
-            on_batch(list(out_samples), list(out_steps))
-        out_samples.clear()
-        out_steps.clear()
-
-    def ask(q: int) -> None:
-        sv = solves[q]
-        groups = sv.next()
-        out_steps.append((sv.problem.id, sv.used, sv.state.decisions[-1]))
-        if groups is None:
-            return
-        got[q] = [None] * len(groups)
-        for r, g in enumerate(groups):
-            prompt, call_spec = _request(g, spec)
-            driver.submit(engines(g.prior), prompt, call_spec, (q, r, time.perf_counter()))
-
-    def on_done(tag: tuple[int, int, float], comps: list[Completion]) -> None:
-        q, r, t0 = tag
-        sv = solves[q]
-        assert sv.pending is not None
-        got[q][r] = to_samples(task, [sv.pending[r]], [comps], time.perf_counter() - t0)
-        if any(x is None for x in got[q]):
-            return
-        done = [x for x in got.pop(q) if x is not None]
-        sv.feed(done)  # in request order, whatever order they finished in
-        out_samples.extend(x for smp in done for x in smp)
-        ask(q)
-        if len(out_samples) >= commit_samples:
-            flush()
-
-    driver = Driver(on_done)
-    for q in range(len(problems)):
-        ask(q)
-    driver.run()
-    flush()
-    return [sv.state for sv in solves]
-
-
-def execute_policy(
-    plan: RunPlan,
-    policy: Policy,
-    budget: int,
-    task: Task,
-    backend_for: Callable[[Prior], Backend],
-    store: Store,
-    *,
-    on_progress: Callable[[Progress], None] | None = None,
-    batch_samples: int = 64,
-) -> str:
-    """Run ``policy`` on every problem of ``plan`` into ``store``, resuming from what it holds;
-    finished steps are committed in transactions of about ``batch_samples`` samples."""
-    run_id = open_run(store, plan)
-    known: dict[str, list[Sample]] = defaultdict(list)
-    for smp in store.samples(run_id):
-        known[smp.problem_id].append(smp)
-    total = budget * len(plan.problems)
-    counter = {"done": sum(len(v) for v in known.values()), "finished": set()}
-
-    def on_batch(samples: list[Sample], steps: list[tuple[str, int, Decision]]) -> None:
-        t0 = time.perf_counter()
-        rows = [(pid, used, json.dumps(d.requests), d.reason, d.record()) for pid, used, d in steps]
-        store.add_samples(run_id, samples, rows)
-        counter["done"] += len(samples)
-        counter["finished"] |= {pid for pid, _, d in steps if d.stop}
-        if on_progress:
-            on_progress(
-                Progress(
-                    len(counter["finished"]), len(plan.problems), counter["done"], total, len(samples),
-                    sum(s.completion_tokens for s in samples), time.perf_counter() - t0,
-                )
-            )
-
-    allocate(plan.problems, plan.priors, policy, budget, task, backend_for, plan.spec, known=known,
-             on_batch=on_batch, commit_samples=batch_samples)
     return run_id

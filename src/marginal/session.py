@@ -21,7 +21,7 @@ from .backends.base import Backend
 from .backends.cache import Engines
 from .errors import MarginalError
 from .policies import Decision, Policy, SplitPlan, make_policy
-from .runner import QuestionState, allocate
+from .allocate import QuestionState, allocate
 from .tasks.base import Task
 from .types import Prior, Problem, Sample, SampleSpec
 from .vote import label_free_margin, ranked, tally, winner

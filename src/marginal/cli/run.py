@@ -130,7 +130,8 @@ def execute_run(config: RunConfig, out_path: Path) -> str:
 
 def _generate(config: RunConfig, task, plan, policy, backend_for, store, bar: ProgressBar) -> str:
     """Run the grid (in this process or on Ray) or the policy; returns the run id."""
-    from ..runner import execute, execute_policy
+    from ..allocate import execute_policy
+    from ..runner import execute
 
     if config.ray is not None:
         from ..distributed import execute_ray

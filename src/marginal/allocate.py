@@ -1,0 +1,221 @@
+"""Policy runs: each question's policy asks for samples step by step, over a running engine.
+
+``allocate`` drives one `Solve` per question (a policy's state machine with
+no I/O): a question's policy is asked again as soon as the samples it
+requested are back, and its next requests join the running engine (no step
+waits for the slowest question). Finished steps (samples and decisions) go
+to a callback, which may store them; ``execute_policy`` stores them in a run.
+Policies are pure functions of the answers seen, so resuming from stored
+samples replays them. ``stored`` lets a run take samples an earlier run
+already generated (a pool) and generate only the rest, with the same seeds.
+Left out: priorities between questions (requests are served in arrival
+order).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from .backends.base import Backend
+from .backends.streaming import Driver
+from .errors import MarginalError
+from .policies import Decision, Policy
+from .runner import Engines, Group, Progress, RunPlan, open_run, request, to_samples
+from .store import Store
+from .tasks.base import Task
+from .types import Completion, Prior, Problem, Sample, SampleSpec
+
+StoredLookup = Callable[[Group], Sequence[Sample]]
+"""Samples already generated for a group, in index order from its first index (maybe fewer than n)."""
+
+
+@dataclass
+class QuestionState:
+    """What a policy has seen for one question (mutable while allocating)."""
+
+    answers: list[list[str | None]]
+    samples: list[Sample] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+
+
+class Solve:
+    """One question under a policy, as a state machine with no engine and no I/O.
+
+    ``next()`` asks the policy for its next step and returns the groups to
+    sample (a group is n new samples of one prior, with the sample offset
+    their seeds follow), or None once the policy stops. ``feed(samples)``
+    gives back the samples of those groups, one list per group in request
+    order. `allocate` drives many of these over one engine; the server
+    drives one per HTTP request.
+    """
+
+    def __init__(self, problem: Problem, priors: Sequence[Prior], policy: Policy, budget: int,
+                 known: Sequence[Sample] = ()) -> None:
+        self.problem, self.priors, self.policy, self.budget = problem, list(priors), policy, budget
+        self.index = {c.name: i for i, c in enumerate(self.priors)}
+        self.state = QuestionState([[] for _ in self.priors])
+        for smp in sorted(known, key=lambda s: (self.index.get(s.prior, -1), s.index)):
+            if smp.prior in self.index:
+                self.state.answers[self.index[smp.prior]].append(smp.answer)
+                self.state.samples.append(smp)
+        self.pending: list[Group] | None = None
+
+    @property
+    def used(self) -> int:
+        return len(self.state.samples)
+
+    def next(self) -> list[Group] | None:
+        """The policy's next groups to sample, or None when it stops (the decision is recorded)."""
+        st, pol = self.state, self.policy
+        d = pol.decide(st.answers, self.budget)
+        st.decisions.append(d)
+        if d.stop:
+            self.pending = None
+            return None
+        if sum(len(a) for a in st.answers) + d.size > self.budget:
+            raise MarginalError(f"policy {pol.name} asked for {d.size} samples past the budget of {self.budget}")
+        groups = []
+        for i, n in d.requests:
+            if not 0 <= i < len(self.priors):
+                raise MarginalError(f"policy {pol.name} asked for prior {i}; the bank has {len(self.priors)}")
+            groups.append(Group(self.problem, self.priors[i], len(st.answers[i]), n))
+        self.pending = groups
+        return groups
+
+    def feed(self, samples: Sequence[Sequence[Sample]]) -> None:
+        """The samples of the pending groups, one list per group, in request order."""
+        if self.pending is None or len(samples) != len(self.pending):
+            raise RuntimeError("feed() needs one list of samples per group of the last next()")
+        for g, smp in zip(self.pending, samples):
+            for x in smp:
+                self.state.samples.append(x)
+                self.state.answers[self.index[g.prior.name]].append(x.answer)
+        self.pending = None
+
+
+def allocate(
+    problems: Sequence[Problem],
+    priors: Sequence[Prior],
+    policy: Policy,
+    budget: int,
+    task: Task,
+    backend_for: Callable[[Prior], Backend],
+    spec: SampleSpec,
+    *,
+    known: dict[str, list[Sample]] | None = None,
+    stored: StoredLookup | None = None,
+    on_batch: Callable[[list[Sample], list[tuple[str, int, Decision]]], None] | None = None,
+    max_batch: int = 256,
+    commit_samples: int = 64,
+) -> list[QuestionState]:
+    """Run ``policy`` with ``budget`` samples on every problem; no step waits for another question.
+
+    Each question (a `Solve`) is asked again as soon as all the samples its
+    policy asked for are back, and its next requests join the running engine
+    at once (a blocking engine serves, per call, every request pending then,
+    at most ``max_batch`` samples). A question sees its samples in request
+    order, so its decisions are those of a sequential run. ``known`` holds
+    samples the policy has already drawn, per problem id (a resumed run);
+    ``stored(group)`` samples generated before that the policy may draw (a
+    pool): only the rest of a group is generated. ``on_batch(new samples,
+    [(problem_id, samples_used, decision), ...])`` receives the finished steps
+    in chunks of about ``commit_samples`` samples (and the rest at the end);
+    samples taken from ``stored`` are not in it.
+    """
+    solves = [Solve(p, priors, policy, budget, (known or {}).get(p.id, ())) for p in problems]
+    engines = Engines(backend_for, max_batch)
+    got: dict[int, list[list[Sample] | None]] = {}
+    new_samples: list[Sample] = []
+    out_steps: list[tuple[str, int, Decision]] = []
+
+    def flush() -> None:
+        if on_batch and (new_samples or out_steps):
+            on_batch(list(new_samples), list(out_steps))
+        new_samples.clear()
+        out_steps.clear()
+
+    def ask(q: int) -> None:
+        while True:  # steps served from ``stored`` alone go on without the engine
+            sv = solves[q]
+            groups = sv.next()
+            out_steps.append((sv.problem.id, sv.used, sv.state.decisions[-1]))
+            if groups is None:
+                return
+            got[q] = [None] * len(groups)
+            for r, g in enumerate(groups):
+                have = list(stored(g))[: g.n] if stored else []
+                if len(have) == g.n:
+                    got[q][r] = have
+                    continue
+                rest = Group(g.problem, g.prior, g.first + len(have), g.n - len(have))
+                prompt, call_spec = request(rest, spec)
+                driver.submit(engines(g.prior), prompt, call_spec, (q, r, rest, have, time.perf_counter()))
+            if any(x is None for x in got[q]):
+                return
+            finish(q)
+
+    def finish(q: int) -> None:
+        done = [x for x in got.pop(q) if x is not None]
+        solves[q].feed(done)  # in request order, whatever order they finished in
+
+    def on_done(tag: tuple[int, int, Group, list[Sample], float], comps: list[Completion]) -> None:
+        q, r, rest, have, t0 = tag
+        fresh = to_samples(task, [rest], [comps], time.perf_counter() - t0)
+        new_samples.extend(fresh)
+        got[q][r] = have + fresh
+        if any(x is None for x in got[q]):
+            return
+        finish(q)
+        ask(q)
+        if len(new_samples) >= commit_samples:
+            flush()
+
+    driver = Driver(on_done)
+    for q in range(len(problems)):
+        ask(q)
+    driver.run()
+    flush()
+    return [sv.state for sv in solves]
+
+
+def execute_policy(
+    plan: RunPlan,
+    policy: Policy,
+    budget: int,
+    task: Task,
+    backend_for: Callable[[Prior], Backend],
+    store: Store,
+    *,
+    on_progress: Callable[[Progress], None] | None = None,
+    batch_samples: int = 64,
+) -> str:
+    """Run ``policy`` on every problem of ``plan`` into ``store``, resuming from what it holds;
+    finished steps are committed in transactions of about ``batch_samples`` samples."""
+    run_id = open_run(store, plan)
+    known: dict[str, list[Sample]] = defaultdict(list)
+    for smp in store.samples(run_id):
+        known[smp.problem_id].append(smp)
+    total = budget * len(plan.problems)
+    counter = {"done": sum(len(v) for v in known.values()), "finished": set()}
+
+    def on_batch(samples: list[Sample], steps: list[tuple[str, int, Decision]]) -> None:
+        t0 = time.perf_counter()
+        rows = [(pid, used, json.dumps(d.requests), d.reason, d.record()) for pid, used, d in steps]
+        store.add_samples(run_id, samples, rows)
+        counter["done"] += len(samples)
+        counter["finished"] |= {pid for pid, _, d in steps if d.stop}
+        if on_progress:
+            on_progress(
+                Progress(
+                    len(counter["finished"]), len(plan.problems), counter["done"], total, len(samples),
+                    sum(s.completion_tokens for s in samples), time.perf_counter() - t0,
+                )
+            )
+
+    allocate(plan.problems, plan.priors, policy, budget, task, backend_for, plan.spec, known=known,
+             on_batch=on_batch, commit_samples=batch_samples)
+    return run_id
