@@ -44,15 +44,24 @@ def synthetic_pool(n_problems: int = 1319, n_priors: int = 16, n_samples: int = 
         d = int(n_ans[i])
         base = rng.dirichlet(np.full(d, 0.7))
         gold_share = rng.beta(1.2, 1.0)
-        base = np.concatenate([[gold_share], (1 - gold_share) * base[1:] / max(base[1:].sum(), 1e-12)]) if d > 1 else np.ones(1)
+        base = (
+            np.concatenate([[gold_share], (1 - gold_share) * base[1:] / max(base[1:].sum(), 1e-12)])
+            if d > 1
+            else np.ones(1)
+        )
         conc = rng.uniform(2, 30)
         for c in range(n_priors):
             p = rng.dirichlet(base * conc + 1e-3)
             answers[i, c] = rng.choice(d, size=n_samples, p=p)
     fail = rng.random(answers.shape) < 0.02
     answers[fail] = FAILED
-    return Pool(answers, np.zeros(n_problems, np.int32), tuple(f"prior{c}" for c in range(n_priors)),
-                tuple(str(i) for i in range(n_problems)), "synthetic")
+    return Pool(
+        answers,
+        np.zeros(n_problems, np.int32),
+        tuple(f"prior{c}" for c in range(n_priors)),
+        tuple(str(i) for i in range(n_problems)),
+        "synthetic",
+    )
 
 
 def independent_mc(pool: Pool, cells, target: float, seed: int = 0) -> tuple[float, np.ndarray, int]:
@@ -75,15 +84,26 @@ def main() -> None:
     pool = synthetic_pool(200 if quick else 1319)
     cells = grid_cells(pool.n_priors, pool.n_slots, BUDGET)
     rows = []
-    results: dict = {"problems": pool.n_problems, "priors": pool.n_priors, "samples": pool.n_slots,
-                     "budget": BUDGET, "cells": len(cells), "target_se": TARGET_SE}
+    results: dict = {
+        "problems": pool.n_problems,
+        "priors": pool.n_priors,
+        "samples": pool.n_slots,
+        "budget": BUDGET,
+        "cells": len(cells),
+        "target_se": TARGET_SE,
+    }
     for method, reps in (("auto", 64), ("mc", 48)):
         t0 = time.perf_counter()
         g = accuracy_grid(pool, BUDGET, method=method, reps=reps, seed=1)
         dt = time.perf_counter() - t0
         rows.append((f"crn-{method}", dt, float(g.se.max()), float(g.exact.mean())))
-        results[method] = {"seconds": dt, "max_se": float(g.se.max()), "exact_share": float(g.exact.mean()),
-                           "reps": reps, "acc_k8_m8": g.at(8, 8)}
+        results[method] = {
+            "seconds": dt,
+            "max_se": float(g.se.max()),
+            "exact_share": float(g.exact.mean()),
+            "reps": reps,
+            "acc_k8_m8": g.at(8, 8),
+        }
     t_ind, ses, tot = independent_mc(pool, cells, float(results["mc"]["max_se"]))
     rows.append(("independent-mc", t_ind, float(ses.max()), 0.0))
     results["independent"] = {"seconds": t_ind, "max_se": float(ses.max()), "total_reps": tot}
@@ -95,8 +115,11 @@ def main() -> None:
     print(f"speed ratio independent/CRN-MC at equal max SE: {results['speed_ratio_vs_crn_mc']:.1f}x")
     print(f"peak RSS {results['peak_rss_mib']:.0f} MiB")
     a = results["auto"]
-    results["targets_met"] = {"seconds<=10": a["seconds"] <= 10, "max_se<=0.002": a["max_se"] <= TARGET_SE,
-                              "peak_rss<2GiB": results["peak_rss_mib"] < 2048}
+    results["targets_met"] = {
+        "seconds<=10": a["seconds"] <= 10,
+        "max_se<=0.002": a["max_se"] <= TARGET_SE,
+        "peak_rss<2GiB": results["peak_rss_mib"] < 2048,
+    }
     print("targets (auto):", ", ".join(f"{k} {'ok' if v else 'MISSED'}" for k, v in results["targets_met"].items()))
     if not quick:
         out = Path(__file__).parent / "results" / "analysis.json"

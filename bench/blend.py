@@ -94,7 +94,9 @@ def main() -> None:
             (f"blend, gamma={g15:.3f}", BlendConfig(gamma=g15)),
             ("blend, gamma=1.5", BlendConfig(gamma=1.5)),
         ]
-        pair.with_config(variant_config("base")).generate(prompts[:1], SampleSpec(temperature=0, max_tokens=4))  # warm-up
+        pair.with_config(variant_config("base")).generate(
+            prompts[:1], SampleSpec(temperature=0, max_tokens=4)
+        )  # warm-up
         rows: list[dict] = []
         texts: list[list[str]] = []
         for rep in range(args.reps):  # interleaved repetitions; the fastest of each setting is kept
@@ -108,11 +110,19 @@ def main() -> None:
                 secs, cpu = time.perf_counter() - t0, time.process_time() - c0
                 st = b.stats
                 row = {
-                    "setting": label, "gamma": cfg.gamma, "solo": cfg.solo, "seconds": secs, "cpu_seconds": cpu,
-                    "tokens": st.steps, "tokens_per_s": st.steps / secs,
+                    "setting": label,
+                    "gamma": cfg.gamma,
+                    "solo": cfg.solo,
+                    "seconds": secs,
+                    "cpu_seconds": cpu,
+                    "tokens": st.steps,
+                    "tokens_per_s": st.steps / secs,
                     "intervention_rate": st.interventions / st.steps if st.steps else 0.0,
-                    "guide_calls": st.guide_calls, "guide_tokens": st.guide_tokens, "base_tokens": st.base_tokens,
-                    "base_engine_seconds": pair.base.stats.seconds, "guide_engine_seconds": pair.guide.stats.seconds,
+                    "guide_calls": st.guide_calls,
+                    "guide_tokens": st.guide_tokens,
+                    "base_tokens": st.base_tokens,
+                    "base_engine_seconds": pair.base.stats.seconds,
+                    "guide_engine_seconds": pair.guide.stats.seconds,
                     "reps": args.reps,
                 }
                 if rep == 0:
@@ -129,21 +139,39 @@ def main() -> None:
     finally:
         pair.close()
 
-    print(f"pair: base {args.base}, guide {args.guide}; {n} questions, greedy, max_tokens {args.max_tokens}; "
-          f"base top-prob {int(args.target * 100)}th percentile = {g15:.3f}")
-    print(f"{'setting':<24}{'tok/s':>8}{'overhead':>10}{'cpu ovh':>9}{'interv.':>9}{'guide calls':>13}{'guide toks':>12}"
-          f"{'base toks':>11}{'engine s':>10}{'same text':>11}")
+    print(
+        f"pair: base {args.base}, guide {args.guide}; {n} questions, greedy, max_tokens {args.max_tokens}; "
+        f"base top-prob {int(args.target * 100)}th percentile = {g15:.3f}"
+    )
+    print(
+        f"{'setting':<24}{'tok/s':>8}{'overhead':>10}{'cpu ovh':>9}{'interv.':>9}{'guide calls':>13}{'guide toks':>12}"
+        f"{'base toks':>11}{'engine s':>10}{'same text':>11}"
+    )
     for r in rows:
-        print(f"{r['setting']:<24}{r['tokens_per_s']:>8.1f}{r['overhead']:>9.2f}x{r['cpu_overhead']:>8.2f}x{r['intervention_rate']:>9.3f}"
-              f"{r['guide_calls']:>13}{r['guide_tokens']:>12}{r['base_tokens']:>11}"
-              f"{r['base_engine_seconds'] + r['guide_engine_seconds']:>7.1f}/{r['seconds']:<4.0f}{str(r['texts_equal_base']):>9}")
+        print(
+            f"{r['setting']:<24}{r['tokens_per_s']:>8.1f}{r['overhead']:>9.2f}x{r['cpu_overhead']:>8.2f}x{r['intervention_rate']:>9.3f}"
+            f"{r['guide_calls']:>13}{r['guide_tokens']:>12}{r['base_tokens']:>11}"
+            f"{r['base_engine_seconds'] + r['guide_engine_seconds']:>7.1f}/{r['seconds']:<4.0f}{str(r['texts_equal_base']):>9}"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "base": args.base, "guide": args.guide, "task": task.name, "questions": n, "max_tokens": args.max_tokens,
-        "gamma_target": args.target, "gamma_calibrated": g15, "machine": platform.machine(),
-        "cpus": os.cpu_count(), "rows": rows,
-    }, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "base": args.base,
+                "guide": args.guide,
+                "task": task.name,
+                "questions": n,
+                "max_tokens": args.max_tokens,
+                "gamma_target": args.target,
+                "gamma_calibrated": g15,
+                "machine": platform.machine(),
+                "cpus": os.cpu_count(),
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {out}")
 
 

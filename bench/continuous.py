@@ -43,11 +43,11 @@ from pathlib import Path
 
 import numpy as np
 
+from marginal.allocate import allocate
 from marginal.backends.llamacpp import LlamaCppBackend
 from marginal.backends.streaming import Barrier
 from marginal.models import CATALOG, is_available, resolve_model
 from marginal.policies import make_policy
-from marginal.allocate import allocate
 from marginal.runner import RunPlan, execute
 from marginal.store import Store
 from marginal.tasks import load_task
@@ -84,9 +84,14 @@ def ceiling(llm: LlamaCppBackend, slots: int, steps: int, start: int = 200) -> d
 def _engine_row(llm: LlamaCppBackend, seconds: float, tokens: int, samples: int) -> dict:
     s = llm.stats
     return {
-        "seconds": seconds, "tokens": tokens, "samples": samples, "tok_s": tokens / seconds,
-        "mean_active_slots": s.active_steps / max(1, s.decode_calls), "decode_calls": s.decode_calls,
-        "prompt_tokens_evaluated": s.prompt_tokens_evaluated, "prefix_tokens_reused": s.prefix_tokens_reused,
+        "seconds": seconds,
+        "tokens": tokens,
+        "samples": samples,
+        "tok_s": tokens / seconds,
+        "mean_active_slots": s.active_steps / max(1, s.decode_calls),
+        "decode_calls": s.decode_calls,
+        "prompt_tokens_evaluated": s.prompt_tokens_evaluated,
+        "prefix_tokens_reused": s.prefix_tokens_reused,
     }
 
 
@@ -95,8 +100,9 @@ def adaptive(llm: LlamaCppBackend, task, problems, budget: int, spec: SampleSpec
     engine = Barrier(llm) if barrier else llm
     llm.reset_stats()
     t = time.perf_counter()
-    states = allocate(problems, priors, make_policy("adaptive", budget, len(priors)), budget, task,
-                      lambda prior: engine, spec)
+    states = allocate(
+        problems, priors, make_policy("adaptive", budget, len(priors)), budget, task, lambda prior: engine, spec
+    )
     dt = time.perf_counter() - t
     samples = [s for st in states for s in st.samples]
     row = _engine_row(llm, dt, sum(s.completion_tokens for s in samples), len(samples))
@@ -104,8 +110,9 @@ def adaptive(llm: LlamaCppBackend, task, problems, budget: int, spec: SampleSpec
     return row
 
 
-def grid(llm: LlamaCppBackend, task, problems, k: int, m: int, spec: SampleSpec, barrier: bool,
-         batch_samples: int) -> dict:
+def grid(
+    llm: LlamaCppBackend, task, problems, k: int, m: int, spec: SampleSpec, barrier: bool, batch_samples: int
+) -> dict:
     plan = RunPlan(task.name, llm.name, replace(spec, n=m), tuple(task.bank()[:k]), tuple(problems))
     engine = Barrier(llm) if barrier else llm
     with tempfile.TemporaryDirectory() as tmp:
@@ -125,19 +132,30 @@ def prefix_cache(path: Path, args, task, problems, prior_name: str) -> dict:
     spec = SampleSpec(n=1, max_tokens=1, seed=0)
     out = {}
     for label, cache in (("off", 0), ("on", 16)):
-        with LlamaCppBackend(path, n_ctx=args.n_ctx, max_seqs=args.slots, n_threads=args.threads,
-                             prefix_cache=cache) as llm:
+        with LlamaCppBackend(
+            path, n_ctx=args.n_ctx, max_seqs=args.slots, n_threads=args.threads, prefix_cache=cache
+        ) as llm:
             llm.generate(prompts[:1], spec)  # warm-up
             llm.reset_stats()
             llm.generate(prompts, spec)
             out[label] = llm.stats.prompt_tokens_evaluated
             lens = [len(llm.tokenize(p)) for p in prompts]
-            bare = [len(llm.tokenize(type(prior)(name="x", template=prior.template, system=prior.system).render(p.question)))
-                    for p in problems]
+            bare = [
+                len(
+                    llm.tokenize(type(prior)(name="x", template=prior.template, system=prior.system).render(p.question))
+                )
+                for p in problems
+            ]
     share = 1 - sum(bare) / sum(lens)
-    return {"prior": prior_name, "problems": len(problems), "prompt_tokens": sum(lens),
-            "evaluated_off": out["off"], "evaluated_on": out["on"],
-            "reduction": 1 - out["on"] / out["off"], "exemplar_share": share}
+    return {
+        "prior": prior_name,
+        "problems": len(problems),
+        "prompt_tokens": sum(lens),
+        "evaluated_off": out["off"],
+        "evaluated_on": out["on"],
+        "reduction": 1 - out["on"] / out["off"],
+        "exemplar_share": share,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,34 +183,62 @@ def main(argv: list[str] | None = None) -> int:
     task = load_task("gsm8k")
     problems = task.problems()
     spec = SampleSpec(n=1, temperature=0.7, max_tokens=args.max_tokens, seed=args.seed)
-    result: dict = {"model": args.model, "model_file": path.name, "threads": args.threads, "slots": args.slots,
-                    "n_ctx": args.n_ctx, "max_tokens": args.max_tokens, "seed": args.seed}
-    print(f"model {args.model}, {args.threads} threads, {args.slots} slots, n_ctx {args.n_ctx}, "
-          f"max_tokens {args.max_tokens}", flush=True)
+    result: dict = {
+        "model": args.model,
+        "model_file": path.name,
+        "threads": args.threads,
+        "slots": args.slots,
+        "n_ctx": args.n_ctx,
+        "max_tokens": args.max_tokens,
+        "seed": args.seed,
+    }
+    print(
+        f"model {args.model}, {args.threads} threads, {args.slots} slots, n_ctx {args.n_ctx}, "
+        f"max_tokens {args.max_tokens}",
+        flush=True,
+    )
     with LlamaCppBackend(path, n_ctx=args.n_ctx, max_seqs=args.slots, n_threads=args.threads) as llm:
         llm.generate(["Hello"], SampleSpec(n=2, max_tokens=4, seed=1))  # warm-up
         c = result["ceiling"] = ceiling(llm, args.slots, args.ceiling_steps)
         print(f"ceiling: raw llama_decode, {args.slots} slots busy: {c['tok_s']:.1f} tok/s", flush=True)
         if "adaptive" not in skip:
             qs = problems[: args.problems]
-            rows = {name: adaptive(llm, task, qs, args.budget, spec, barrier=(name == "barrier"))
-                    for name in ("barrier", "continuous")}
-            rows["same_answers_share"] = float(np.mean([a == b for a, b in zip(rows["barrier"]["answers"], rows["continuous"]["answers"])]))
+            rows = {
+                name: adaptive(llm, task, qs, args.budget, spec, barrier=(name == "barrier"))
+                for name in ("barrier", "continuous")
+            }
+            rows["same_answers_share"] = float(
+                np.mean([a == b for a, b in zip(rows["barrier"]["answers"], rows["continuous"]["answers"])])
+            )
             for r in ("barrier", "continuous"):
                 rows[r].pop("answers")
             result["adaptive"] = rows
             _print(f"adaptive B={args.budget}, {len(qs)} problems", rows, c["tok_s"])
         if "grid" not in skip:
             qs = problems[: args.grid_problems]
-            rows = {name: grid(llm, task, qs, args.grid_k, args.grid_m, spec, barrier=(name == "barrier"),
-                               batch_samples=args.batch_samples) for name in ("barrier", "continuous")}
+            rows = {
+                name: grid(
+                    llm,
+                    task,
+                    qs,
+                    args.grid_k,
+                    args.grid_m,
+                    spec,
+                    barrier=(name == "barrier"),
+                    batch_samples=args.batch_samples,
+                )
+                for name in ("barrier", "continuous")
+            }
             result["grid"] = rows
             _print(f"grid {args.grid_k}x{args.grid_m}, {len(qs)} problems", rows, c["tok_s"])
     if "prefix" not in skip:
         p = result["prefix_cache"] = prefix_cache(path, args, task, problems[: args.grid_problems], args.fewshot_prior)
-        print(f"prefix cache, {p['prior']} over {p['problems']} problems: prompt tokens evaluated "
-              f"{p['evaluated_off']} -> {p['evaluated_on']} ({100 * p['reduction']:.0f}% fewer; "
-              f"exemplars are {100 * p['exemplar_share']:.0f}% of the prompt tokens)", flush=True)
+        print(
+            f"prefix cache, {p['prior']} over {p['problems']} problems: prompt tokens evaluated "
+            f"{p['evaluated_off']} -> {p['evaluated_on']} ({100 * p['reduction']:.0f}% fewer; "
+            f"exemplars are {100 * p['exemplar_share']:.0f}% of the prompt tokens)",
+            flush=True,
+        )
     result["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(), "loadavg_end": os.getloadavg()}
     result["python"] = sys.version.split()[0]
     out = Path(args.out)
@@ -209,8 +255,10 @@ def _print(title: str, rows: dict, ceiling_tok_s: float) -> None:
     print(f"{title}:")
     print(f"  {'':>10} {'wall s':>8} {'tok/s':>8} {'x ceiling':>9} {'active slots':>12} {'samples':>7}")
     for name, r in (("barrier", b), ("continuous", c)):
-        print(f"  {name:>10} {r['seconds']:8.1f} {r['tok_s']:8.1f} {r['tok_s'] / ceiling_tok_s:9.2f} "
-              f"{r['mean_active_slots']:12.1f} {r['samples']:7d}")
+        print(
+            f"  {name:>10} {r['seconds']:8.1f} {r['tok_s']:8.1f} {r['tok_s'] / ceiling_tok_s:9.2f} "
+            f"{r['mean_active_slots']:12.1f} {r['samples']:7d}"
+        )
     print(f"  continuous / barrier: {c['tok_s'] / b['tok_s']:.2f}x tokens/s", flush=True)
 
 

@@ -94,15 +94,22 @@ def vllm_unavailable(mode: str, device: torch.device) -> str | None:
     return None
 
 
-def run_vllm_rows(folder: str, prompt_sets: dict[int, list[str]], m: int, new: int, P: int, memory: float,
-                  cuda: bool) -> list[dict]:
+def run_vllm_rows(
+    folder: str, prompt_sets: dict[int, list[str]], m: int, new: int, P: int, memory: float, cuda: bool
+) -> list[dict]:
     """Load the saved model in vLLM and time K x M sampling per size."""
     from marginal.backends.vllm import VLLMBackend
 
     rows = []
     t = time.perf_counter()
-    vb = VLLMBackend(folder, tokenizer=str(Path(folder) / "tokenizer"), dtype="bfloat16" if cuda else "float32",
-                     max_model_len=P + new + 8, gpu_memory_utilization=memory, name="random-qwen2.5-0.5b")
+    vb = VLLMBackend(
+        folder,
+        tokenizer=str(Path(folder) / "tokenizer"),
+        dtype="bfloat16" if cuda else "float32",
+        max_model_len=P + new + 8,
+        gpu_memory_utilization=memory,
+        name="random-qwen2.5-0.5b",
+    )
     print(f"vLLM engine started in {time.perf_counter() - t:.1f}s")
     try:
         first = next(iter(prompt_sets.values()))
@@ -116,8 +123,17 @@ def run_vllm_rows(folder: str, prompt_sets: dict[int, list[str]], m: int, new: i
             errors = [c.error for row in out for c in row if c.finish_reason == "error"]
             if errors:
                 print(f"vLLM: {len(errors)} error completions at {s} sequences: {errors[0]}")
-            rows.append({"engine": "vllm", "sequences": len(ps) * m, "k": len(ps), "m": m, "seconds": dt,
-                         "tokens": tok, "tok_s": tok / dt})
+            rows.append(
+                {
+                    "engine": "vllm",
+                    "sequences": len(ps) * m,
+                    "k": len(ps),
+                    "m": m,
+                    "seconds": dt,
+                    "tokens": tok,
+                    "tok_s": tok / dt,
+                }
+            )
     finally:
         vb.close()
     return rows
@@ -127,12 +143,28 @@ def build_model(tiny: bool, device: torch.device, dtype: torch.dtype):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     if tiny:
-        cfg = Qwen2Config(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+        cfg = Qwen2Config(
+            vocab_size=1000,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+        )
     else:  # Qwen2.5-0.5B
-        cfg = Qwen2Config(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                          num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
-                          rope_theta=1_000_000.0, tie_word_embeddings=True, rms_norm_eps=1e-6)
+        cfg = Qwen2Config(
+            vocab_size=151936,
+            hidden_size=896,
+            intermediate_size=4864,
+            num_hidden_layers=24,
+            num_attention_heads=14,
+            num_key_value_heads=2,
+            max_position_embeddings=32768,
+            rope_theta=1_000_000.0,
+            tie_word_embeddings=True,
+            rms_norm_eps=1e-6,
+        )
     cfg.eos_token_id = None
     cfg.bos_token_id = None
     cfg.pad_token_id = 0
@@ -164,8 +196,17 @@ def run_generate(model, ids: torch.Tensor, m: int, new: int, device) -> tuple[fl
     sync(device)
     t = time.perf_counter()
     with torch.inference_mode():
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=1.0, top_k=0,
-                             top_p=1.0, max_new_tokens=new, min_new_tokens=new, num_return_sequences=m)
+        out = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=True,
+            temperature=1.0,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=new,
+            min_new_tokens=new,
+            num_return_sequences=m,
+        )
     sync(device)
     dt = time.perf_counter() - t
     return dt, (out.shape[1] - ids.shape[1]) * out.shape[0]
@@ -181,8 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--new-tokens", type=int, default=None)
     ap.add_argument("--single", type=int, default=None, help="sequences timed one at a time with generate (default 2)")
     ap.add_argument("--skip-generate", action="store_true", help="time only marginal's backend")
-    ap.add_argument("--vllm", choices=("auto", "on", "off"), default="auto",
-                    help="vLLM path: auto runs it when vllm imports and the device is CUDA")
+    ap.add_argument(
+        "--vllm",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="vLLM path: auto runs it when vllm imports and the device is CUDA",
+    )
     ap.add_argument("--vllm-memory", type=float, default=0.8, help="vLLM's gpu_memory_utilization")
     ap.add_argument("--out", default=None, help="JSON output (default bench/results/gpu_check[_tiny].json)")
     a = ap.parse_args(argv)
@@ -215,29 +260,50 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     prompt_sets: dict[int, list[str]] = {}
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    print(f"{gpu} · {'tiny' if tiny else 'Qwen2.5-0.5B-shaped'} random weights · {dtype} · "
-          f"{P} prompt + {new} new tokens · M = {m}")
+    print(
+        f"{gpu} · {'tiny' if tiny else 'Qwen2.5-0.5B-shaped'} random weights · {dtype} · "
+        f"{P} prompt + {new} new tokens · M = {m}"
+    )
     if not a.skip_generate and single > 0:
         p1, i1 = prompts_for(1)
         dt = tok = 0.0
         for _ in range(single):
             d, t = run_generate(model, i1, 1, new, device)
             dt, tok = dt + d, tok + t
-        rows.append({"engine": "generate_1", "sequences": 1, "k": 1, "m": 1, "seconds": dt, "tokens": int(tok),
-                     "tok_s": tok / dt})
+        rows.append(
+            {
+                "engine": "generate_1",
+                "sequences": 1,
+                "k": 1,
+                "m": 1,
+                "seconds": dt,
+                "tokens": int(tok),
+                "tok_s": tok / dt,
+            }
+        )
     for s in sizes:
         k = max(1, s // m)
         ps, ids = prompts_for(k)
         prompt_sets[s] = ps
         dt, tok = run_marginal(b, ps, m, new, device)
-        rows.append({"engine": "marginal", "sequences": k * m, "k": k, "m": m, "seconds": dt, "tokens": tok,
-                     "tok_s": tok / dt})
+        rows.append(
+            {"engine": "marginal", "sequences": k * m, "k": k, "m": m, "seconds": dt, "tokens": tok, "tok_s": tok / dt}
+        )
         if not a.skip_generate:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             dt, tok = run_generate(model, ids, m, new, device)
-            rows.append({"engine": "generate_nrs", "sequences": k * m, "k": k, "m": m, "seconds": dt, "tokens": tok,
-                         "tok_s": tok / dt})
+            rows.append(
+                {
+                    "engine": "generate_nrs",
+                    "sequences": k * m,
+                    "k": k,
+                    "m": m,
+                    "seconds": dt,
+                    "tokens": tok,
+                    "tok_s": tok / dt,
+                }
+            )
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
@@ -262,15 +328,27 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'engine':<14}{'seqs':>6}{'K x M':>10}{'seconds':>10}{'tokens':>10}{'tok/s':>10}{'vs generate':>13}")
     base = {r["sequences"]: r["tok_s"] for r in rows if r["engine"] == "generate_nrs"}
     for r in rows:
-        ratio = (r["tok_s"] / base[r["sequences"]]
-                 if r["engine"] in ("marginal", "vllm") and r["sequences"] in base else None)
-        print(f"{r['engine']:<14}{r['sequences']:>6}{str(r['k']) + ' x ' + str(r['m']):>10}{r['seconds']:>10.2f}"
-              f"{r['tokens']:>10}{r['tok_s']:>10.0f}{(f'{ratio:.2f}x' if ratio else ''):>13}")
+        ratio = (
+            r["tok_s"] / base[r["sequences"]]
+            if r["engine"] in ("marginal", "vllm") and r["sequences"] in base
+            else None
+        )
+        print(
+            f"{r['engine']:<14}{r['sequences']:>6}{str(r['k']) + ' x ' + str(r['m']):>10}{r['seconds']:>10.2f}"
+            f"{r['tokens']:>10}{r['tok_s']:>10.0f}{(f'{ratio:.2f}x' if ratio else ''):>13}"
+        )
     result = {
-        "device": gpu, "dtype": str(dtype), "tiny": tiny, "prompt_tokens": P, "new_tokens": new, "m": m,
-        "torch": torch.__version__, "transformers": __import__("transformers").__version__,
+        "device": gpu,
+        "dtype": str(dtype),
+        "tiny": tiny,
+        "prompt_tokens": P,
+        "new_tokens": new,
+        "m": m,
+        "torch": torch.__version__,
+        "transformers": __import__("transformers").__version__,
         "max_memory_gb": max_mem,
-        "vllm": vllm_version, "vllm_skipped": skipped,
+        "vllm": vllm_version,
+        "vllm_skipped": skipped,
         "rows": rows,
     }
     out_path.parent.mkdir(parents=True, exist_ok=True)

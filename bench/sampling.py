@@ -188,8 +188,11 @@ def main(argv: list[str] | None = None) -> int:
         llm.create_completion("Hello", max_tokens=4)
 
     rows = []
-    print(f"model {args.model} ({path.name}), {args.threads} threads, max_tokens {args.max_tokens}, "
-          f"T={args.temperature}, {len(QUESTIONS)} prompts", flush=True)
+    print(
+        f"model {args.model} ({path.name}), {args.threads} threads, max_tokens {args.max_tokens}, "
+        f"T={args.temperature}, {len(QUESTIONS)} prompts",
+        flush=True,
+    )
     head = f"{'n':>3} {'seqs':>4} | {'(a) batched tok/s':>17} {'(b) naive tok/s':>15} {'(c) raw tok/s':>13} | {'a/b':>5} {'a/c':>5} {'smpl%':>5} | prompt tokens evaluated a/b/c"
     print(head)
     print("-" * len(head))
@@ -224,8 +227,11 @@ def main(argv: list[str] | None = None) -> int:
         bs = f"{b['tok_s']:15.1f}" if b else f"{'-':>15}"
         ab = f"{row['a_over_b']:5.2f}" if b else f"{'-':>5}"
         pb = b["prompt_tokens_evaluated"] if b else "-"
-        print(f"{n:>3} {n * len(QUESTIONS):>4} | {a['tok_s']:17.1f} {bs} {c['tok_s']:13.1f} | {ab} {row['a_over_c']:5.2f} {100 * a['sampler_share']:5.1f} | "
-              f"{a['prompt_tokens_evaluated']}/{pb}/{c['prompt_tokens_evaluated']}", flush=True)
+        print(
+            f"{n:>3} {n * len(QUESTIONS):>4} | {a['tok_s']:17.1f} {bs} {c['tok_s']:13.1f} | {ab} {row['a_over_c']:5.2f} {100 * a['sampler_share']:5.1f} | "
+            f"{a['prompt_tokens_evaluated']}/{pb}/{c['prompt_tokens_evaluated']}",
+            flush=True,
+        )
     result = {
         "model": args.model,
         "model_file": path.name,

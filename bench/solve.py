@@ -77,16 +77,27 @@ def main() -> None:
     backend.close()
 
     row = {
-        "model": args.model, "questions": args.questions, "budget": args.budget, "max_tokens": args.max_tokens,
-        "policy_samples": n_policy, "policy_tokens": tok_policy, "policy_seconds": t_policy,
-        "policy_tok_s": tok_policy / t_policy, "fixed_tokens": tok_fixed, "fixed_seconds": t_fixed,
-        "fixed_tok_s": tok_fixed / t_fixed, "ratio": (tok_policy / t_policy) / (tok_fixed / t_fixed),
-        "decision_ms": per_decision_ms, "mean_samples_used": n_policy / args.questions,
+        "model": args.model,
+        "questions": args.questions,
+        "budget": args.budget,
+        "max_tokens": args.max_tokens,
+        "policy_samples": n_policy,
+        "policy_tokens": tok_policy,
+        "policy_seconds": t_policy,
+        "policy_tok_s": tok_policy / t_policy,
+        "fixed_tokens": tok_fixed,
+        "fixed_seconds": t_fixed,
+        "fixed_tok_s": tok_fixed / t_fixed,
+        "ratio": (tok_policy / t_policy) / (tok_fixed / t_fixed),
+        "decision_ms": per_decision_ms,
+        "mean_samples_used": n_policy / args.questions,
     }
     print(f"{'run':<28}{'samples':>9}{'tokens':>9}{'seconds':>9}{'tok/s':>9}")
     print(f"{'solve_many (adaptive)':<28}{n_policy:>9}{tok_policy:>9}{t_policy:>9.1f}{row['policy_tok_s']:>9.1f}")
     print(f"{'same samples, fixed batch':<28}{n_policy:>9}{tok_fixed:>9}{t_fixed:>9.1f}{row['fixed_tok_s']:>9.1f}")
-    print(f"throughput ratio (target >= 0.90): {row['ratio']:.2f}; adaptive decision: {per_decision_ms:.3f} ms (target < 1 ms)")
+    print(
+        f"throughput ratio (target >= 0.90): {row['ratio']:.2f}; adaptive decision: {per_decision_ms:.3f} ms (target < 1 ms)"
+    )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(row, indent=2))
 

@@ -29,8 +29,12 @@ from marginal.types import Prior, Problem, Sample
 def demo_run(path: Path, *, labelled: bool, seed: int, n_problems: int = 60) -> Path:
     rng = np.random.default_rng(seed)
     st = Store(path)
-    priors = [Prior("default"), Prior("step-by-step", template="Think step by step. {question}"),
-              Prior("terse", template="Answer only. {question}"), Prior("teacher", system="You are a teacher.")]
+    priors = [
+        Prior("default"),
+        Prior("step-by-step", template="Think step by step. {question}"),
+        Prior("terse", template="Answer only. {question}"),
+        Prior("teacher", system="You are a teacher."),
+    ]
     skill = [0.55, 0.65, 0.35, 0.5]
     problems = [Problem(f"q{i}", f"q{i}", str(i) if labelled else None) for i in range(n_problems)]
     st.create_run(f"demo{seed}", {"seed": seed}, problems, priors, "check")
@@ -45,8 +49,17 @@ def demo_run(path: Path, *, labelled: bool, seed: int, n_problems: int = 60) -> 
                     ans, cor = str(i), True
                 else:
                     ans, cor = str(i + int(rng.integers(1, 4))), False
-                samples.append(Sample(pr.id, p.name, j, text="", answer=ans,
-                                      correct=cor if labelled else None, error=None if ans else "none"))
+                samples.append(
+                    Sample(
+                        pr.id,
+                        p.name,
+                        j,
+                        text="",
+                        answer=ans,
+                        correct=cor if labelled else None,
+                        error=None if ans else "none",
+                    )
+                )
     st.add_samples(f"demo{seed}", samples)
     st.close()
     return path
@@ -66,17 +79,29 @@ def main() -> int:
         return 2
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        dbs = args.dbs or [demo_run(t / "labelled.db", labelled=True, seed=0),
-                           demo_run(t / "label_free.db", labelled=False, seed=1)]
+        dbs = args.dbs or [
+            demo_run(t / "labelled.db", labelled=True, seed=0),
+            demo_run(t / "label_free.db", labelled=False, seed=1),
+        ]
         analyses = [analyze(load_pool(db)) for db in dbs]
         html = args.html or t / "report.html"
         write_report(analyses, html, names=[d.name for d in dbs])
         out = args.out.resolve()
         out.parent.mkdir(parents=True, exist_ok=True)
         out.unlink(missing_ok=True)
-        cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--no-first-run", "--hide-scrollbars", f"--user-data-dir={t / 'profile'}",
-               f"--window-size={args.width},{args.height}", f"--screenshot={out}", html.resolve().as_uri()]
+        cmd = [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--no-first-run",
+            "--hide-scrollbars",
+            f"--user-data-dir={t / 'profile'}",
+            f"--window-size={args.width},{args.height}",
+            f"--screenshot={out}",
+            html.resolve().as_uri(),
+        ]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
         if r.returncode != 0 or not out.exists() or out.stat().st_size == 0:
             print(f"chromium failed ({r.returncode}): {r.stderr[-2000:]}", file=sys.stderr)

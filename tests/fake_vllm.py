@@ -75,7 +75,9 @@ def fake_tokens(prompt_ids: list[int], seed: int, max_tokens: int) -> tuple[list
     toks: list[int] = []
     lps: list[float] = []
     for t in range(max_tokens):
-        h = int.from_bytes(hashlib.blake2b(repr((tuple(prompt_ids), seed, t)).encode(), digest_size=8).digest(), "little")
+        h = int.from_bytes(
+            hashlib.blake2b(repr((tuple(prompt_ids), seed, t)).encode(), digest_size=8).digest(), "little"
+        )
         if t > 0 and h % 5 == 0:
             toks.append(EOS)
             lps.append(-0.5)
@@ -88,9 +90,19 @@ def fake_tokens(prompt_ids: list[int], seed: int, max_tokens: int) -> tuple[list
 class SamplingParams:
     """vLLM's SamplingParams, the fields the backend uses, validated like vLLM."""
 
-    def __init__(self, n: int = 1, seed: int | None = None, temperature: float = 1.0, top_p: float = 1.0,
-                 top_k: int = 0, min_p: float = 0.0, max_tokens: int | None = 16, stop=None,
-                 logprobs: int | None = None, **rest: Any) -> None:
+    def __init__(
+        self,
+        n: int = 1,
+        seed: int | None = None,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        min_p: float = 0.0,
+        max_tokens: int | None = 16,
+        stop=None,
+        logprobs: int | None = None,
+        **rest: Any,
+    ) -> None:
         if rest:
             raise TypeError(f"unexpected SamplingParams arguments {sorted(rest)}")
         if not 0.0 <= temperature <= 2.0:
@@ -207,11 +219,17 @@ class LLM:
             if not ids:
                 raise ValueError("The decoder prompt cannot be empty")
             if len(ids) >= L:
-                raise ValueError(f"The decoder prompt (length {len(ids)}) is longer than the maximum model length of {L}.")
+                raise ValueError(
+                    f"The decoder prompt (length {len(ids)}) is longer than the maximum model length of {L}."
+                )
         outs = []
         for r, (p, sp) in enumerate(zip(prompts, params)):
             ids = list(p["prompt_token_ids"])
-            cached = (len(ids) // BLOCK) * BLOCK if self.kwargs.get("enable_prefix_caching") and tuple(ids) in self._seen else 0
+            cached = (
+                (len(ids) // BLOCK) * BLOCK
+                if self.kwargs.get("enable_prefix_caching") and tuple(ids) in self._seen
+                else 0
+            )
             self._seen.add(tuple(ids))
             comps = []
             for k in range(sp.n):
@@ -248,14 +266,18 @@ class VLLMClientError(Exception):
     """Like vllm.exceptions.VLLMClientError (not a ValueError in recent vLLM)."""
 
 
-def install(monkeypatch, *, unspecified: bool = False, max_model_len: int = 64,
-            chat_template: str | None = "fake-template") -> types.ModuleType:
+def install(
+    monkeypatch, *, unspecified: bool = False, max_model_len: int = 64, chat_template: str | None = "fake-template"
+) -> types.ModuleType:
     """Put the fake ``vllm`` modules in ``sys.modules`` for one test; returns ``vllm``."""
     mod = types.ModuleType("vllm")
     mod.__version__ = "0.0+fake"
     mod.__dict__.update(SamplingParams=SamplingParams, RequestOutput=RequestOutput, CompletionOutput=CompletionOutput)
-    llm_cls = type("LLM", (LLM,), {"instances": [], "max_model_len": max_model_len, "chat_template": chat_template,
-                                   "finish_override": {}})
+    llm_cls = type(
+        "LLM",
+        (LLM,),
+        {"instances": [], "max_model_len": max_model_len, "chat_template": chat_template, "finish_override": {}},
+    )
     mod.LLM = llm_cls
     plat = types.ModuleType("vllm.platforms")
     plat.current_platform = _Platform(unspecified)

@@ -67,7 +67,7 @@ def test_exact_equals_brute_force(mode, replace, ties):
 @pytest.mark.parametrize("replace", [False, True])
 @pytest.mark.parametrize("ties", TIES)
 def test_two_answer_fast_path_equals_brute_force_and_general_path(mode, replace, ties):
-    from marginal.analysis.accuracy import _LogFact, _exact_problem
+    from marginal.analysis.accuracy import _exact_problem, _LogFact
 
     rng = np.random.default_rng([7, MODES.index(mode), int(replace), TIES.index(ties)])
     pool = rand_pool(rng, N=12, P=4, n=4, A=2, fail=0.2)  # gold is 0, 1 or never sampled (2)
@@ -340,21 +340,28 @@ def _sample(pid, prior, i, ans, cor):
 
 def make_store(path, *, labelled=True):
     st = Store(path)
-    probs = [Problem("p0", "q0", "4" if labelled else None), Problem("p1", "q1", "7" if labelled else None),
-             Problem("p2", "q2", "9" if labelled else None)]
+    probs = [
+        Problem("p0", "q0", "4" if labelled else None),
+        Problem("p1", "q1", "7" if labelled else None),
+        Problem("p2", "q2", "9" if labelled else None),
+    ]
     priors = [Prior("default"), Prior("terse", template="Briefly: {question}")]
     st.create_run("r1", {"x": 1}, probs, priors, "test")
     L = labelled
     rows = [
         # p0: "4" and "4.0" both graded correct -> one gold id
-        ("p0", "default", 0, "4", True if L else None), ("p0", "default", 1, "4.0", True if L else None),
-        ("p0", "default", 2, "5", False if L else None), ("p0", "terse", 0, None, None),
+        ("p0", "default", 0, "4", True if L else None),
+        ("p0", "default", 1, "4.0", True if L else None),
+        ("p0", "default", 2, "5", False if L else None),
+        ("p0", "terse", 0, None, None),
         ("p0", "terse", 1, "5", False if L else None),
         # p1: never correct, gold never sampled
-        ("p1", "default", 0, "6", False if L else None), ("p1", "terse", 0, "8", False if L else None),
+        ("p1", "default", 0, "6", False if L else None),
+        ("p1", "terse", 0, "8", False if L else None),
         ("p1", "terse", 1, "6", False if L else None),
         # p2
-        ("p2", "default", 0, "9", True if L else None), ("p2", "terse", 0, "9", True if L else None),
+        ("p2", "default", 0, "9", True if L else None),
+        ("p2", "terse", 0, "9", True if L else None),
     ]
     st.add_samples("r1", [_sample(*r) for r in rows])
     st.close()

@@ -33,7 +33,9 @@ def test_check_prompt_names_the_prompt_its_length_and_the_limit():
     check_prompt(0, [1, 2], 3, context="c", hint="h")  # one token of room is enough
     with pytest.raises(MarginalError, match=r"^prompt 2 is empty after tokenization$"):
         check_prompt(2, [], 3, context="c", hint="h")
-    with pytest.raises(MarginalError, match=r"^prompt 1 has 3 tokens, which leaves no room to generate in the ctx; go$"):
+    with pytest.raises(
+        MarginalError, match=r"^prompt 1 has 3 tokens, which leaves no room to generate in the ctx; go$"
+    ):
         check_prompt(1, [1, 2, 3], 3, context="the ctx", hint="go")
     with pytest.raises(MarginalError, match=r"prompt 0 has 2 tokens for guide g, which leaves no room"):
         check_prompt(0, [1, 2], 3, context="c", hint="h", room=2, who=" for guide g")
@@ -55,7 +57,12 @@ def test_find_stop_against_brute_force():
 def test_error_completions_keep_their_type_and_seeds():
     c = error_completion("boom", 7, 3, ServedCompletion)
     assert isinstance(c, ServedCompletion) and (c.finish_reason, c.error, c.seed, c.prompt_tokens, c.n_tokens) == (
-        "error", "boom", 7, 3, 0)
+        "error",
+        "boom",
+        7,
+        3,
+        0,
+    )
     spec = SampleSpec(n=3, seed=1)
 
     def prepare(i, prompt):
@@ -107,9 +114,16 @@ def test_counters_and_lifecycle():
 
 def test_engine_table_picks_by_prefix():
     assert ENGINES.names() == ("http", "blend", "vllm", "torch", "llama.cpp")
-    for spec, name in (("http://h:1/v1#m", "http"), ("https://h/v1", "http"), ("blend:a+b", "blend"),
-                       ("vllm:org/m", "vllm"), ("torch:org/m", "torch"), ("smollm2-135m", "llama.cpp"),
-                       ("x.gguf", "llama.cpp"), ("hf:o/r/f.gguf", "llama.cpp")):
+    for spec, name in (
+        ("http://h:1/v1#m", "http"),
+        ("https://h/v1", "http"),
+        ("blend:a+b", "blend"),
+        ("vllm:org/m", "vllm"),
+        ("torch:org/m", "torch"),
+        ("smollm2-135m", "llama.cpp"),
+        ("x.gguf", "llama.cpp"),
+        ("hf:o/r/f.gguf", "llama.cpp"),
+    ):
         assert engine_kind(spec)[0] == name, spec
 
 
@@ -120,7 +134,9 @@ def test_options_of_other_engines_are_dropped_and_unknown_ones_rejected():
     assert engine_options("blend:a+b", {**run, "name": "x"}) == run
     assert engine_options("smollm2-135m", {**run, "timeout": 5}) == run
     assert engine_options("vllm:org/m", {**run, "enforce_eager": True}) == {"enforce_eager": True}  # an engine arg
-    with pytest.raises(MarginalError, match=r"backend option 'n_thread' .* llama.cpp engine .*did you mean 'n_threads'"):
+    with pytest.raises(
+        MarginalError, match=r"backend option 'n_thread' .* llama.cpp engine .*did you mean 'n_threads'"
+    ):
         load_backend("smollm2-135m", n_thread=2)  # refused before any model is loaded
     with pytest.raises(MarginalError, match="backend option 'temprature'"):
         load_backend("http://127.0.0.1:9/v1#m", temprature=0.1)
@@ -172,9 +188,11 @@ def test_engine_cache_keys_unhashable_options(monkeypatch):
 
 
 def test_reading_blend_specs_loads_no_engine():
-    code = ("import sys, marginal.analysis.blend as a, marginal.blend.spec as s; "
-            "s.parse_blend_spec('blend:a+b:variant=nudge'); "
-            "assert not {'llama_cpp', 'marginal.backends.llamacpp', 'marginal.blend.engine'} & set(sys.modules)")
+    code = (
+        "import sys, marginal.analysis.blend as a, marginal.blend.spec as s; "
+        "s.parse_blend_spec('blend:a+b:variant=nudge'); "
+        "assert not {'llama_cpp', 'marginal.backends.llamacpp', 'marginal.blend.engine'} & set(sys.modules)"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 
@@ -182,7 +200,7 @@ def test_reading_blend_specs_loads_no_engine():
 def test_blend_variants_are_a_registry():
     from marginal.blend import BLEND_VARIANTS, VARIANTS, variant_config
 
-    assert VARIANTS == BLEND_VARIANTS.names() and VARIANTS[0] == "blend" and "alpha0.5" in VARIANTS
+    assert BLEND_VARIANTS.names() == VARIANTS and VARIANTS[0] == "blend" and "alpha0.5" in VARIANTS
     with pytest.raises(MarginalError, match="unknown blend variant 'alpha0.3'"):
         variant_config("alpha0.3")
 
@@ -199,7 +217,16 @@ def test_a_completions_diagnostics_are_stored_with_nan_as_none():
     from marginal.runner import diagnostics_of
 
     c = BlendCompletion("x", (1,), 0.0, "stop", 1, 0, steps=4, interventions=0)
-    assert diagnostics_of(c) == {"interventions": 0, "intervention_rate": 0.0, "mean_alpha": None,
-                                 "topk_overlap": None, "retokenized": 0}
-    assert diagnostics_of(BlendCompletion("x", (1,), 0.0, "stop", 1, 0, steps=4, interventions=2, mean_alpha=0.5,
-                                          topk_overlap=0.25))["mean_alpha"] == 0.5
+    assert diagnostics_of(c) == {
+        "interventions": 0,
+        "intervention_rate": 0.0,
+        "mean_alpha": None,
+        "topk_overlap": None,
+        "retokenized": 0,
+    }
+    assert (
+        diagnostics_of(
+            BlendCompletion("x", (1,), 0.0, "stop", 1, 0, steps=4, interventions=2, mean_alpha=0.5, topk_overlap=0.25)
+        )["mean_alpha"]
+        == 0.5
+    )

@@ -19,8 +19,8 @@ from marginal.blend import (
     alpha_for,
     auto_alpha,
     check_pair,
-    parse_blend_spec,
     mix,
+    parse_blend_spec,
     union_by_id,
     union_by_string,
     variant_config,
@@ -334,16 +334,41 @@ def test_blend_cli(tmp_path, smol_path):
     data = tmp_path / "q.jsonl"
     data.write_text('{"question": "What is 2 + 3?", "answer": "5"}\n{"question": "What is 4 + 4?", "answer": "8"}\n')
     db = tmp_path / "b.db"
-    args = ["blend", f"jsonl:{data}", "--base", str(smol_path), "--guide", str(smol_path), "-v", "base",
-            "-v", "always", "--limit", "2", "--max-tokens", "8", "--out", str(db), "--n-ctx", "1024",
-            "--max-seqs", "2", "--threads", "2"]
+    args = [
+        "blend",
+        f"jsonl:{data}",
+        "--base",
+        str(smol_path),
+        "--guide",
+        str(smol_path),
+        "-v",
+        "base",
+        "-v",
+        "always",
+        "--limit",
+        "2",
+        "--max-tokens",
+        "8",
+        "--out",
+        str(db),
+        "--n-ctx",
+        "1024",
+        "--max-seqs",
+        "2",
+        "--threads",
+        "2",
+    ]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     assert "rate" in r.output and "always" in r.output
-    db_rows = sqlite3.connect(db).execute(
-        "SELECT r.config, s.completion_tokens, s.interventions, s.intervention_rate, s.mean_alpha, s.topk_overlap "
-        "FROM samples s JOIN runs r USING (run_id) ORDER BY r.config"
-    ).fetchall()
+    db_rows = (
+        sqlite3.connect(db)
+        .execute(
+            "SELECT r.config, s.completion_tokens, s.interventions, s.intervention_rate, s.mean_alpha, s.topk_overlap "
+            "FROM samples s JOIN runs r USING (run_id) ORDER BY r.config"
+        )
+        .fetchall()
+    )
     assert len(db_rows) == 4  # 2 variants x 2 problems, one run each in one file
     for cfg, tokens, inter, rate, ma, ov in db_rows:
         if "variant=base" in cfg:
@@ -387,8 +412,10 @@ def test_backend_protocol(pair):
     assert pair.name.startswith("blend:") and pair.name.endswith("+sys:g0.4-aauto-k100")
 
 
-@pytest.mark.skipif(not __import__("os").environ.get("MARGINAL_SLOW_TESTS"),
-                    reason="set MARGINAL_SLOW_TESTS=1: a real different-tokenizer pair (Qwen2.5-Coder-0.5B guide)")
+@pytest.mark.skipif(
+    not __import__("os").environ.get("MARGINAL_SLOW_TESTS"),
+    reason="set MARGINAL_SLOW_TESTS=1: a real different-tokenizer pair (Qwen2.5-Coder-0.5B guide)",
+)
 def test_different_tokenizers_on_real_models(engines):
     from marginal.models import CATALOG, is_available
 
@@ -424,9 +451,13 @@ def test_parse_blend_spec():
     assert (base, guide, match) == ("qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b", "auto")
     assert cfg == BlendConfig(gamma=0.3, alpha=0.5)
     assert parse_blend_spec("blend:a+b:variant=always,match=id")[2:] == (BlendConfig(gamma=1.0), "id")
-    for bad, msg in [("blend:a", "expected 'blend:BASE"), ("blend:a+b:beta=1", "bad option 'beta=1'"),
-                     ("blend:a+b:gamma=x", "must be numbers"), ("blend:a+b:variant=mix", "unknown blend variant"),
-                     ("blend:a+b:match=bytes", "match must be")]:
+    for bad, msg in [
+        ("blend:a", "expected 'blend:BASE"),
+        ("blend:a+b:beta=1", "bad option 'beta=1'"),
+        ("blend:a+b:gamma=x", "must be numbers"),
+        ("blend:a+b:variant=mix", "unknown blend variant"),
+        ("blend:a+b:match=bytes", "match must be"),
+    ]:
         with pytest.raises(MarginalError, match=msg):
             parse_blend_spec(bad)
 

@@ -11,7 +11,7 @@ import pytest
 from marginal.analysis.blend import blend_rows, correlation, wilson
 from marginal.blend.completion import DIAGNOSTICS as BLEND_COLUMNS
 from marginal.store import Store
-from marginal.types import Problem, Prior, Sample
+from marginal.types import Prior, Problem, Sample
 
 
 def test_wilson_matches_the_closed_form_and_brackets_p():
@@ -45,22 +45,62 @@ def test_correlation_against_brute_force():
 
 
 def _sample(pid, i, correct, **blend):
-    return Sample(problem_id=pid, prior="default", index=i, text="t", answer="1" if correct is not None else None,
-                  correct=correct, error=None if correct is not None else "no answer", diagnostics=blend)
+    return Sample(
+        problem_id=pid,
+        prior="default",
+        index=i,
+        text="t",
+        answer="1" if correct is not None else None,
+        correct=correct,
+        error=None if correct is not None else "no answer",
+        diagnostics=blend,
+    )
 
 
 def test_diagnostics_round_trip_and_rows(tmp_path):
     db = tmp_path / "b.db"
     s = Store(db)
     probs = [Problem(id=f"p{i}", question="q", answer="1") for i in range(3)]
-    for rid, model, rates in (("r1", "blend:a+b:variant=blend,gamma=0.3", (0.1, 0.3, 0.2)),
-                              ("r2", "blend:a+b:variant=always,gamma=1", (1, 1, 1))):
+    for rid, model, rates in (
+        ("r1", "blend:a+b:variant=blend,gamma=0.3", (0.1, 0.3, 0.2)),
+        ("r2", "blend:a+b:variant=always,gamma=1", (1, 1, 1)),
+    ):
         s.create_run(rid, {"task": "t", "model": model}, probs, [Prior("default")], "0")
-        s.add_samples(rid, [
-            _sample("p0", 0, True, interventions=1, intervention_rate=rates[0], mean_alpha=0.5, topk_overlap=0.4, retokenized=0),
-            _sample("p1", 0, False, interventions=3, intervention_rate=rates[1], mean_alpha=0.7, topk_overlap=0.2, retokenized=1),
-            _sample("p2", 0, None, interventions=0, intervention_rate=rates[2], mean_alpha=None, topk_overlap=None, retokenized=0),
-        ])
+        s.add_samples(
+            rid,
+            [
+                _sample(
+                    "p0",
+                    0,
+                    True,
+                    interventions=1,
+                    intervention_rate=rates[0],
+                    mean_alpha=0.5,
+                    topk_overlap=0.4,
+                    retokenized=0,
+                ),
+                _sample(
+                    "p1",
+                    0,
+                    False,
+                    interventions=3,
+                    intervention_rate=rates[1],
+                    mean_alpha=0.7,
+                    topk_overlap=0.2,
+                    retokenized=1,
+                ),
+                _sample(
+                    "p2",
+                    0,
+                    None,
+                    interventions=0,
+                    intervention_rate=rates[2],
+                    mean_alpha=None,
+                    topk_overlap=None,
+                    retokenized=0,
+                ),
+            ],
+        )
     got = {x.problem_id: x for x in s.samples("r1")}
     assert got["p1"].diagnostics["interventions"] == 3 and got["p1"].diagnostics["mean_alpha"] == 0.7
     assert got["p2"].diagnostics.get("mean_alpha") is None
@@ -68,8 +108,18 @@ def test_diagnostics_round_trip_and_rows(tmp_path):
     rows = blend_rows(db)
     assert [(r.variant, r.gamma) for r in rows] == [("blend", 0.3), ("always", 1.0)]
     r = rows[0]
-    assert (r.samples, r.graded, r.correct, r.failed, r.retokenized) == (3, 3, 1, 1, 1)  # the failed one counts as wrong
-    assert r.intervention_rate == pytest.approx(0.2) and r.mean_alpha == pytest.approx(0.6) and r.accuracy == pytest.approx(1 / 3)
+    assert (r.samples, r.graded, r.correct, r.failed, r.retokenized) == (
+        3,
+        3,
+        1,
+        1,
+        1,
+    )  # the failed one counts as wrong
+    assert (
+        r.intervention_rate == pytest.approx(0.2)
+        and r.mean_alpha == pytest.approx(0.6)
+        and r.accuracy == pytest.approx(1 / 3)
+    )
 
 
 def test_a_file_gains_a_diagnostic_column_when_a_sample_first_carries_it(tmp_path):
@@ -80,7 +130,9 @@ def test_a_file_gains_a_diagnostic_column_when_a_sample_first_carries_it(tmp_pat
     assert s.diagnostic_names() == () and not set(BLEND_COLUMNS) & s.columns  # the store names no diagnostic
     s.close()
     ro = Store(db, readonly=True)
-    assert [x.correct for x in ro.samples("r")] == [True] and ro.samples("r")[0].diagnostics.get("interventions") is None
+    assert [x.correct for x in ro.samples("r")] == [True] and ro.samples("r")[0].diagnostics.get(
+        "interventions"
+    ) is None
     ro.close()
     assert blend_rows(db) == []
     s = Store(db)
@@ -96,18 +148,32 @@ def test_a_file_gains_a_diagnostic_column_when_a_sample_first_carries_it(tmp_pat
 def _legacy_file(db):
     """A file in the layout before diagnostics were generic: the five blend columns in the samples table."""
     s = Store(db)
-    s.create_run("r", {"task": "t", "model": "blend:a+b:variant=blend,gamma=0.3"},
-                 [Problem(id=f"p{i}", question="q", answer="1") for i in range(2)], [Prior("default")], "0")
+    s.create_run(
+        "r",
+        {"task": "t", "model": "blend:a+b:variant=blend,gamma=0.3"},
+        [Problem(id=f"p{i}", question="q", answer="1") for i in range(2)],
+        [Prior("default")],
+        "0",
+    )
     s.close()
-    types = {"interventions": "INTEGER", "intervention_rate": "REAL", "mean_alpha": "REAL", "topk_overlap": "REAL",
-             "retokenized": "INTEGER"}
+    types = {
+        "interventions": "INTEGER",
+        "intervention_rate": "REAL",
+        "mean_alpha": "REAL",
+        "topk_overlap": "REAL",
+        "retokenized": "INTEGER",
+    }
     with sqlite3.connect(db) as c:
         for col, kind in types.items():
             c.execute(f"ALTER TABLE samples ADD COLUMN {col} {kind}")
-        c.execute("INSERT INTO samples VALUES ('r','p0','default',0,'t','1',1,NULL,1,2,0,0.0,'stop',0,0.0,0.0,"
-                  "4,0.5,0.25,0.75,1)")
-        c.execute("INSERT INTO samples VALUES ('r','p1','default',0,'t',NULL,NULL,'no answer',1,2,0,0.0,'stop',0,0.0,"
-                  "0.0,0,0.0,NULL,NULL,0)")
+        c.execute(
+            "INSERT INTO samples VALUES ('r','p0','default',0,'t','1',1,NULL,1,2,0,0.0,'stop',0,0.0,0.0,"
+            "4,0.5,0.25,0.75,1)"
+        )
+        c.execute(
+            "INSERT INTO samples VALUES ('r','p1','default',0,'t',NULL,NULL,'no answer',1,2,0,0.0,'stop',0,0.0,"
+            "0.0,0,0.0,NULL,NULL,0)"
+        )
 
 
 def test_a_file_with_the_five_blend_columns_reads_them_as_diagnostics(tmp_path):
@@ -116,8 +182,13 @@ def test_a_file_with_the_five_blend_columns_reads_them_as_diagnostics(tmp_path):
     ro = Store(db, readonly=True)
     assert ro.diagnostic_names() == BLEND_COLUMNS
     a, b = ro.samples("r")
-    assert a.diagnostics == {"interventions": 4, "intervention_rate": 0.5, "mean_alpha": 0.25, "topk_overlap": 0.75,
-                             "retokenized": 1}
+    assert a.diagnostics == {
+        "interventions": 4,
+        "intervention_rate": 0.5,
+        "mean_alpha": 0.25,
+        "topk_overlap": 0.75,
+        "retokenized": 1,
+    }
     assert b.diagnostics == {"interventions": 0, "intervention_rate": 0.0, "retokenized": 0}
     rows = [__import__("json").loads(line) for line in open(ro.export("r", tmp_path / "x.jsonl"))]
     assert [r["topk_overlap"] for r in rows] == [0.75, None] and list(rows[0])[-5:] == list(BLEND_COLUMNS)

@@ -18,8 +18,12 @@ DEMO = ROOT / "src" / "marginal" / "data" / "demo.jsonl"
 
 
 def marginal(*args):
-    return subprocess.run([sys.executable, "-m", "marginal", *map(str, args)], capture_output=True, text=True,
-                          env={"COLUMNS": "200", **__import__("os").environ})
+    return subprocess.run(
+        [sys.executable, "-m", "marginal", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={"COLUMNS": "200", **__import__("os").environ},
+    )
 
 
 def bad(*args) -> str:
@@ -51,8 +55,12 @@ def test_every_command_is_registered_and_help_lists_the_tables():
 
     assert [c.name for c in app.registered_commands] == [n for n, _ in COMMANDS]
     runner = CliRunner()
-    for cmd, kinds in (("run", ("task", "grader", "policy")), ("priors", ("task", "grader")), ("blend", ("task",)),
-                       ("ask", ("policy",))):
+    for cmd, kinds in (
+        ("run", ("task", "grader", "policy")),
+        ("priors", ("task", "grader")),
+        ("blend", ("task",)),
+        ("ask", ("policy",)),
+    ):
         r = runner.invoke(app, [cmd, "--help"], env={"COLUMNS": "300"}, terminal_width=300)
         assert r.exit_code == 0, r.output
         for kind in kinds:

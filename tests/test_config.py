@@ -7,14 +7,20 @@ import json
 from collections import Counter
 
 import pytest
-
 from fakes import FakeBackend
+
+from marginal.allocate import execute_policy
 from marginal.config import (
-    PolicySettings, ProblemSelection, RaySettings, RunConfig, TaskSource, build_plan, make_run_policy,
+    PolicySettings,
+    ProblemSelection,
+    RaySettings,
+    RunConfig,
+    TaskSource,
+    build_plan,
+    make_run_policy,
 )
 from marginal.errors import MarginalError
 from marginal.policies import make_policy
-from marginal.allocate import execute_policy
 from marginal.runner import execute
 from marginal.store import Store
 from marginal.types import SampleSpec
@@ -34,9 +40,14 @@ def files(tmp_path):
 
 def test_build_plan_resolves_priors_samples_and_problems(files):
     task, bank = files
-    cfg = RunConfig(TaskSource(task), priors="a,c", priors_file=bank, budget=6,
-                    sampling=SampleSpec(temperature=0.5, max_tokens=12, seed=3),
-                    problems=ProblemSelection(limit=3, subset_seed=1))
+    cfg = RunConfig(
+        TaskSource(task),
+        priors="a,c",
+        priors_file=bank,
+        budget=6,
+        sampling=SampleSpec(temperature=0.5, max_tokens=12, seed=3),
+        problems=ProblemSelection(limit=3, subset_seed=1),
+    )
     t, plan = build_plan(cfg)
     assert [c.name for c in plan.priors] == ["a", "c"] and plan.spec.n == 3
     assert (plan.spec.temperature, plan.spec.max_tokens, plan.spec.seed) == (0.5, 12, 3)
@@ -47,24 +58,33 @@ def test_build_plan_resolves_priors_samples_and_problems(files):
     assert len(build_plan(RunConfig(TaskSource(task), priors="2", priors_file=bank, samples=2))[1].priors) == 2
     pol = RunConfig(TaskSource(task), priors_file=bank, policy=PolicySettings("repetition", 4))
     _, pplan = build_plan(pol)
-    assert len(pplan.priors) == 3 and pplan.spec.n == 1 and pplan.policy == {"name": "repetition", "budget": 4, "threshold": 0.95}
+    assert (
+        len(pplan.priors) == 3
+        and pplan.spec.n == 1
+        and pplan.policy == {"name": "repetition", "budget": 4, "threshold": 0.95}
+    )
     assert make_run_policy(pol, pplan).name == make_policy("repetition", 4, 3).name
     assert make_run_policy(cfg, plan) is None
-    for bad, msg in (({"priors": "2", "budget": 5}, "not a multiple of the 2 priors"),
-                     ({"priors": "2", "budget": 4, "samples": 3}, "!= 2 priors x --samples 3"),
-                     ({"priors": "2", "samples": 2, "sampling": SampleSpec(temperature=0.0)}, "greedy")):
+    for bad, msg in (
+        ({"priors": "2", "budget": 5}, "not a multiple of the 2 priors"),
+        ({"priors": "2", "budget": 4, "samples": 3}, "!= 2 priors x --samples 3"),
+        ({"priors": "2", "samples": 2, "sampling": SampleSpec(temperature=0.0)}, "greedy"),
+    ):
         with pytest.raises(MarginalError, match=msg):
             build_plan(RunConfig(TaskSource(task), priors_file=bank, **bad))
 
 
-@pytest.mark.parametrize("kwargs, msg", [
-    ({"budget": 0}, "--budget must be a positive integer"),
-    ({"samples": -1}, "--samples must be a positive integer"),
-    ({"batch_samples": 0}, "--batch-samples must be a positive integer"),
-    ({"sampling": SampleSpec(n=2)}, "sampling.n must be 1"),
-    ({"policy": PolicySettings("adaptive", 8), "ray": RaySettings()}, "--ray runs K x M grids"),
-    ({"policy": PolicySettings("adaptive", 8), "budget": 8}, "a policy run's budget"),
-])
+@pytest.mark.parametrize(
+    "kwargs, msg",
+    [
+        ({"budget": 0}, "--budget must be a positive integer"),
+        ({"samples": -1}, "--samples must be a positive integer"),
+        ({"batch_samples": 0}, "--batch-samples must be a positive integer"),
+        ({"sampling": SampleSpec(n=2)}, "sampling.n must be 1"),
+        ({"policy": PolicySettings("adaptive", 8), "ray": RaySettings()}, "--ray runs K x M grids"),
+        ({"policy": PolicySettings("adaptive", 8), "budget": 8}, "a policy run's budget"),
+    ],
+)
 def test_bad_configs_are_refused_when_built(kwargs, msg):
     with pytest.raises(MarginalError, match=msg):
         RunConfig(TaskSource("gsm8k"), **kwargs)
@@ -82,18 +102,37 @@ def test_bad_selections_and_policies_are_refused_when_built():
 
 def test_from_store_rebuilds_a_grid_run_and_resume_may_grow_it(files, tmp_path):
     task, bank = files
-    cfg = RunConfig(TaskSource(task), priors="a,b", priors_file=bank, samples=3,
-                    sampling=SampleSpec(temperature=0.5, max_tokens=12, seed=4),
-                    problems=ProblemSelection(limit=3, subset_seed=1))
+    cfg = RunConfig(
+        TaskSource(task),
+        priors="a,b",
+        priors_file=bank,
+        samples=3,
+        sampling=SampleSpec(temperature=0.5, max_tokens=12, seed=4),
+        problems=ProblemSelection(limit=3, subset_seed=1),
+    )
     t, plan = build_plan(cfg)
     store = Store(tmp_path / "r.db")
     rid = execute(plan, t, lambda _p: FakeBackend(DISTS), store)
     stored = RunConfig.from_store(store, rid)
-    assert (stored.task.name, stored.model, stored.sampling, stored.samples) == (plan.task, "smollm2-135m", cfg.sampling, 3)
-    assert stored.priors == "a,b" and stored.problems.ids == tuple(p.id for p in plan.problems) and stored.policy is None
+    assert (stored.task.name, stored.model, stored.sampling, stored.samples) == (
+        plan.task,
+        "smollm2-135m",
+        cfg.sampling,
+        3,
+    )
+    assert (
+        stored.priors == "a,b" and stored.problems.ids == tuple(p.id for p in plan.problems) and stored.policy is None
+    )
     # the command line may change files, batching and threads, not what decides the samples
-    given = RunConfig(TaskSource("ignored", question_field="question"), priors="a,b", priors_file=bank, batch_samples=5,
-                      threads=2, sampling=SampleSpec(temperature=0.9), problems=ProblemSelection(limit=1))
+    given = RunConfig(
+        TaskSource("ignored", question_field="question"),
+        priors="a,b",
+        priors_file=bank,
+        batch_samples=5,
+        threads=2,
+        sampling=SampleSpec(temperature=0.9),
+        problems=ProblemSelection(limit=1),
+    )
     resumed = stored.resume_with(given)
     assert (resumed.batch_samples, resumed.threads, resumed.priors_file) == (5, 2, bank)
     _, again = build_plan(resumed)
@@ -107,8 +146,12 @@ def test_from_store_rebuilds_a_grid_run_and_resume_may_grow_it(files, tmp_path):
 
 def test_from_store_keeps_a_policy_run_policy(files, tmp_path):
     task, bank = files
-    cfg = RunConfig(TaskSource(task), priors_file=bank, policy=PolicySettings("repetition", 4, threshold=0.9),
-                    problems=ProblemSelection(limit=2))
+    cfg = RunConfig(
+        TaskSource(task),
+        priors_file=bank,
+        policy=PolicySettings("repetition", 4, threshold=0.9),
+        problems=ProblemSelection(limit=2),
+    )
     t, plan = build_plan(cfg)
     store = Store(tmp_path / "p.db")
     rid = execute_policy(plan, make_run_policy(cfg, plan), 4, t, lambda _p: FakeBackend(DISTS), store)
@@ -131,8 +174,12 @@ def test_store_summaries_match_the_samples(files, tmp_path):
     want = {}
     for name in Counter(s.prior for s in samples):
         mine = [s for s in samples if s.prior == name]
-        want[name] = (len(mine), sum(s.answer is None for s in mine), sum(s.correct is True for s in mine),
-                      sum(s.correct is not None for s in mine))
+        want[name] = (
+            len(mine),
+            sum(s.answer is None for s in mine),
+            sum(s.correct is True for s in mine),
+            sum(s.correct is not None for s in mine),
+        )
     assert store.prior_counts(rid) == want and want["b"][1] == 12 and want["c"][2] == 0
     store.close()
 

@@ -15,8 +15,13 @@ from marginal.store import Store
 from marginal.tasks import load_task
 from marginal.types import Chat, Message, SampleSpec
 
-QUESTIONS = ["What is 7 times 8?", "Name a primary color.", "Write one sentence about the moon.",
-             "How many legs does a spider have?", "What is the capital of Italy?"]
+QUESTIONS = [
+    "What is 7 times 8?",
+    "Name a primary color.",
+    "Write one sentence about the moon.",
+    "How many legs does a spider have?",
+    "What is the capital of Italy?",
+]
 
 
 def chat(q: str, system: str | None = None) -> Chat:
@@ -154,8 +159,13 @@ def test_killed_grid_run_resumes_with_nothing_lost_or_duplicated(tmp_path):
     from importlib.resources import files
 
     task = load_task(f"jsonl:{files('marginal') / 'data' / 'demo.jsonl'}")
-    plan = RunPlan(task.name, "smollm2-135m", SampleSpec(n=3, max_tokens=8, seed=0), tuple(task.bank()[:2]),
-                   tuple(task.problems()[:4]))
+    plan = RunPlan(
+        task.name,
+        "smollm2-135m",
+        SampleSpec(n=3, max_tokens=8, seed=0),
+        tuple(task.bank()[:2]),
+        tuple(task.problems()[:4]),
+    )
     db = tmp_path / "run.db"
 
     class Killed(Exception):
@@ -189,8 +199,9 @@ def test_per_sequence_kv_streams_give_the_same_structure_and_reproduce():
     with LlamaCppBackend(bundled_model_path(), n_ctx=4096, max_seqs=4, n_threads=1) as uni:
         want = uni.generate(prompts, spec)
         want_g = uni.generate(prompts, greedy)
-    with LlamaCppBackend(bundled_model_path(), n_ctx=8 * 512, max_seqs=4, prefix_cache=4, n_threads=1,
-                         kv_unified=False) as streams:
+    with LlamaCppBackend(
+        bundled_model_path(), n_ctx=8 * 512, max_seqs=4, prefix_cache=4, n_threads=1, kv_unified=False
+    ) as streams:
         assert streams.seq_ctx == 512
         got = streams.generate(prompts, spec)
         again = streams.generate(prompts, spec)

@@ -3,19 +3,18 @@
 from fractions import Fraction
 
 import pytest
+from test_extract_choice import CASES as CHOICE_CASES
+from test_extract_numeric import CASES as NUMERIC_CASES
+from test_extract_text import CASES as TEXT_CASES
 
+from marginal.sandbox import Limits
 from marginal.tasks import Chain, Extraction, Step
 from marginal.tasks.choice import choice_chain, extract_letter
 from marginal.tasks.humaneval import CodeGrader, code_chain
 from marginal.tasks.math import MATH, extract_math
 from marginal.tasks.numeric import NUMERIC, extract_number
 from marginal.tasks.text import TEXT, extract_text
-from marginal.sandbox import Limits
 from marginal.types import Problem
-
-from test_extract_choice import CASES as CHOICE_CASES
-from test_extract_numeric import CASES as NUMERIC_CASES
-from test_extract_text import CASES as TEXT_CASES
 
 
 def test_the_first_step_that_finds_a_candidate_fires():
@@ -25,10 +24,14 @@ def test_the_first_step_that_finds_a_candidate_fires():
         def find(text):
             calls.append(name)
             return out
+
         return find
 
-    ch = Chain("toy", (Step("a", finder("a", None)), Step("b", finder("b", " X ")), Step("c", finder("c", "Y"))),
-               canonicalize=lambda s: s.strip().lower())
+    ch = Chain(
+        "toy",
+        (Step("a", finder("a", None)), Step("b", finder("b", " X ")), Step("c", finder("c", "Y"))),
+        canonicalize=lambda s: s.strip().lower(),
+    )
     e = ch("anything")
     assert (e.answer, e.error, e.step) == ("x", None, "b")
     assert calls == ["a", "b"]  # later steps are not consulted
@@ -40,7 +43,9 @@ def test_no_step_and_a_failed_candidate_say_why():
     assert ch("text") == Extraction(None, "no_answer") and ch("text").step is None
     bad = Chain("toy", (Step("raw", lambda t: t),), canonicalize=lambda s: None)
     e = bad("a very long candidate " * 5)
-    assert e.answer is None and e.step == "raw" and e.error == "unparseable: " + repr(("a very long candidate " * 5)[:60])
+    assert (
+        e.answer is None and e.step == "raw" and e.error == "unparseable: " + repr(("a very long candidate " * 5)[:60])
+    )
     custom = Chain("toy", (Step("raw", lambda t: t),), canonicalize=lambda s: None, fail=lambda s: "no_answer")
     assert custom("x").error == "no_answer" and custom("x").step == "raw"
     with pytest.raises(ValueError, match="repeated step names"):
@@ -80,16 +85,19 @@ def test_text_cases_compose(text, want):
     _check_composition(TEXT, text, want)
 
 
-@pytest.mark.parametrize("text,step,answer", [
-    ("Total = 1,234,567 dollars.\n#### 1,234,567", "hash", "1234567"),
-    ("#### \n#### 64", "hash", "64"),
-    ("Therefore the final answer is \\boxed{1,000}.", "boxed", "1000"),
-    ("#### N\nso \\boxed{\\frac{3}{4}}", "boxed", "0.75"),  # a marker without a number passes
-    ("She makes $18 every day.\nThe answer is $18.", "answer-is", "18"),
-    ("Answer: 1/3", "answer-is", "1/3"),
-    ("Step 1: 3 + 4 = 7\nThey have 14 marbles left.", "last-number", "14"),
-    ("The answer is N.\nShe has 9 left.", "last-number", "9"),
-])
+@pytest.mark.parametrize(
+    "text,step,answer",
+    [
+        ("Total = 1,234,567 dollars.\n#### 1,234,567", "hash", "1234567"),
+        ("#### \n#### 64", "hash", "64"),
+        ("Therefore the final answer is \\boxed{1,000}.", "boxed", "1000"),
+        ("#### N\nso \\boxed{\\frac{3}{4}}", "boxed", "0.75"),  # a marker without a number passes
+        ("She makes $18 every day.\nThe answer is $18.", "answer-is", "18"),
+        ("Answer: 1/3", "answer-is", "1/3"),
+        ("Step 1: 3 + 4 = 7\nThey have 14 marbles left.", "last-number", "14"),
+        ("The answer is N.\nShe has 9 left.", "last-number", "9"),
+    ],
+)
 def test_numeric_steps(text, step, answer):
     e = extract_number(text)
     assert (e.step, e.answer) == (step, answer)
@@ -103,12 +111,15 @@ def test_numeric_failures_name_their_step():
     assert NUMERIC.steps[0].find("#### 12") == Fraction(12)  # the numeric chain's candidates are exact values
 
 
-@pytest.mark.parametrize("text,step", [
-    ("so the answer is \\boxed{\\frac12}", "boxed"),
-    ("The final answer is $\\boxed{90^\\circ}$.", "boxed"),
-    ("The final answer is $\\frac{3}{8}$.", "final-answer"),
-    ("Final answer: 6-5i", "final-answer"),
-])
+@pytest.mark.parametrize(
+    "text,step",
+    [
+        ("so the answer is \\boxed{\\frac12}", "boxed"),
+        ("The final answer is $\\boxed{90^\\circ}$.", "boxed"),
+        ("The final answer is $\\frac{3}{8}$.", "final-answer"),
+        ("Final answer: 6-5i", "final-answer"),
+    ],
+)
 def test_math_steps(text, step):
     e = extract_math(text)
     assert e.answer is not None and e.step == step, e
@@ -121,13 +132,16 @@ def test_math_failures_name_their_step():
     assert MATH.step_names() == ("boxed", "final-answer")
 
 
-@pytest.mark.parametrize("text,step,letter", [
-    ("$\\boxed{\\text{B}}$", "boxed", "B"),
-    ("A) is wrong because ... so the answer is C", "answer-is", "C"),
-    ("Reasoning...\n(C)", "letter-line", "C"),
-    ("Reasoning...\nB) because the photon is massless", "option-line", "B"),
-    ("So **(D)** is correct.", "emphasized", "D"),
-])
+@pytest.mark.parametrize(
+    "text,step,letter",
+    [
+        ("$\\boxed{\\text{B}}$", "boxed", "B"),
+        ("A) is wrong because ... so the answer is C", "answer-is", "C"),
+        ("Reasoning...\n(C)", "letter-line", "C"),
+        ("Reasoning...\nB) because the photon is massless", "option-line", "B"),
+        ("So **(D)** is correct.", "emphasized", "D"),
+    ],
+)
 def test_choice_steps(text, step, letter):
     e = extract_letter(text)
     assert (e.step, e.answer) == (step, letter)
@@ -139,12 +153,15 @@ def test_choice_chain_per_letter_set():
     assert choice_chain("ABCD") is choice_chain("ABCD")  # built once per letter set
 
 
-@pytest.mark.parametrize("text,step,answer", [
-    ("The capital is big.\nAnswer: **Paris.**", "answer-line", "paris"),
-    ("So \\boxed{\\text{oxygen}}", "boxed", "oxygen"),
-    ("I think the answer is Mars.", "answer-is", "mars"),
-    ("Let me think.\nJupiter", "last-line", "jupiter"),
-])
+@pytest.mark.parametrize(
+    "text,step,answer",
+    [
+        ("The capital is big.\nAnswer: **Paris.**", "answer-line", "paris"),
+        ("So \\boxed{\\text{oxygen}}", "boxed", "oxygen"),
+        ("I think the answer is Mars.", "answer-is", "mars"),
+        ("Let me think.\nJupiter", "last-line", "jupiter"),
+    ],
+)
 def test_text_steps(text, step, answer):
     e = extract_text(text)
     assert (e.step, e.answer) == (step, answer)
@@ -158,20 +175,27 @@ def test_text_empty_answer_is_no_answer_from_its_step():
 FULL = "def f(x):\n    return x + 1\n"
 
 
-@pytest.mark.parametrize("text,step", [
-    ("```python\nimport math\n```\nthen\n```python\n" + FULL + "```", "fence-def"),
-    ("```python\nreturn_value = 1\n```\nand a longer one:\n```python\n    return x + 1\n```", "fence-longest"),
-    ("```python\n" + FULL, "open-fence"),
-    ("    return x + 1\n", "whole-text"),
-])
+@pytest.mark.parametrize(
+    "text,step",
+    [
+        ("```python\nimport math\n```\nthen\n```python\n" + FULL + "```", "fence-def"),
+        ("```python\nreturn_value = 1\n```\nand a longer one:\n```python\n    return x + 1\n```", "fence-longest"),
+        ("```python\n" + FULL, "open-fence"),
+        ("    return x + 1\n", "whole-text"),
+    ],
+)
 def test_code_chain_steps(text, step):
     assert code_chain("f").find(text)[0] == step
 
 
 def test_code_extractions_carry_their_step():
-    prompt = "def f(x):\n    \"\"\">>> f(1)\n    2\n    \"\"\"\n"
-    prob = Problem(id="toy", question=prompt, answer=None,
-                   meta={"prompt": prompt, "entry_point": "f", "test": "def check(c):\n    assert c(1) == 2\n"})
+    prompt = 'def f(x):\n    """>>> f(1)\n    2\n    """\n'
+    prob = Problem(
+        id="toy",
+        question=prompt,
+        answer=None,
+        meta={"prompt": prompt, "entry_point": "f", "test": "def check(c):\n    assert c(1) == 2\n"},
+    )
     texts = ["```python\n" + FULL + "```", "    return x + 1\n", "```python\ndef f(x)\n    return 1\n```", "  \n"]
     out = CodeGrader(Limits(timeout=3.0), workers=1).extract_batch([(t, prob) for t in texts])
     assert [e.step for e in out] == ["fence-def", "whole-text", "fence-def", None]

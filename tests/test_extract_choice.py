@@ -38,13 +38,16 @@ def test_extract(text, want):
     assert e.answer == want, e
 
 
-@pytest.mark.parametrize("text", [
-    "A photon carries energy.",
-    "I am not sure which option is right.",
-    "The answer is a matter of debate.",
-    "",
-    "E) none of these",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "A photon carries energy.",
+        "I am not sure which option is right.",
+        "The answer is a matter of debate.",
+        "",
+        "E) none of these",
+    ],
+)
 def test_no_answer(text):
     e = extract_letter(text)
     assert e.answer is None and e.error == "no_answer"

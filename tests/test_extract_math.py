@@ -75,11 +75,14 @@ def test_equal_answers_share_one_canonical_form():
         assert len({canonical_math(s) for s in g}) == 1, {s: canonical_math(s) for s in g}
 
 
-@pytest.mark.parametrize("text,code", [
-    ("I think it is hard.", "no_answer"),
-    ("\\boxed{}", "unparseable"),
-    ("", "no_answer"),
-])
+@pytest.mark.parametrize(
+    "text,code",
+    [
+        ("I think it is hard.", "no_answer"),
+        ("\\boxed{}", "unparseable"),
+        ("", "no_answer"),
+    ],
+)
 def test_failures(text, code):
     e = extract_math(text)
     assert e.answer is None and e.error.startswith(code)

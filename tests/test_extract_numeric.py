@@ -42,11 +42,14 @@ def test_extract(text, want):
     assert e.answer == want
 
 
-@pytest.mark.parametrize("text,code", [
-    ("I don't know.", "no_answer"),
-    ("", "no_answer"),
-    ("The answer is \\boxed{x+y}.", "unparseable"),
-])
+@pytest.mark.parametrize(
+    "text,code",
+    [
+        ("I don't know.", "no_answer"),
+        ("", "no_answer"),
+        ("The answer is \\boxed{x+y}.", "unparseable"),
+    ],
+)
 def test_failures_say_why(text, code):
     e = extract_number(text)
     assert e.answer is None and e.error.startswith(code)

@@ -7,7 +7,7 @@ from marginal.tasks.text import extract_text, grade_text
 CASES = [
     ("Answer: Paris", "paris"),
     ("The capital is big.\nAnswer: **Paris.**", "paris"),
-    ("Final answer: \"Blue whale\"", "blue whale"),
+    ('Final answer: "Blue whale"', "blue whale"),
     ("answer: (B) mitochondria", "(b) mitochondria"),
     ("Answer:   New   York  ", "new york"),
     ("I think the answer is Mars.", "mars"),

@@ -17,8 +17,13 @@ from marginal.types import SampleSpec
 
 def test_grow_generates_only_what_the_pool_lacks(tmp_path):
     task = load_task(f"jsonl:{files('marginal') / 'data' / 'demo.jsonl'}")
-    plan = RunPlan(task.name, "smollm2-135m", SampleSpec(n=2, max_tokens=8, seed=0), tuple(task.bank()[:2]),
-                   tuple(task.problems()[:3]))
+    plan = RunPlan(
+        task.name,
+        "smollm2-135m",
+        SampleSpec(n=2, max_tokens=8, seed=0),
+        tuple(task.bank()[:2]),
+        tuple(task.problems()[:3]),
+    )
     db = tmp_path / "pool.db"
     with LlamaCppBackend(bundled_model_path(), n_ctx=2048, max_seqs=4, n_threads=1) as b:
         store = Store(db)
@@ -35,8 +40,10 @@ def test_grow_generates_only_what_the_pool_lacks(tmp_path):
         assert again == 0  # everything the policy asks for is now in the pool
         store.close()
         # the grown samples carry the seeds a live run of the same prompts would draw
-        fresh = b.generate([plan.priors[0].render(p.question) for p in plan.problems],
-                           SampleSpec(n=2, max_tokens=8, seed=0, first_index=2))
+        fresh = b.generate(
+            [plan.priors[0].render(p.question) for p in plan.problems],
+            SampleSpec(n=2, max_tokens=8, seed=0, first_index=2),
+        )
     grown = {k: v for k, v in after.items() if k not in before}
     assert sorted(grown.values()) == sorted(c.seed for row in fresh for c in row)
     r = replay(db, Fixed(1, 4), 4)

@@ -40,8 +40,14 @@ def tiny():
     tok = _byte_tokenizer()
     torch.manual_seed(0)
     cfg = transformers.Qwen2Config(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=128, eos_token_id=tok.eos_token_id,
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        eos_token_id=tok.eos_token_id,
     )
     model = transformers.Qwen2ForCausalLM(cfg).eval()
     with torch.no_grad():  # sharper than the default init: completions differ by seed, yet repeat tokens
@@ -113,7 +119,9 @@ def test_sampler_greedy_and_uniform_edges():
     top = sample_tokens(logits, spec, torch.tensor([1.0 - 2**-53, 0.0], dtype=torch.float64))
     assert top.tolist() == [1, 0]  # u at the top edge stays on a kept token
     under = torch.tensor([[0.0, -1e4, -1e4]] * 2)  # softmax underflows to exact zeros
-    assert sample_tokens(under, SampleSpec(temperature=1.0), torch.tensor([1.0 - 2**-53, 0.5], dtype=torch.float64)).tolist() == [0, 0]
+    assert sample_tokens(
+        under, SampleSpec(temperature=1.0), torch.tensor([1.0 - 2**-53, 0.5], dtype=torch.float64)
+    ).tolist() == [0, 0]
 
 
 def test_step_uniforms_are_per_sequence_streams():
@@ -152,8 +160,13 @@ def test_greedy_equals_model_generate(tiny):
     (c,) = tiny.generate([prompt], SampleSpec(temperature=0, max_tokens=12))[0]
     ids = torch.tensor([tiny.tokenize(prompt)])
     with torch.no_grad():
-        ref = tiny.model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=12,
-                                  pad_token_id=tiny.tokenizer.pad_token_id)
+        ref = tiny.model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=False,
+            max_new_tokens=12,
+            pad_token_id=tiny.tokenizer.pad_token_id,
+        )
     assert list(c.token_ids) == ref[0, ids.shape[1] :].tolist()
 
 
@@ -201,8 +214,14 @@ class FakeOOMModel(torch.nn.Module):
     def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None, use_cache=True, logits_to_keep=0):
         if input_ids.shape[0] > self.limit or input_ids.shape[1] == self.deny:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (fake)")
-        return self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
-                          use_cache=use_cache, logits_to_keep=logits_to_keep)
+        return self.inner(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=use_cache,
+            logits_to_keep=logits_to_keep,
+        )
 
 
 def test_out_of_memory_halves_the_chunk(tiny):
@@ -215,12 +234,16 @@ def test_out_of_memory_halves_the_chunk(tiny):
     deny = len(tiny.tokenize("x" * 7))
     b = HFBackend.from_model(FakeOOMModel(tiny.model, limit=1, deny=deny), tiny.tokenizer, max_seqs=1)
     out = b.generate(["x" * 7, "y"], SampleSpec(n=1, temperature=0, max_tokens=3))
-    assert out[0][0].finish_reason == "error" and "out of memory with one sequence of 7 prompt tokens" in out[0][0].error
+    assert (
+        out[0][0].finish_reason == "error" and "out of memory with one sequence of 7 prompt tokens" in out[0][0].error
+    )
     assert out[1][0].error is None and len(out[1][0].token_ids) == 3
 
 
 def test_context_limits(tiny):
-    with pytest.raises(MarginalError, match=r"prompt 1 has 130 tokens, which leaves no room to generate in the model's context of 128"):
+    with pytest.raises(
+        MarginalError, match=r"prompt 1 has 130 tokens, which leaves no room to generate in the model's context of 128"
+    ):
         tiny.generate(["ok", "y" * 130], SampleSpec(max_tokens=4, temperature=0))
     (c,) = tiny.generate(["y" * 124], SampleSpec(max_tokens=16, temperature=0))[0]
     assert c.finish_reason in ("length", "stop") and len(c.token_ids) <= 4
@@ -270,7 +293,9 @@ def test_gpu_check_script_runs_tiny(tmp_path):
 
     script = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.py"
     out = tmp_path / "g.json"
-    r = subprocess.run([sys.executable, str(script), "--tiny", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, str(script), "--tiny", "--out", str(out)], capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     rows = json.loads(out.read_text())["rows"]
     assert {x["engine"] for x in rows} == {"generate_1", "marginal", "generate_nrs"}

@@ -49,8 +49,21 @@ def _start_llama_server(model: Path, log: Path) -> tuple[subprocess.Popen, str]:
         pytest.importorskip(m, reason="llama-cpp-python's server needs pip install 'llama-cpp-python[server]'")
     port = _free_port()
     cmd = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
-        "--port", str(port), "--n_ctx", "2048", "--model_alias", "smol", "--n_threads", "1",
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(model),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        "2048",
+        "--model_alias",
+        "smol",
+        "--n_threads",
+        "1",
     ]
     f = open(log, "wb")
     proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
@@ -203,7 +216,9 @@ def test_wrong_model_name(server):
 
 
 def test_prompt_longer_than_context(backend):
-    with pytest.raises(MarginalError, match=r"prompt 1 does not fit the context of model server .*maximum context length is 2048"):
+    with pytest.raises(
+        MarginalError, match=r"prompt 1 does not fit the context of model server .*maximum context length is 2048"
+    ):
         backend.generate(["Hi", "hello " * 2500], SampleSpec(max_tokens=4, temperature=0))
 
 
@@ -216,8 +231,10 @@ def test_server_killed_mid_run(smol_path, tmp_path):
 
         def run():
             try:
-                box["out"] = b.generate([_chat(f"Tell me about the number {i}.") for i in range(8)],
-                                        SampleSpec(n=2, temperature=0.8, max_tokens=16))
+                box["out"] = b.generate(
+                    [_chat(f"Tell me about the number {i}.") for i in range(8)],
+                    SampleSpec(n=2, temperature=0.8, max_tokens=16),
+                )
             except Exception as e:  # noqa: BLE001 - the test inspects it
                 box["err"] = e
 
@@ -294,13 +311,31 @@ class FakeOpenAIServer:
                         lp = {"content": [{"token": t, "logprob": -0.5, "top_logprobs": []} for t in toks]}
                         choice = {"message": {"role": "assistant", "content": out}, "finish_reason": "stop"}
                     else:
-                        lp = {"tokens": toks, "token_logprobs": [-0.25] * len(toks), "text_offset": [], "top_logprobs": []}
+                        lp = {
+                            "tokens": toks,
+                            "token_logprobs": [-0.25] * len(toks),
+                            "text_offset": [],
+                            "top_logprobs": [],
+                        }
                         choice = {"text": out, "finish_reason": "length"}
                     choices.append({"index": i, "logprobs": None if fake.mode == "no_logprobs" else lp, **choice})
-                usage = {"prompt_tokens": 7, "completion_tokens": 99, "total_tokens": 106,
-                         "prompt_tokens_details": {"cached_tokens": 4}}
-                self._send(200, {"id": "x", "object": "chat.completion" if chat else "text_completion",
-                                 "created": 0, "model": body["model"], "choices": choices[::-1], "usage": usage})
+                usage = {
+                    "prompt_tokens": 7,
+                    "completion_tokens": 99,
+                    "total_tokens": 106,
+                    "prompt_tokens_details": {"cached_tokens": 4},
+                }
+                self._send(
+                    200,
+                    {
+                        "id": "x",
+                        "object": "chat.completion" if chat else "text_completion",
+                        "created": 0,
+                        "model": body["model"],
+                        "choices": choices[::-1],
+                        "usage": usage,
+                    },
+                )
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_port}/v1"
@@ -329,8 +364,12 @@ def test_server_side_n_one_request_per_prompt():
             assert [c.text for c in row] == [f"{text}|{s0}|{i}" for i in range(3)]  # sorted by choice index
             assert all(c.seed == s0 and c.prompt_tokens == 7 and c.cached_prompt_tokens == 4 for c in row)
             assert [c.completion_tokens for c in row] == [len(range(0, len(c.text), 3)) for c in row]
-        assert out[1][0].finish_reason == "length" and out[1][0].logprob == pytest.approx(-0.25 * out[1][0].completion_tokens)
-        assert out[0][0].finish_reason == "stop" and out[0][0].logprob == pytest.approx(-0.5 * out[0][0].completion_tokens)
+        assert out[1][0].finish_reason == "length" and out[1][0].logprob == pytest.approx(
+            -0.25 * out[1][0].completion_tokens
+        )
+        assert out[0][0].finish_reason == "stop" and out[0][0].logprob == pytest.approx(
+            -0.5 * out[0][0].completion_tokens
+        )
 
 
 def test_server_rejecting_n_falls_back_to_seeded_single_requests():
@@ -377,10 +416,16 @@ def _plan(model: str):
     from marginal.config import ProblemSelection, RunConfig, TaskSource, build_plan
     from marginal.types import SampleSpec
 
-    _, p = build_plan(RunConfig(
-        TaskSource(f"jsonl:{DEMO}"), model=model, priors="2", samples=2, sampling=SampleSpec(max_tokens=12, seed=0),
-        problems=ProblemSelection(limit=3),
-    ))
+    _, p = build_plan(
+        RunConfig(
+            TaskSource(f"jsonl:{DEMO}"),
+            model=model,
+            priors="2",
+            samples=2,
+            sampling=SampleSpec(max_tokens=12, seed=0),
+            problems=ProblemSelection(limit=3),
+        )
+    )
     return p
 
 

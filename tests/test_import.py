@@ -30,8 +30,14 @@ def random_rows(rng, n_q=6, priors=("default", "teacher", "checker"), n=4, kind=
             if kind == "answers":
                 rows.append({"question": f"q{q}?", "answer": gold, "prior": c, "answers": vals})
             else:
-                rows.append({"question": f"q{q}?", "answer": gold, "prior": c,
-                             "samples": [None if v is None else f"Some working... the answer is {v}." for v in vals]})
+                rows.append(
+                    {
+                        "question": f"q{q}?",
+                        "answer": gold,
+                        "prior": c,
+                        "samples": [None if v is None else f"Some working... the answer is {v}." for v in vals],
+                    }
+                )
     return rows
 
 
@@ -69,16 +75,24 @@ def test_round_trip_grid_equals_brute_force(tmp_path, kind):
         for j, (k, m) in enumerate(g.cells):
             assert g.acc[i, j] == pytest.approx(brute_credit(vals, gold, k, m), abs=1e-12), (i, k, m)
     # K = 1, M = 1 is the plain share of correct samples: a direct count
-    n_right = [sum(str(v) == str(raw[3 * i]["answer"]) for v in raw[3 * i]["answers"]) / len(raw[3 * i]["answers"])
-               for i in range(6)]
+    n_right = [
+        sum(str(v) == str(raw[3 * i]["answer"]) for v in raw[3 * i]["answers"]) / len(raw[3 * i]["answers"])
+        for i in range(6)
+    ]
     np.testing.assert_allclose(g.acc[:, g.index(1, 1)], n_right)
 
 
 def test_answers_and_samples_rows_give_the_same_pool(tmp_path):
-    a = import_jsonl(write(tmp_path / "a.jsonl", random_rows(np.random.default_rng(1), kind="answers")), "jsonl",
-                     out=tmp_path / "a.db")
-    s = import_jsonl(write(tmp_path / "s.jsonl", random_rows(np.random.default_rng(1), kind="samples")), "jsonl",
-                     out=tmp_path / "s.db")
+    a = import_jsonl(
+        write(tmp_path / "a.jsonl", random_rows(np.random.default_rng(1), kind="answers")),
+        "jsonl",
+        out=tmp_path / "a.db",
+    )
+    s = import_jsonl(
+        write(tmp_path / "s.jsonl", random_rows(np.random.default_rng(1), kind="samples")),
+        "jsonl",
+        out=tmp_path / "s.db",
+    )
     pa, ps = load_pool(a.path), load_pool(s.path)
     np.testing.assert_array_equal(pa.answers, ps.answers)
     np.testing.assert_array_equal(pa.gold, ps.gold)
@@ -93,7 +107,9 @@ def test_texts_are_extracted_graded_and_work_with_analyze_replay_export(tmp_path
         {"question": "What is 3*3?", "answer": 9, "prior": "teacher", "samples": ["#### 9", "9", "#### 8"]},
         {"question": "What is 3*3?", "samples": ["so 9", "10"]},
     ]
-    r = import_jsonl(write(tmp_path / "in.jsonl", rows), "jsonl", grader="numeric", out=tmp_path / "p.db", model="api-x")
+    r = import_jsonl(
+        write(tmp_path / "in.jsonl", rows), "jsonl", grader="numeric", out=tmp_path / "p.db", model="api-x"
+    )
     assert (r.samples, r.failed, r.problems) == (12, 3, 2)
     st = Store(tmp_path / "p.db", readonly=True)
     rid = st.only_run()
@@ -117,7 +133,7 @@ def test_texts_are_extracted_graded_and_work_with_analyze_replay_export(tmp_path
 
 BAD = [
     ('{"question": "q", "samples": ["1"]', 1, "malformed JSON"),
-    ('[1, 2]', 1, "expected a JSON object"),
+    ("[1, 2]", 1, "expected a JSON object"),
     ({"answer": "1", "samples": ["1"]}, 1, "field 'question'"),
     ({"question": "q", "answer": "1"}, 1, "exactly one of the fields 'samples'"),
     ({"question": "q", "samples": ["1"], "answers": ["1"]}, 1, "got samples and answers"),
@@ -140,14 +156,37 @@ def test_a_bad_row_names_its_line_and_field_and_writes_nothing(tmp_path, bad, li
     assert not (tmp_path / "p.db").exists()
 
 
-@pytest.mark.parametrize("rows, line, match", [
-    ([{"question": "q", "answer": "1", "answers": ["1"]}, {"question": "q", "answer": "2", "prior": "b", "answers": ["1"]}],
-     2, "field 'answer' is '2', but line 1 gives '1'"),
-    ([{"question": "q", "answers": ["1"]}, {"question": "q", "answers": ["2"]}], 2, "field 'prior': 'default' is given"),
-    ([{"id": "a", "question": "q", "answers": ["1"]}, {"id": "a", "question": "r", "prior": "b", "answers": ["1"]}],
-     2, "field 'question' differs from line 1"),
-    ([{"question": "q", "answers": ["1"]}, {"id": "in/0", "question": "r", "answers": ["1"]}], 2, "field 'id': 'in/0'"),
-])
+@pytest.mark.parametrize(
+    "rows, line, match",
+    [
+        (
+            [
+                {"question": "q", "answer": "1", "answers": ["1"]},
+                {"question": "q", "answer": "2", "prior": "b", "answers": ["1"]},
+            ],
+            2,
+            "field 'answer' is '2', but line 1 gives '1'",
+        ),
+        (
+            [{"question": "q", "answers": ["1"]}, {"question": "q", "answers": ["2"]}],
+            2,
+            "field 'prior': 'default' is given",
+        ),
+        (
+            [
+                {"id": "a", "question": "q", "answers": ["1"]},
+                {"id": "a", "question": "r", "prior": "b", "answers": ["1"]},
+            ],
+            2,
+            "field 'question' differs from line 1",
+        ),
+        (
+            [{"question": "q", "answers": ["1"]}, {"id": "in/0", "question": "r", "answers": ["1"]}],
+            2,
+            "field 'id': 'in/0'",
+        ),
+    ],
+)
 def test_rows_of_one_question_must_agree(tmp_path, rows, line, match):
     with pytest.raises(MarginalError, match=rf"in\.jsonl:{line}: {match}"):
         import_jsonl(write(tmp_path / "in.jsonl", rows), "jsonl", out=tmp_path / "p.db")
@@ -207,10 +246,16 @@ def test_import_command_function(tmp_path):
 
 
 def test_code_rows_run_in_the_sandbox_and_vote_by_behaviour(tmp_path):
-    row = {"question": "def add(a, b):\n    \"\"\"Add. >>> add(1, 2)\n    3\n    \"\"\"\n", "entry_point": "add",
-           "test": "def check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(0, 5) == 5\n",
-           "samples": ["```python\ndef add(a, b):\n    return a + b\n```", "```python\ndef add(a, b):\n    return b + a\n```",
-                       "```python\ndef add(a, b):\n    return a - b\n```"]}
+    row = {
+        "question": 'def add(a, b):\n    """Add. >>> add(1, 2)\n    3\n    """\n',
+        "entry_point": "add",
+        "test": "def check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(0, 5) == 5\n",
+        "samples": [
+            "```python\ndef add(a, b):\n    return a + b\n```",
+            "```python\ndef add(a, b):\n    return b + a\n```",
+            "```python\ndef add(a, b):\n    return a - b\n```",
+        ],
+    }
     r = import_jsonl(write(tmp_path / "in.jsonl", [row]), "jsonl", grader="code", out=tmp_path / "p.db")
     st = Store(tmp_path / "p.db", readonly=True)
     got = st.samples(st.only_run())

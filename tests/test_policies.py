@@ -1,9 +1,19 @@
 import pytest
-
 from fakes import FakeBackend, FakeTask
+
 from marginal.errors import MarginalError
 from marginal.policies import (
-    KINDS, POLICIES, REGIMES, STOPS, Adaptive, Decision, Fixed, SplitPlan, diversity, make_policy, repetition,
+    KINDS,
+    POLICIES,
+    REGIMES,
+    STOPS,
+    Adaptive,
+    Decision,
+    Fixed,
+    SplitPlan,
+    diversity,
+    make_policy,
+    repetition,
 )
 from marginal.session import Session
 
@@ -34,7 +44,9 @@ def test_baselines_and_registry():
 
 
 def _many(dists, budget=16, n=20, policy="adaptive"):
-    return Session(FakeBackend(dists), FakeTask(list(dists))).solve_many([f"q{i}" for i in range(n)], budget=budget, policy=policy)
+    return Session(FakeBackend(dists), FakeTask(list(dists))).solve_many(
+        [f"q{i}" for i in range(n)], budget=budget, policy=policy
+    )
 
 
 def _reasons(results, word):
@@ -87,7 +99,9 @@ def test_decisions_replay_to_same_samples():
     a = session(dists).solve("q", budget=16)
     b = session(dists).solve("q", budget=16)
     assert a.decisions == b.decisions
-    assert [(s.prior, s.index, s.seed, s.answer) for s in a.samples] == [(s.prior, s.index, s.seed, s.answer) for s in b.samples]
+    assert [(s.prior, s.index, s.seed, s.answer) for s in a.samples] == [
+        (s.prior, s.index, s.seed, s.answer) for s in b.samples
+    ]
     # replay the logged decisions by hand: the same (prior, index) set
     want = set()
     used = {}
@@ -181,7 +195,9 @@ def test_decision_fields_are_typed_and_checked():
 
 
 def test_adaptive_decisions_carry_kind_regime_and_stop_kind():
-    rs = _many(ALIGNED, budget=16, policy=Adaptive(threshold=0.99)) + _many(MISALIGNED, budget=16, policy=Adaptive(threshold=0.99))
+    rs = _many(ALIGNED, budget=16, policy=Adaptive(threshold=0.99)) + _many(
+        MISALIGNED, budget=16, policy=Adaptive(threshold=0.99)
+    )
     for r in rs:
         d0, *mid, last = r.decisions
         assert d0.kind == "probe" and d0.p_leader_stays is None

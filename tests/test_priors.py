@@ -60,18 +60,27 @@ def test_load_bank(tmp_path):
     assert [p.name for p in load_bank(f)] == ["tutor", "plain"]
 
 
-@pytest.mark.parametrize("text,match", [
-    ("- name: a\n  templat: '{question}'\n", r"entry 1 \('a'\): unknown key 'templat' \(did you mean 'template'\?\)"),
-    ("- name: a\n- name: b\n  template: 'no placeholder'\n", r"entry 2 \('b'\): template must contain the placeholder"),
-    ("- name: a\n- name: a\n", r"entry 2 \('a'\): duplicate prior name 'a' \(first used by entry 1\)"),
-    ("- name: a\n  system: [1\n", r"bank\.yaml:\d+: bad YAML"),
-    ("- system: x\n", r"entry 1: missing required key 'name'"),
-    ("", r"expected a non-empty list of priors"),
-    ("name: a\n", r"expected a non-empty list"),
-    ("- name: a\n  fewshot: [{question: q}]\n", r"fewshot item 1 must be a mapping"),
-    ("- name: a\n  system: 3\n", r"'system' must be a string"),
-    ("- just-a-string\n", r"entry 1: expected a mapping"),
-])
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        (
+            "- name: a\n  templat: '{question}'\n",
+            r"entry 1 \('a'\): unknown key 'templat' \(did you mean 'template'\?\)",
+        ),
+        (
+            "- name: a\n- name: b\n  template: 'no placeholder'\n",
+            r"entry 2 \('b'\): template must contain the placeholder",
+        ),
+        ("- name: a\n- name: a\n", r"entry 2 \('a'\): duplicate prior name 'a' \(first used by entry 1\)"),
+        ("- name: a\n  system: [1\n", r"bank\.yaml:\d+: bad YAML"),
+        ("- system: x\n", r"entry 1: missing required key 'name'"),
+        ("", r"expected a non-empty list of priors"),
+        ("name: a\n", r"expected a non-empty list"),
+        ("- name: a\n  fewshot: [{question: q}]\n", r"fewshot item 1 must be a mapping"),
+        ("- name: a\n  system: 3\n", r"'system' must be a string"),
+        ("- just-a-string\n", r"entry 1: expected a mapping"),
+    ],
+)
 def test_bad_banks(tmp_path, text, match):
     f = tmp_path / "bank.yaml"
     f.write_text(text)

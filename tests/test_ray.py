@@ -41,10 +41,16 @@ def plan():
     from marginal.config import ProblemSelection, RunConfig, TaskSource, build_plan
     from marginal.types import SampleSpec
 
-    _, p = build_plan(RunConfig(
-        TaskSource(TASK), model="smollm2-135m", priors="2", samples=2, sampling=SampleSpec(max_tokens=16, seed=0),
-        problems=ProblemSelection(limit=3),
-    ))
+    _, p = build_plan(
+        RunConfig(
+            TaskSource(TASK),
+            model="smollm2-135m",
+            priors="2",
+            samples=2,
+            sampling=SampleSpec(max_tokens=16, seed=0),
+            problems=ProblemSelection(limit=3),
+        )
+    )
     return p
 
 
@@ -101,7 +107,13 @@ def test_killed_workers_batches_are_retried_without_duplicates(reference, cluste
                     killed.append(name)
 
     report = execute_ray(
-        plan(), TASK_ARGS, "smollm2-135m", store, workers=2, backend_options={"n_threads": 1}, batch_samples=2,
+        plan(),
+        TASK_ARGS,
+        "smollm2-135m",
+        store,
+        workers=2,
+        backend_options={"n_threads": 1},
+        batch_samples=2,
         on_progress=kill_all_workers,
     )
     assert len(killed) == 2
@@ -125,7 +137,13 @@ def test_resume_shards_only_the_missing_samples(reference, cluster, tmp_path):
     seen = []
     store = Store(db)
     report = execute_ray(
-        plan(), TASK_ARGS, "smollm2-135m", store, workers=2, backend_options={"n_threads": 1}, batch_samples=2,
+        plan(),
+        TASK_ARGS,
+        "smollm2-135m",
+        store,
+        workers=2,
+        backend_options={"n_threads": 1},
+        batch_samples=2,
         on_progress=seen.append,
     )
     store.close()
@@ -145,7 +163,21 @@ def test_cli_worker_killed_from_outside(reference, cluster, tmp_path):
     """`marginal run --ray --address` on a running cluster, with `ray.kill` from another
     process while it has batches in flight."""
     db = tmp_path / "outside.db"
-    args = [sys.executable, "-m", "marginal", "run", TASK, *SMALL, "--ray", "--address", cluster, "--threads", "1", "--out", str(db)]
+    args = [
+        sys.executable,
+        "-m",
+        "marginal",
+        "run",
+        TASK,
+        *SMALL,
+        "--ray",
+        "--address",
+        cluster,
+        "--threads",
+        "1",
+        "--out",
+        str(db),
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 120

@@ -30,8 +30,13 @@ def skewed_pool(seed, N=16, P=5, n=4, A=3):
     """Priors of different quality, so that sub-banks fall into different regimes."""
     rng = np.random.default_rng(seed)
     q = np.linspace(0.8, 0.15, P)
-    ans = [[[None if rng.random() < 0.05 else (0 if rng.random() < q[c] else int(rng.integers(1, A)))
-             for _ in range(n)] for c in range(P)] for _ in range(N)]
+    ans = [
+        [
+            [None if rng.random() < 0.05 else (0 if rng.random() < q[c] else int(rng.integers(1, A))) for _ in range(n)]
+            for c in range(P)
+        ]
+        for _ in range(N)
+    ]
     return pool_from_lists(ans, [0] * N, [f"p{c}" for c in range(P)])
 
 
@@ -48,11 +53,20 @@ def test_draw_banks_distinct_ordered_seeded():
         draw_banks(pri[:3], 10, (4, 8), np.random.default_rng(0))
 
 
-@pytest.mark.parametrize("size, budget, n, div, rep", [
-    (4, 4, 8, (4, 1), (1, 4)), (7, 4, 8, (4, 1), (1, 4)), (8, 8, 8, (8, 1), (1, 8)), (4, 8, 8, (4, 2), (1, 8)),
-    (5, 8, 8, (4, 2), (1, 8)), (7, 8, 8, (4, 2), (1, 8)), (6, 8, 6, (4, 2), (1, 6)), (6, 6, 8, (6, 1), (1, 6)),
-    (5, 6, 8, (3, 2), (1, 6)),
-])
+@pytest.mark.parametrize(
+    "size, budget, n, div, rep",
+    [
+        (4, 4, 8, (4, 1), (1, 4)),
+        (7, 4, 8, (4, 1), (1, 4)),
+        (8, 8, 8, (8, 1), (1, 8)),
+        (4, 8, 8, (4, 2), (1, 8)),
+        (5, 8, 8, (4, 2), (1, 8)),
+        (7, 8, 8, (4, 2), (1, 8)),
+        (6, 8, 6, (4, 2), (1, 6)),
+        (6, 6, 8, (6, 1), (1, 6)),
+        (5, 6, 8, (3, 2), (1, 6)),
+    ],
+)
 def test_bank_cells(size, budget, n, div, rep):
     assert bank_cells(size, budget, n) == (div, rep)
 
@@ -103,8 +117,9 @@ def test_a_bootstrap_replicate_equals_the_analysis_of_the_resampled_pool():
 
 def test_classify_matches_drift_rule():
     lo, hi = np.array([0.1, 0.1, -0.3, -0.1, 0.0]), np.array([0.3, 0.3, -0.1, 0.2, 0.0])
-    curve = np.array([[0, 0.5, 0.9, 1.0], [0, 1.0, 1.0, 1.0], [0, -0.1, -0.2, -0.3], [0, 0.1, 0.1, np.nan],
-                      [0, 0, 0, 0]])
+    curve = np.array(
+        [[0, 0.5, 0.9, 1.0], [0, 1.0, 1.0, 1.0], [0, -0.1, -0.2, -0.3], [0, 0.1, 0.1, np.nan], [0, 0, 0, 0]]
+    )
     regime, k95 = classify(lo, hi, curve, np.array([4, 4, 4, 3, 4]))
     assert [REGIMES[r] for r in regime] == ["aligned", "saturating", "misaligned", "saturating", "saturating"]
     assert k95.tolist() == [4, 2, 1, 2, 1]
@@ -128,9 +143,15 @@ def test_ranks_and_spearman_by_hand():
 def test_headline_counts_by_hand():
     from marginal.analysis.regimes import BankStats
 
-    st = BankStats(np.array([0.2, 0.1, -0.2, -0.1, 0.0]), np.array([0.1, 0.05, -0.3, -0.2, -0.1]),
-                   np.array([0.3, 0.2, -0.1, -0.05, 0.1]), np.zeros(5, int), np.ones(5, int),
-                   np.array([[0.5], [0.4], [0.3], [0.6], [0.5]]), np.array([[0.4], [0.4], [0.5], [0.5], [0.5]]))
+    st = BankStats(
+        np.array([0.2, 0.1, -0.2, -0.1, 0.0]),
+        np.array([0.1, 0.05, -0.3, -0.2, -0.1]),
+        np.array([0.3, 0.2, -0.1, -0.05, 0.1]),
+        np.zeros(5, int),
+        np.ones(5, int),
+        np.array([[0.5], [0.4], [0.3], [0.6], [0.5]]),
+        np.array([[0.4], [0.4], [0.5], [0.5], [0.5]]),
+    )
     h = headline(st)[0]
     assert h[0] == 0.5 and h[1] == 2  # CI > 0: gains +0.1 (win) and 0 (a tie is no win)
     assert h[2] == 0.5 and h[3] == 2  # CI < 0: gains -0.2 (repetition wins) and +0.1
@@ -177,6 +198,8 @@ def test_plots_write_pngs(tmp_path):
 
     pool = skewed_pool(3, N=12)
     rt = regime_test(pool, n_banks=10, n_boot=20, inner_boot=100)
-    for path in (plot_regime_scatter(rt, tmp_path / "s.png"),
-                 plot_sub_bank(pool, rt.banks[0], tmp_path / "b.png", 8, title="t")):
+    for path in (
+        plot_regime_scatter(rt, tmp_path / "s.png"),
+        plot_sub_bank(pool, rt.banks[0], tmp_path / "b.png", 8, title="t"),
+    ):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

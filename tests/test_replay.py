@@ -53,17 +53,38 @@ def test_replay_cli(tmp_path):
     import sys
 
     make_pool(tmp_path / "r.db", np.random.default_rng(2))
-    r = subprocess.run([sys.executable, "-m", "marginal", "replay", str(tmp_path / "r.db"), "--budgets", "4,8"],
-                       capture_output=True, text=True, env={"COLUMNS": "200", **__import__("os").environ})
+    r = subprocess.run(
+        [sys.executable, "-m", "marginal", "replay", str(tmp_path / "r.db"), "--budgets", "4,8"],
+        capture_output=True,
+        text=True,
+        env={"COLUMNS": "200", **__import__("os").environ},
+    )
     assert r.returncode == 0, r.stderr
     assert "adaptive" in r.stdout and "diversity" in r.stdout
     env = {"COLUMNS": "200", **__import__("os").environ}
     for b, short in (("4", False), ("8", True)):  # 6 samples per prior: enough for repetition at B = 4, not 8
-        r = subprocess.run([sys.executable, "-m", "marginal", "replay", str(tmp_path / "r.db"), "--budgets", b,
-                            "--policies", "repetition"], capture_output=True, text=True, env=env)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "marginal",
+                "replay",
+                str(tmp_path / "r.db"),
+                "--budgets",
+                b,
+                "--policies",
+                "repetition",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         assert r.returncode == 0 and ("†" in r.stdout) == short and ("ran out of samples" in r.stdout) == short
-    r = subprocess.run([sys.executable, "-m", "marginal", "replay", str(tmp_path / "r.db"), "--budgets", "4,x"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "marginal", "replay", str(tmp_path / "r.db"), "--budgets", "4,x"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and "--budgets expects" in r.stderr
 
 

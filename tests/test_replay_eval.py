@@ -118,7 +118,9 @@ def test_evaluate_is_deterministic(tmp_path):
     ev = _evaluate_module()
     _pool(tmp_path / "p.db", n_problems=6, m=6, seed=5)
     for out in ("a", "b"):
-        ev.main([str(tmp_path / "p.db"), "--out", str(tmp_path / out / "results.json"), "--orders", "3", "--boot", "200"])
+        ev.main(
+            [str(tmp_path / "p.db"), "--out", str(tmp_path / out / "results.json"), "--orders", "3", "--boot", "200"]
+        )
     assert (tmp_path / "a/results.json").read_text() == (tmp_path / "b/results.json").read_text()
     assert (tmp_path / "a/policies.png").stat().st_size > 10_000
     assert "| 4 | repetition | 1x4 |" in (tmp_path / "a/tables.md").read_text()
@@ -128,8 +130,13 @@ def test_evaluate_keeps_distinct_correct_answers_apart_as_a_vote_does(tmp_path):
     """Two answers graded correct ("a", "b"): load_pool's grid merges them into one vote, a real vote does not."""
     ev = _evaluate_module()
     s = Store(tmp_path / "g.db")
-    s.create_run("r", {"task": "toy", "model": "fake"}, [Problem("p0", "q", "a"), Problem("p1", "q", "1")],
-                 [Prior("c0"), Prior("c1")], "0")
+    s.create_run(
+        "r",
+        {"task": "toy", "model": "fake"},
+        [Problem("p0", "q", "a"), Problem("p1", "q", "1")],
+        [Prior("c0"), Prior("c1")],
+        "0",
+    )
     rows = []
     for c in ("c0", "c1"):
         for i, a in enumerate(["a", "a", "b", "c", "c", "x"]):  # merged: gold 3 vs c 2; apart: a 2 ties c 2

@@ -35,8 +35,12 @@ def build_run(path: Path, *, labelled: bool = True, n_problems: int = 30, seed: 
     """A pool shaped like a real run: 4 priors x 6 samples, some failures, per-prior skill."""
     rng = np.random.default_rng(seed)
     st = Store(path)
-    priors = [Prior("default"), Prior("step-by-step", template="Think step by step. {question}"),
-              Prior("terse", template="Answer only. {question}"), Prior("teacher", system="You are a teacher.")]
+    priors = [
+        Prior("default"),
+        Prior("step-by-step", template="Think step by step. {question}"),
+        Prior("terse", template="Answer only. {question}"),
+        Prior("teacher", system="You are a teacher."),
+    ]
     skill = [0.55, 0.65, 0.35, 0.5]
     problems = [Problem(f"q{i}", f"what is {i}+{i}?", str(2 * i) if labelled else None) for i in range(n_problems)]
     st.create_run("run1", {"seed": seed}, problems, priors, "test")
@@ -52,9 +56,17 @@ def build_run(path: Path, *, labelled: bool = True, n_problems: int = 30, seed: 
                     ans, cor = str(2 * i), True
                 else:
                     ans, cor = str(2 * i + int(rng.integers(1, 4))), False
-                samples.append(Sample(pr.id, p.name, j, text=f"so {ans}", answer=ans,
-                                      correct=(cor if labelled and ans is not None else None),
-                                      error=None if ans else "no number"))
+                samples.append(
+                    Sample(
+                        pr.id,
+                        p.name,
+                        j,
+                        text=f"so {ans}",
+                        answer=ans,
+                        correct=(cor if labelled and ans is not None else None),
+                        error=None if ans else "no number",
+                    )
+                )
     st.add_samples("run1", samples)
     st.close()
     return path
@@ -70,8 +82,16 @@ def test_analyze_cli_tables_and_json(runs, tmp_path):
     out = tmp_path / "a.json"
     r = marginal("analyze", runs[0], "--budget", "12", "--split", "0.5", "--seed", "3", "--json", out)
     assert r.returncode == 0, r.stderr
-    for text in ("Vote accuracy", "regime:", "Planner for B = 12", "repetition-only", "diversity-only",
-                 "dominance", "Weighted votes", "By difficulty"):
+    for text in (
+        "Vote accuracy",
+        "regime:",
+        "Planner for B = 12",
+        "repetition-only",
+        "diversity-only",
+        "dominance",
+        "Weighted votes",
+        "By difficulty",
+    ):
         assert text in r.stdout, text
     d = json.loads(out.read_text())
     assert d["budget"] == 12 and d["problems"] == 30 and not d["label_free"]
@@ -146,13 +166,19 @@ def test_report_with_fewer_than_two_labelled_problems(tmp_path):
     assert r.returncode == 0, r.stderr
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None and shutil.which("chromium-browser") is None,
-                    reason="Chromium not installed (apt-get install chromium); scripts/check_report.py needs it")
+@pytest.mark.skipif(
+    shutil.which("chromium") is None and shutil.which("chromium-browser") is None,
+    reason="Chromium not installed (apt-get install chromium); scripts/check_report.py needs it",
+)
 def test_report_renders_in_chromium(tmp_path):
     png = tmp_path / "shot.png"
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_report.py"), "--out", str(png)],
-                       capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "check_report.py"), "--out", str(png)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     data = png.read_bytes()
     assert data.startswith(b"\x89PNG") and len(data) > 20_000

@@ -15,7 +15,9 @@ SMALL = ["--limit", "3", "--priors", "2", "--samples", "2", "--max-tokens", "24"
 
 
 def marginal(*args, cwd=None, **kw):
-    return subprocess.run([sys.executable, "-m", "marginal", *map(str, args)], capture_output=True, text=True, cwd=cwd, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "marginal", *map(str, args)], capture_output=True, text=True, cwd=cwd, **kw
+    )
 
 
 def rows(db):
@@ -84,7 +86,9 @@ def test_same_command_reproduces_samples(full_run, tmp_path):
 def test_growing_samples_adds_only_new_indices(full_run, tmp_path):
     db = tmp_path / "grow.db"
     db.write_bytes(full_run.read_bytes())
-    r = marginal("run", f"jsonl:{DEMO}", "--limit", "3", "--priors", "2", "--samples", "3", "--max-tokens", "24", "--out", db)
+    r = marginal(
+        "run", f"jsonl:{DEMO}", "--limit", "3", "--priors", "2", "--samples", "3", "--max-tokens", "24", "--out", db
+    )
     assert r.returncode == 0, r.stderr
     got = rows(db)
     assert len(got) == 18
@@ -103,10 +107,16 @@ def bad(*args, cwd=None):
 def test_bad_inputs(full_run, tmp_path):
     before = rows(full_run)
     assert "did you mean 'gsm8k'" in bad("run", "gsm8kk", "--out", tmp_path / "x.db")
-    assert "did you mean 'smollm2-135m'" in bad("run", f"jsonl:{DEMO}", "--model", "smollm2-13m", "--out", tmp_path / "x.db")
+    assert "did you mean 'smollm2-135m'" in bad(
+        "run", f"jsonl:{DEMO}", "--model", "smollm2-13m", "--out", tmp_path / "x.db"
+    )
     assert "step-by-step" in bad("run", f"jsonl:{DEMO}", "--priors", "default,step-by-stp", "--out", tmp_path / "x.db")
-    assert "--budget must be a positive integer" in bad("run", f"jsonl:{DEMO}", "--budget", "0", "--out", tmp_path / "x.db")
-    assert "--samples must be a positive integer" in bad("run", f"jsonl:{DEMO}", "--samples", "-1", "--out", tmp_path / "x.db")
+    assert "--budget must be a positive integer" in bad(
+        "run", f"jsonl:{DEMO}", "--budget", "0", "--out", tmp_path / "x.db"
+    )
+    assert "--samples must be a positive integer" in bad(
+        "run", f"jsonl:{DEMO}", "--samples", "-1", "--out", tmp_path / "x.db"
+    )
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"question": "1+1?", "answer": "2"}\n{"question": oops}\n')
     assert f"{broken}:2" in bad("run", f"jsonl:{broken}", "--out", tmp_path / "x.db")
@@ -117,7 +127,9 @@ def test_bad_inputs(full_run, tmp_path):
     # Another configuration into the same --out is refused, naming what differs.
     msg = bad("run", f"jsonl:{DEMO}", *SMALL, "--temperature", "0.9", "--out", full_run)
     assert "different run" in msg and "temperature" in msg
-    assert "did you mean 'adaptive'" in bad("run", f"jsonl:{DEMO}", "--policy", "adaptiv", "--budget", "4", "--out", tmp_path / "y.db")
+    assert "did you mean 'adaptive'" in bad(
+        "run", f"jsonl:{DEMO}", "--policy", "adaptiv", "--budget", "4", "--out", tmp_path / "y.db"
+    )
     assert rows(full_run) == before
 
 
@@ -155,8 +167,22 @@ def test_save_plan_then_planned_policy_run(full_run, tmp_path):
     d = json.loads(plan.read_text())
     assert d["task"] == f"jsonl:{DEMO}" and d["model"] == "smollm2-135m" and set(d["splits"]) == {"2", "4"}
     db = tmp_path / "planned.db"
-    r = marginal("run", f"jsonl:{DEMO}", "--policy", "planned", "--plan", plan, "--budget", "4", "--limit", "2",
-                 "--max-tokens", "16", "--out", db)
+    r = marginal(
+        "run",
+        f"jsonl:{DEMO}",
+        "--policy",
+        "planned",
+        "--plan",
+        plan,
+        "--budget",
+        "4",
+        "--limit",
+        "2",
+        "--max-tokens",
+        "16",
+        "--out",
+        db,
+    )
     assert r.returncode == 0, r.stderr
     k, m = d["splits"]["4"]
     got = rows(db)
@@ -167,13 +193,28 @@ def test_save_plan_then_planned_policy_run(full_run, tmp_path):
     # A plan made for another task is refused.
     other = tmp_path / "other.json"
     other.write_text(plan.read_text().replace(f"jsonl:{DEMO}", "gsm8k"))
-    msg = bad("run", f"jsonl:{DEMO}", "--policy", "planned", "--plan", other, "--budget", "4", "--out", tmp_path / "z.db")
+    msg = bad(
+        "run", f"jsonl:{DEMO}", "--policy", "planned", "--plan", other, "--budget", "4", "--out", tmp_path / "z.db"
+    )
     assert "plan was made for task 'gsm8k'" in msg
 
 
 def test_adaptive_policy_run_resumes_without_duplicates(tmp_path):
     db = tmp_path / "adaptive.db"
-    args = ["run", f"jsonl:{DEMO}", "--policy", "adaptive", "--budget", "6", "--limit", "2", "--max-tokens", "16", "--out", db]
+    args = [
+        "run",
+        f"jsonl:{DEMO}",
+        "--policy",
+        "adaptive",
+        "--budget",
+        "6",
+        "--limit",
+        "2",
+        "--max-tokens",
+        "16",
+        "--out",
+        db,
+    ]
     r = marginal(*args)
     assert r.returncode == 0, r.stderr
     first, n_dec = rows(db), None

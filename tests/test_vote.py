@@ -75,16 +75,19 @@ def test_credit_array_equals_credit_and_the_definition(ties):
             np.testing.assert_allclose(got, want)
             np.testing.assert_allclose(via_map, want)
     # per-vector gold columns broadcast
-    np.testing.assert_allclose(credit_array(np.array([[2, 2], [3, 1]]), np.array([1, 1]), ties),
-                               [0.5 if ties == "split" else 0.0, 0.0])
+    np.testing.assert_allclose(
+        credit_array(np.array([[2, 2], [3, 1]]), np.array([1, 1]), ties), [0.5 if ties == "split" else 0.0, 0.0]
+    )
 
 
 def test_weighted_credit_of_the_analyses_is_the_weighted_vote():
     """analysis.weights votes on arrays; drawing every stored sample makes it deterministic,
     so it must equal the string-level weighted vote of marginal.vote on each problem."""
     rng = np.random.default_rng(3)
-    answers = [[[str(rng.choice(["g", "x", "y"])) if rng.random() > 0.15 else None for _ in range(3)] for _ in range(4)]
-               for _ in range(30)]
+    answers = [
+        [[str(rng.choice(["g", "x", "y"])) if rng.random() > 0.15 else None for _ in range(3)] for _ in range(4)]
+        for _ in range(30)
+    ]
     pool = pool_from_lists(answers, ["g"] * 30)
     weights = np.array([[1.0, 1.0, 1.0, 1.0], [0.7, 0.2, 0.1, 0.0], [0.1, 0.1, 0.1, 0.3]])
     for k in (1, 2, 4):

@@ -18,12 +18,12 @@ from itertools import combinations, product
 
 import numpy as np
 import pytest
-
 from fakes import FakeBackend, FakeTask
+
+from marginal.allocate import execute_policy
 from marginal.analysis import Pool, accuracy_grid, brute_force_accuracy, load_pool
 from marginal.policies import Adaptive, Decision, Fixed
 from marginal.replay import replay, replay_question
-from marginal.allocate import execute_policy
 from marginal.runner import RunPlan
 from marginal.session import Session
 from marginal.store import Store
@@ -166,18 +166,26 @@ def test_decisions_of_an_older_file_still_load(tmp_path):
 
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as c:  # the decisions table as written before typed fields
-        c.execute("CREATE TABLE decisions (run_id TEXT NOT NULL, problem_id TEXT NOT NULL, used INTEGER NOT NULL, "
-                  "requests TEXT NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (run_id, problem_id, used))")
-        c.execute("CREATE TABLE runs (run_id TEXT PRIMARY KEY, config TEXT NOT NULL, created REAL NOT NULL, "
-                  "code_version TEXT NOT NULL)")
+        c.execute(
+            "CREATE TABLE decisions (run_id TEXT NOT NULL, problem_id TEXT NOT NULL, used INTEGER NOT NULL, "
+            "requests TEXT NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (run_id, problem_id, used))"
+        )
+        c.execute(
+            "CREATE TABLE runs (run_id TEXT PRIMARY KEY, config TEXT NOT NULL, created REAL NOT NULL, "
+            "code_version TEXT NOT NULL)"
+        )
         c.execute("INSERT INTO decisions VALUES ('r', 'p0', 0, '[[0, 2], [1, 2]]', 'probe 2 priors x 2 samples')")
         c.execute("INSERT INTO decisions VALUES ('r', 'p0', 4, '[]', 'budget spent')")
     ro = Store(path, readonly=True)
-    assert ro.decisions("r") == [("p0", 0, [[0, 2], [1, 2]], "probe 2 priors x 2 samples", None),
-                                 ("p0", 4, [], "budget spent", None)]
+    assert ro.decisions("r") == [
+        ("p0", 0, [[0, 2], [1, 2]], "probe 2 priors x 2 samples", None),
+        ("p0", 4, [], "budget spent", None),
+    ]
     ro.close()
     rw = Store(path)  # opening for writing adds the column; old rows keep NULL
-    rw.add_samples("r", [], [("p1", 0, "[]", "budget spent", Decision((), "budget spent", stop_kind="budget spent").record())])
+    rw.add_samples(
+        "r", [], [("p1", 0, "[]", "budget spent", Decision((), "budget spent", stop_kind="budget spent").record())]
+    )
     got = [Decision.from_record(req, why, d) for _, _, req, why, d in rw.decisions("r")]
     rw.close()
     assert got[0].kind is None and got[0].requests == ((0, 2), (1, 2))

@@ -108,8 +108,18 @@ def load_cells(db: str) -> Cells:
         cells = [sorted(by[(p, c)], key=lambda s: s.index) for c in priors]
         answers.append(tuple(tuple(s.answer for s in cell) for cell in cells))
         gold.append(frozenset(s.answer for cell in cells for s in cell if s.correct))
-    return Cells(db, run_id, str(cfg.get("task", "?")), str(cfg.get("model", "?")), priors, tuple(complete),
-                 tuple(answers), tuple(gold), n, tuple(sampled))
+    return Cells(
+        db,
+        run_id,
+        str(cfg.get("task", "?")),
+        str(cfg.get("model", "?")),
+        priors,
+        tuple(complete),
+        tuple(answers),
+        tuple(gold),
+        n,
+        tuple(sampled),
+    )
 
 
 def replay_order(cells: Cells, policy: Policy, budget: int, order: int, seed: int, details: bool = False):
@@ -190,13 +200,20 @@ def live_replay(cells: Cells, policy: Policy, budget: int, seed: int) -> tuple[n
     if not (np.allclose(c, mc) and np.array_equal(u, mu)):
         raise AssertionError(f"replay_order disagrees with marginal.replay for {policy.name} at B={budget}")
     if len(cells.sampled) == len(cells.problems) and int(mx.sum()) != r.exhausted:
-        raise AssertionError(f"exhaustion count differs for {policy.name} at B={budget}: {int(mx.sum())} vs {r.exhausted}")
+        raise AssertionError(
+            f"exhaustion count differs for {policy.name} at B={budget}: {int(mx.sum())} vs {r.exhausted}"
+        )
     return c, u, mx
 
 
 def bounded(c: np.ndarray, u: np.ndarray, ex: np.ndarray, budget: int) -> dict[str, np.ndarray]:
     """Per-problem credit and samples with exhausted problems bounded: credit in [0, 1], samples in [drawn, B]."""
-    return {"lo": np.where(ex, 0.0, c), "hi": np.where(ex, 1.0, c), "used_lo": u, "used_hi": np.where(ex, float(budget), u)}
+    return {
+        "lo": np.where(ex, 0.0, c),
+        "hi": np.where(ex, 1.0, c),
+        "used_lo": u,
+        "used_hi": np.where(ex, float(budget), u),
+    }
 
 
 def cell_entry(name, kind, k, m, budget, cells, grid_vals, boot, seed, extra=None) -> dict:
@@ -204,8 +221,10 @@ def cell_entry(name, kind, k, m, budget, cells, grid_vals, boot, seed, extra=Non
     e = {"name": name, "kind": kind, "K": k, "M": m, **(extra or {})}
     if k > len(cells.priors) or m > cells.n_slots:
         e["measurable"] = False
-        e["why"] = (f"needs {m} samples of each of {k} priors; the pool holds {cells.n_slots} samples "
-                    f"of each of {len(cells.priors)} priors")
+        e["why"] = (
+            f"needs {m} samples of each of {k} priors; the pool holds {cells.n_slots} samples "
+            f"of each of {len(cells.priors)} priors"
+        )
         return e
     c, u, ex = live_replay(cells, Fixed(k, m, name), budget, seed)
     e["measurable"] = True
@@ -220,9 +239,17 @@ def evaluate_pool(db: str, budgets, thresholds, n_orders: int, n_boot: int, seed
     cells = load_cells(db)
     N, P, n = len(cells.problems), len(cells.priors), cells.n_slots
     out: dict = {
-        "db": db, "run_id": cells.run_id, "task": cells.task, "model": cells.model, "priors": list(cells.priors),
-        "samples_per_prior": n, "problems": N, "problems_left_out_partial": len(cells.sampled) - N,
-        "n_orders": n_orders, "n_boot": n_boot, "seed": seed,
+        "db": db,
+        "run_id": cells.run_id,
+        "task": cells.task,
+        "model": cells.model,
+        "priors": list(cells.priors),
+        "samples_per_prior": n,
+        "problems": N,
+        "problems_left_out_partial": len(cells.sampled) - N,
+        "n_orders": n_orders,
+        "n_boot": n_boot,
+        "seed": seed,
     }
     if N < 2:
         out["error"] = f"only {N} complete problem(s): nothing to evaluate"
@@ -247,8 +274,12 @@ def evaluate_pool(db: str, budgets, thresholds, n_orders: int, n_boot: int, seed
         if (k, m) not in cache:
             v = grid.acc[:, grid.index(k, m)].copy()
             for i in multi:
-                one = dataclasses.replace(cells, answers=cells.answers[i : i + 1], gold=cells.gold[i : i + 1],
-                                          problems=cells.problems[i : i + 1])
+                one = dataclasses.replace(
+                    cells,
+                    answers=cells.answers[i : i + 1],
+                    gold=cells.gold[i : i + 1],
+                    problems=cells.problems[i : i + 1],
+                )
                 v[i] = np.mean([replay_order(one, Fixed(k, m), k * m, r, seed)[0][0] for r in range(MULTI_GOLD_ORDERS)])
             cache[(k, m)] = v
         return cache[(k, m)]
@@ -256,14 +287,18 @@ def evaluate_pool(db: str, budgets, thresholds, n_orders: int, n_boot: int, seed
     boot = Boot(N, n_boot, seed)
     # repetition curve on the exact grid: K = 1, M = 1..n (the default prior only)
     rep = np.stack([grid_vals(1, m) for m in range(1, n + 1)], axis=1)  # (N, n)
-    out["repetition_curve"] = [{"M": m, **summarize(rep[:, m - 1], np.full(N, float(m)), boot)} for m in range(1, n + 1)]
+    out["repetition_curve"] = [
+        {"M": m, **summarize(rep[:, m - 1], np.full(N, float(m)), boot)} for m in range(1, n + 1)
+    ]
     # hindsight frontier: for each sample count s, the best fixed K x M with K*M <= s (no CI; optimistic)
     mean = grid.acc.mean(axis=0)
     out["fixed_frontier"] = []
     for s_ in range(1, gmax + 1):
         js = [j for j, (k, m) in enumerate(grid.cells) if k * m <= s_]
         j = max(js, key=lambda j: (round(float(mean[j]), 12), -grid.cells[j][0] * grid.cells[j][1], grid.cells[j][0]))
-        out["fixed_frontier"].append({"samples": s_, "K": grid.cells[j][0], "M": grid.cells[j][1], "accuracy": _r(mean[j])})
+        out["fixed_frontier"].append(
+            {"samples": s_, "K": grid.cells[j][0], "M": grid.cells[j][1], "accuracy": _r(mean[j])}
+        )
     folds = split_problems(N, split, seed)
     out["planner_folds"] = [folds[0].tolist(), folds[1].tolist()]
     out["budgets"] = {}
@@ -279,23 +314,48 @@ def evaluate_pool(db: str, budgets, thresholds, n_orders: int, n_boot: int, seed
             if B % k == 0 and (k, B // k) != (d.k, d.m):
                 pols.append(cell_entry(f"fixed {k}x{B // k}", "fixed", k, B // k, B, cells, grid_vals, boot, seed))
         # best fixed split in hindsight, from the exact grid
-        for label, rel, pick in (("best fixed (K*M = B)", "=", lambda c: c[0] * c[1] == B),
-                                 ("best fixed (K*M <= B)", "<=", lambda c: True)):
+        for label, rel, pick in (
+            ("best fixed (K*M = B)", "=", lambda c: c[0] * c[1] == B),
+            ("best fixed (K*M <= B)", "<=", lambda c: True),
+        ):
             cand = [c for c in cells_B if pick(c)]
             if not cand:
-                pols.append({"name": label, "kind": "best", "measurable": False,
-                             "why": f"no K x M {rel} {B} fits in the pool "
-                                    f"({P} priors x {n} samples)"})
+                pols.append(
+                    {
+                        "name": label,
+                        "kind": "best",
+                        "measurable": False,
+                        "why": f"no K x M {rel} {B} fits in the pool ({P} priors x {n} samples)",
+                    }
+                )
                 continue
             kb, mb = max(cand, key=lambda c: (round(float(grid_vals(*c).mean()), 12), -c[0] * c[1], c[0]))
-            pols.append(cell_entry(label, "best", kb, mb, B, cells, grid_vals, boot, seed,
-                                   {"chosen_on": "all problems (hindsight: optimistic)"}))
+            pols.append(
+                cell_entry(
+                    label,
+                    "best",
+                    kb,
+                    mb,
+                    B,
+                    cells,
+                    grid_vals,
+                    boot,
+                    seed,
+                    {"chosen_on": "all problems (hindsight: optimistic)"},
+                )
+            )
         # planned: cross-fitted planner choice
         if cells_B:
             pols.append(planned_entry(cells, pool, B, cells_B, folds, grid_vals, boot, seed, split))
         else:
-            pols.append({"name": "planned", "kind": "planned", "measurable": False,
-                         "why": f"B = {B} is over the pool's {pool.max_budget} samples per problem"})
+            pols.append(
+                {
+                    "name": "planned",
+                    "kind": "planned",
+                    "measurable": False,
+                    "why": f"B = {B} is over the pool's {pool.max_budget} samples per problem",
+                }
+            )
         # adaptive
         for tau in thresholds:
             pols.append(adaptive_entry(cells, B, tau, n_orders, boot, seed))
@@ -326,10 +386,16 @@ def planned_entry(cells, pool, B, cells_B, folds, grid_vals, boot, seed, split) 
         matches = [int(api[0]), int(api[1])] == choices[0]
     except MarginalError as e:
         api, matches = None, f"plan() refused: {e}"
-    return {"name": "planned", "kind": "planned", "measurable": True, "choices": choices,
-            "fold0_matches_plan_api": matches,
-            "live": {**summarize(x_live, used, boot), "exhausted": 0},
-            "expected": summarize(x_exp, used, boot), "_x": x_exp}
+    return {
+        "name": "planned",
+        "kind": "planned",
+        "measurable": True,
+        "choices": choices,
+        "fold0_matches_plan_api": matches,
+        "live": {**summarize(x_live, used, boot), "exhausted": 0},
+        "expected": summarize(x_exp, used, boot),
+        "_x": x_exp,
+    }
 
 
 def adaptive_entry(cells, B, tau, n_orders, boot, seed) -> dict:
@@ -367,17 +433,21 @@ def adaptive_entry(cells, B, tau, n_orders, boot, seed) -> dict:
         e["expected"] = summarize(lo, ulo, boot)
         e["expected"]["order_se"] = _r(C.mean(axis=1).std(ddof=1) / math.sqrt(len(C)) if len(C) > 1 else 0.0)
     else:
-        e["why"] = (f"asked for more samples of a prior than the pool's {cells.n_slots} on "
-                    f"{e['problems_exhausted_in_some_order']} problem(s) ({100 * e['exhausted_share']:.0f}% of problem-orders)")
+        e["why"] = (
+            f"asked for more samples of a prior than the pool's {cells.n_slots} on "
+            f"{e['problems_exhausted_in_some_order']} problem(s) ({100 * e['exhausted_share']:.0f}% of problem-orders)"
+        )
         e["expected"] = bounds({"lo": lo, "hi": hi, "used_lo": ulo, "used_hi": uhi}, boot)
     e["_ad"] = {"lo": lo, "hi": hi, "used_lo": ulo, "used_hi": uhi}
     return e
 
 
 def bounds(b: dict[str, np.ndarray], boot: Boot) -> dict:
-    return {"accuracy_bounds": [_r(b["lo"].mean()), _r(b["hi"].mean())],
-            "ci_of_bounds": [_r(boot.ci(b["lo"])[0]), _r(boot.ci(b["hi"])[1])],
-            "mean_used_bounds": [_r(b["used_lo"].mean(), 3), _r(b["used_hi"].mean(), 3)]}
+    return {
+        "accuracy_bounds": [_r(b["lo"].mean()), _r(b["hi"].mean())],
+        "ci_of_bounds": [_r(boot.ci(b["lo"])[0]), _r(boot.ci(b["hi"])[1])],
+        "mean_used_bounds": [_r(b["used_lo"].mean(), 3), _r(b["used_hi"].mean(), 3)],
+    }
 
 
 def _tri(worst: bool, best: bool):
@@ -410,11 +480,16 @@ def goals(res: dict, rep: np.ndarray, B: int, n: int, boot: Boot) -> dict:
             bestc = ad["hi"].mean() >= lo_ci and ad["used_lo"].mean() <= SAMPLE_SHARE * s
             d = ad["lo"] - x
             g[label] = {
-                "holds": _tri(worst, bestc), "best": [best["K"], best["M"]], "best_accuracy": best["expected"]["accuracy"],
-                "best_ci": best["expected"]["ci"], "adaptive_accuracy": _r(ad["lo"].mean()) if e["measurable"] else
-                [_r(ad["lo"].mean()), _r(ad["hi"].mean())],
-                "sample_share": _r(ad["used_lo"].mean() / s, 3) if e["measurable"] else
-                [_r(ad["used_lo"].mean() / s, 3), _r(ad["used_hi"].mean() / s, 3)],
+                "holds": _tri(worst, bestc),
+                "best": [best["K"], best["M"]],
+                "best_accuracy": best["expected"]["accuracy"],
+                "best_ci": best["expected"]["ci"],
+                "adaptive_accuracy": _r(ad["lo"].mean())
+                if e["measurable"]
+                else [_r(ad["lo"].mean()), _r(ad["hi"].mean())],
+                "sample_share": _r(ad["used_lo"].mean() / s, 3)
+                if e["measurable"]
+                else [_r(ad["used_lo"].mean() / s, 3), _r(ad["used_hi"].mean() / s, 3)],
                 "within_ci": bool(ad["lo"].mean() >= lo_ci) if e["measurable"] else None,
                 "paired_diff": _r(d.mean()) if e["measurable"] else None,
                 "paired_diff_ci": [_r(v) for v in boot.ci(d)] if e["measurable"] else None,
@@ -426,11 +501,16 @@ def goals(res: dict, rep: np.ndarray, B: int, n: int, boot: Boot) -> dict:
         # repetition at equal mean samples: the exact K = 1 curve interpolated at adaptive's mean samples
         u = float(ad["used_lo"].mean())
         if not e["measurable"]:
-            g["repetition at equal samples"] = {"holds": None, "why": "adaptive exhausted the pool at this budget (samples used only bounded)"}
+            g["repetition at equal samples"] = {
+                "holds": None,
+                "why": "adaptive exhausted the pool at this budget (samples used only bounded)",
+            }
         elif u > n:
             g["repetition at equal samples"] = {
-                "holds": None, "adaptive_mean_used": _r(u, 3),
-                "why": f"adaptive uses {u:.2f} samples on average; repetition is measurable up to {n} samples of one prior here"}
+                "holds": None,
+                "adaptive_mean_used": _r(u, 3),
+                "why": f"adaptive uses {u:.2f} samples on average; repetition is measurable up to {n} samples of one prior here",
+            }
         else:
             lo_m = max(1, int(math.floor(u)))
             hi_m = min(n, lo_m + 1)
@@ -439,11 +519,17 @@ def goals(res: dict, rep: np.ndarray, B: int, n: int, boot: Boot) -> dict:
             d = ad["lo"] - r
             ci = boot.ci(d)
             g["repetition at equal samples"] = {
-                "holds": bool(d.mean() > 0), "significant": bool(ci[0] > 0), "adaptive_mean_used": _r(u, 3),
-                "how": f"exact K=1 grid at M={lo_m}" if w == 0 else
-                       f"exact K=1 grid interpolated between M={lo_m} and M={hi_m}",
-                "repetition_accuracy": _r(r.mean()), "adaptive_accuracy": _r(ad["lo"].mean()),
-                "paired_diff": _r(d.mean()), "paired_diff_ci": [_r(v) for v in ci]}
+                "holds": bool(d.mean() > 0),
+                "significant": bool(ci[0] > 0),
+                "adaptive_mean_used": _r(u, 3),
+                "how": f"exact K=1 grid at M={lo_m}"
+                if w == 0
+                else f"exact K=1 grid interpolated between M={lo_m} and M={hi_m}",
+                "repetition_accuracy": _r(r.mean()),
+                "adaptive_accuracy": _r(ad["lo"].mean()),
+                "paired_diff": _r(d.mean()),
+                "paired_diff_ci": [_r(v) for v in ci],
+            }
         out[e["name"]] = g
     return out
 
@@ -465,19 +551,27 @@ def _cell_text(e: dict, which: str) -> tuple[str, str, str]:
     if "accuracy_bounds" in d:
         a, b = d["accuracy_bounds"]
         u0, u1 = d["mean_used_bounds"]
-        return f"n/m: [{_pct(a)}, {_pct(b)}]", f"[{_pct(d['ci_of_bounds'][0])}, {_pct(d['ci_of_bounds'][1])}]", f"{u0:.1f}-{u1:.1f}"
+        return (
+            f"n/m: [{_pct(a)}, {_pct(b)}]",
+            f"[{_pct(d['ci_of_bounds'][0])}, {_pct(d['ci_of_bounds'][1])}]",
+            f"{u0:.1f}-{u1:.1f}",
+        )
     return _pct(d["accuracy"]), f"[{_pct(d['ci'][0])}, {_pct(d['ci'][1])}]", f"{d['mean_used']:.1f}"
 
 
 def markdown(results: list[dict]) -> str:
     lines = []
     for r in results:
-        lines.append(f"### {r['task']} — {r['model']} ({r['problems']} problems x {len(r['priors'])} priors x "
-                     f"{r['samples_per_prior']} samples; `{r['db']}`)\n")
+        lines.append(
+            f"### {r['task']} — {r['model']} ({r['problems']} problems x {len(r['priors'])} priors x "
+            f"{r['samples_per_prior']} samples; `{r['db']}`)\n"
+        )
         if "error" in r:
             lines.append(r["error"] + "\n")
             continue
-        lines.append("| B | policy | K x M | expected acc % | 95% CI | mean samples | live-order acc % | 95% CI | samples | exhausted |")
+        lines.append(
+            "| B | policy | K x M | expected acc % | 95% CI | mean samples | live-order acc % | 95% CI | samples | exhausted |"
+        )
         lines.append("|---|---|---|---|---|---|---|---|---|---|")
         for B, res in r["budgets"].items():
             for e in res["policies"]:
@@ -491,23 +585,39 @@ def markdown(results: list[dict]) -> str:
                 lines.append(f"| {B} | {e['name']} | {km} | {a} | {ci} | {u} | {la} | {lci} | {lu} | {ex} |")
         lines.append("")
         lines.append("Goals (adaptive, expected values; paired bootstrap over problems):\n")
-        lines.append("| B | policy | reaches best fixed (K*M = B) within its CI using <= 70% of its samples | adaptive - best: diff [CI] | beats repetition at equal mean samples | adaptive - repetition: diff [CI] |")
+        lines.append(
+            "| B | policy | reaches best fixed (K*M = B) within its CI using <= 70% of its samples | adaptive - best: diff [CI] | beats repetition at equal mean samples | adaptive - repetition: diff [CI] |"
+        )
         lines.append("|---|---|---|---|---|---|")
         for B, res in r["budgets"].items():
             for name, g in res["goals"].items():
                 b = g["best fixed (K*M = B)"]
                 rp = g["repetition at equal samples"]
-                bt = _holds(b) + (f" (best {b['best'][0]}x{b['best'][1]} {_pct(b['best_accuracy'])}%, share {b['sample_share']})" if "best" in b else f" ({b.get('why', '')})")
+                bt = _holds(b) + (
+                    f" (best {b['best'][0]}x{b['best'][1]} {_pct(b['best_accuracy'])}%, share {b['sample_share']})"
+                    if "best" in b
+                    else f" ({b.get('why', '')})"
+                )
                 if b.get("paired_diff") is not None:
                     bd = f"{100 * b['paired_diff']:+.1f} [{100 * b['paired_diff_ci'][0]:+.1f}, {100 * b['paired_diff_ci'][1]:+.1f}]"
                 elif "paired_diff_bounds" in b:
                     lo_, hi_ = b["paired_diff_bounds"]
-                    bd = (f"n/m: {100 * lo_:+.1f} to {100 * hi_:+.1f} [CI {100 * b['paired_diff_bounds_ci'][0]:+.1f}, "
-                          f"{100 * b['paired_diff_bounds_ci'][1]:+.1f}]")
+                    bd = (
+                        f"n/m: {100 * lo_:+.1f} to {100 * hi_:+.1f} [CI {100 * b['paired_diff_bounds_ci'][0]:+.1f}, "
+                        f"{100 * b['paired_diff_bounds_ci'][1]:+.1f}]"
+                    )
                 else:
                     bd = ""
-                rt = _holds(rp) + (f" ({rp['how']}, {rp['adaptive_mean_used']:.2f} samples)" if "how" in rp else f" ({rp.get('why', '')})")
-                rd = f"{100 * rp['paired_diff']:+.1f} [{100 * rp['paired_diff_ci'][0]:+.1f}, {100 * rp['paired_diff_ci'][1]:+.1f}]" if "paired_diff" in rp else ""
+                rt = _holds(rp) + (
+                    f" ({rp['how']}, {rp['adaptive_mean_used']:.2f} samples)"
+                    if "how" in rp
+                    else f" ({rp.get('why', '')})"
+                )
+                rd = (
+                    f"{100 * rp['paired_diff']:+.1f} [{100 * rp['paired_diff_ci'][0]:+.1f}, {100 * rp['paired_diff_ci'][1]:+.1f}]"
+                    if "paired_diff" in rp
+                    else ""
+                )
                 lines.append(f"| {B} | {name} | {bt} | {bd} | {rt} | {rd} |")
         lines.append("")
     return "\n".join(lines) + "\n"
@@ -534,57 +644,109 @@ def plot(results: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(ok), figsize=(6.4 * len(ok), 5.0), squeeze=False)
     ad_name = f"adaptive {DEFAULT_THRESHOLD:g}"
     # (kind or name, label, colour, marker, x nudge so points at the same budget do not hide each other)
-    series = [("diversity", "diversity (M=1; P x B/P when B > P)", "C1", "s", 0.94),
-              ("best", "best fixed K*M=B (hindsight, optimistic)", "C2", "*", 1.0),
-              ("planned", "planned (cross-fitted halves)", "C4", "D", 1.06),
-              (ad_name, f"adaptive (threshold {DEFAULT_THRESHOLD:g})", "C3", "o", 1.0)]
+    series = [
+        ("diversity", "diversity (M=1; P x B/P when B > P)", "C1", "s", 0.94),
+        ("best", "best fixed K*M=B (hindsight, optimistic)", "C2", "*", 1.0),
+        ("planned", "planned (cross-fitted halves)", "C4", "D", 1.06),
+        (ad_name, f"adaptive (threshold {DEFAULT_THRESHOLD:g})", "C3", "o", 1.0),
+    ]
     for ax, r in zip(axes[0], ok):
         rc = r["repetition_curve"]
         y = np.array([100 * c["accuracy"] for c in rc])
         err = np.array([[y0 - 100 * c["ci"][0], 100 * c["ci"][1] - y0] for y0, c in zip(y, rc)]).T
-        ax.errorbar([c["mean_used"] for c in rc], y, yerr=err, color="C0", marker="o", ms=4, capsize=2,
-                    label="repetition (K=1, M=1..n; exact)")
+        ax.errorbar(
+            [c["mean_used"] for c in rc],
+            y,
+            yerr=err,
+            color="C0",
+            marker="o",
+            ms=4,
+            capsize=2,
+            label="repetition (K=1, M=1..n; exact)",
+        )
         fr = r["fixed_frontier"]
-        ax.step([f["samples"] for f in fr], [100 * f["accuracy"] for f in fr], where="post", color="0.55", ls="--", lw=1,
-                label="best fixed K*M <= samples (hindsight, no CI)")
+        ax.step(
+            [f["samples"] for f in fr],
+            [100 * f["accuracy"] for f in fr],
+            where="post",
+            color="0.55",
+            ls="--",
+            lw=1,
+            label="best fixed K*M <= samples (hindsight, no CI)",
+        )
         for key, label, col, mk, nudge in series:
             pts = []
             for B, res in r["budgets"].items():
                 for e in res["policies"]:
-                    if (e["name"] == key if key.startswith("adaptive") else e["kind"] == key and "<=" not in e["name"]):
+                    if e["name"] == key if key.startswith("adaptive") else e["kind"] == key and "<=" not in e["name"]:
                         pts.append((int(B), e))
             meas = [(B, e) for B, e in pts if e.get("expected") and "accuracy" in e["expected"]]
             if meas:
                 x = np.array([e["expected"]["mean_used"] for _, e in meas]) * nudge
                 yy = np.array([100 * e["expected"]["accuracy"] for _, e in meas])
-                er = np.array([[y0 - 100 * e["expected"]["ci"][0], 100 * e["expected"]["ci"][1] - y0]
-                               for y0, (_, e) in zip(yy, meas)]).T
-                ax.errorbar(x, yy, yerr=er, color=col, marker=mk, ms=12 if key == "best" else 7, capsize=2,
-                            ls="-" if key.startswith("adaptive") else "none", label=label)
+                er = np.array(
+                    [
+                        [y0 - 100 * e["expected"]["ci"][0], 100 * e["expected"]["ci"][1] - y0]
+                        for y0, (_, e) in zip(yy, meas)
+                    ]
+                ).T
+                ax.errorbar(
+                    x,
+                    yy,
+                    yerr=er,
+                    color=col,
+                    marker=mk,
+                    ms=12 if key == "best" else 7,
+                    capsize=2,
+                    ls="-" if key.startswith("adaptive") else "none",
+                    label=label,
+                )
                 for (B, _), x0, y0 in zip(meas, x, yy):
                     if key.startswith("adaptive"):
-                        ax.annotate(f"B={B}", (x0, y0), textcoords="offset points", xytext=(5, -12), fontsize=7, color=col)
+                        ax.annotate(
+                            f"B={B}", (x0, y0), textcoords="offset points", xytext=(5, -12), fontsize=7, color=col
+                        )
             first = not meas
             for B, e in pts:
                 ex = e.get("expected") or {}
                 if "accuracy_bounds" in ex:
                     a_, b_ = ex["accuracy_bounds"]
                     u0, u1 = ex["mean_used_bounds"]
-                    ax.add_patch(plt.Rectangle((u0, 100 * a_), max(u1 - u0, 0.15), 100 * (b_ - a_), fill=False, ec=col,
-                                               ls=":", lw=1.2, label=f"{label}: not measurable, bounds" if first else None))
+                    ax.add_patch(
+                        plt.Rectangle(
+                            (u0, 100 * a_),
+                            max(u1 - u0, 0.15),
+                            100 * (b_ - a_),
+                            fill=False,
+                            ec=col,
+                            ls=":",
+                            lw=1.2,
+                            label=f"{label}: not measurable, bounds" if first else None,
+                        )
+                    )
                     first = False
-                    ax.annotate(f"B={B}", (u1, 100 * b_), textcoords="offset points", xytext=(2, 1), fontsize=7, color=col)
+                    ax.annotate(
+                        f"B={B}", (u1, 100 * b_), textcoords="offset points", xytext=(2, 1), fontsize=7, color=col
+                    )
         ax.set_xscale("log", base=2)
         ax.set_xticks([1, 2, 4, 8, 16, 32], labels=["1", "2", "4", "8", "16", "32"])
         ax.set_ylim(-3, 103)
         ax.set_xlabel("mean samples used per problem")
         ax.set_ylabel("accuracy % (expected over sample orders)")
-        ax.set_title(f"{r['task']} · {r['model']} · {r['problems']} problems x {len(r['priors'])} priors x "
-                     f"{r['samples_per_prior']}", fontsize=9)
+        ax.set_title(
+            f"{r['task']} · {r['model']} · {r['problems']} problems x {len(r['priors'])} priors x "
+            f"{r['samples_per_prior']}",
+            fontsize=9,
+        )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper left")
-    fig.text(0.01, 0.01, "bars: 95% bootstrap CI over problems. Dotted boxes: adaptive asked for more samples of a prior\n"
-             "than the pool holds; accuracy and samples are only bounded there.", fontsize=7)
+    fig.text(
+        0.01,
+        0.01,
+        "bars: 95% bootstrap CI over problems. Dotted boxes: adaptive asked for more samples of a prior\n"
+        "than the pool holds; accuracy and samples are only bounded there.",
+        fontsize=7,
+    )
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path, dpi=130)
     plt.close(fig)
@@ -592,7 +754,9 @@ def plot(results: list[dict], path: Path) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("pools", nargs="+", help="pool databases (copy a pool being written first: sqlite3 a.db '.backup b.db')")
+    ap.add_argument(
+        "pools", nargs="+", help="pool databases (copy a pool being written first: sqlite3 a.db '.backup b.db')"
+    )
     ap.add_argument("--out", default="experiments/policies/results.json")
     ap.add_argument("--plot", default=None, help="PNG path (default: next to --out, policies.png)")
     ap.add_argument("--markdown", default=None, help="tables path (default: next to --out, tables.md)")

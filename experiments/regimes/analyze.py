@@ -52,16 +52,24 @@ def share(e) -> str:
 def describe(pool) -> dict:
     sizes = pool.sizes
     full = covered(pool, "the regime study") if not pool.label_free else pool
-    return {"problems": pool.n_problems, "covered_problems": full.n_problems, "priors": list(pool.priors),
-            "samples": int(sizes.sum()), "samples_per_cell": {str(k): int(v) for k, v in
-                                                              zip(*np.unique(sizes, return_counts=True))},
-            "failed_share": float((pool.answers == -1).sum() / max(1, sizes.sum()))}
+    return {
+        "problems": pool.n_problems,
+        "covered_problems": full.n_problems,
+        "priors": list(pool.priors),
+        "samples": int(sizes.sum()),
+        "samples_per_cell": {str(k): int(v) for k, v in zip(*np.unique(sizes, return_counts=True))},
+        "failed_share": float((pool.answers == -1).sum() / max(1, sizes.sum())),
+    }
 
 
 def print_regimes(name: str, rt) -> None:
-    print(f"\n## {name}: regime test ({len(rt.banks)} sub-banks, {len(rt.calib)} calibration / "
-          f"{len(rt.held_out)} held-out problems, {rt.n_boot} bootstrap replicates; largest MC se {rt.mc_se:.4f})")
-    counts = {r: int(sum(rt.regime(s) == r for s in range(len(rt.banks)))) for r in ("aligned", "misaligned", "saturating")}
+    print(
+        f"\n## {name}: regime test ({len(rt.banks)} sub-banks, {len(rt.calib)} calibration / "
+        f"{len(rt.held_out)} held-out problems, {rt.n_boot} bootstrap replicates; largest MC se {rt.mc_se:.4f})"
+    )
+    counts = {
+        r: int(sum(rt.regime(s) == r for s in range(len(rt.banks)))) for r in ("aligned", "misaligned", "saturating")
+    }
     print("regimes on calibration: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     print("| B | λ CI > 0: diversity-first wins | n | λ CI < 0: repetition-first wins | n | Spearman ρ(λ, gain) |")
     print("|---|---|---|---|---|---|")
@@ -74,26 +82,54 @@ def print_regimes(name: str, rt) -> None:
 
 
 def print_selection(name: str, sel) -> None:
-    print(f"\n## {name}: greedy bank selection, K = {sel.k}, B = {sel.budget} (cross-fitted; halves of "
-          f"{len(sel.halves[0])} and {len(sel.halves[1])} problems)")
+    print(
+        f"\n## {name}: greedy bank selection, K = {sel.k}, B = {sel.budget} (cross-fitted; halves of "
+        f"{len(sel.halves[0])} and {len(sel.halves[1])} problems)"
+    )
     print("| arm | fold 1 bank (split) | fold 2 bank (split) | held-out fold 1 | fold 2 | pooled [95% CI] |")
     print("|---|---|---|---|---|---|")
     for a in sel.arms:
         banks = [f"{','.join(b)} ({k}x{m})" for b, (k, m) in zip(a.priors, a.split)]
-        print(f"| {a.name} | {banks[0]} | {banks[1]} | {pct(a.held_out[0])} | {pct(a.held_out[1])} | "
-              f"{pct(a.pooled)} {ci(a.ci)} |")
+        print(
+            f"| {a.name} | {banks[0]} | {banks[1]} | {pct(a.held_out[0])} | {pct(a.held_out[1])} | "
+            f"{pct(a.pooled)} {ci(a.ci)} |"
+        )
     for d in sel.diffs:
-        print(f"{d.name}: fold 1 {100 * d.per_fold[0]:+.1f} {ci(d.fold_ci[0])}, fold 2 {100 * d.per_fold[1]:+.1f} "
-              f"{ci(d.fold_ci[1])}, pooled {100 * d.pooled:+.1f} points {ci(d.ci)}")
+        print(
+            f"{d.name}: fold 1 {100 * d.per_fold[0]:+.1f} {ci(d.fold_ci[0])}, fold 2 {100 * d.per_fold[1]:+.1f} "
+            f"{ci(d.fold_ci[1])}, pooled {100 * d.pooled:+.1f} points {ci(d.ci)}"
+        )
 
 
 def selection_dict(sel) -> dict:
-    return {"k": sel.k, "budget": sel.budget, "halves": [len(h) for h in sel.halves], "mc_se_max": sel.mc_se,
-            "arms": [{"name": a.name, "priors": [list(b) for b in a.priors], "split": [list(s) for s in a.split],
-                      "calib": list(a.calib), "held_out": list(a.held_out), "pooled": a.pooled, "ci": list(a.ci)}
-                     for a in sel.arms],
-            "diffs": [{"name": d.name, "per_fold": list(d.per_fold), "fold_ci": [list(c) for c in d.fold_ci],
-                       "pooled": d.pooled, "ci": list(d.ci)} for d in sel.diffs]}
+    return {
+        "k": sel.k,
+        "budget": sel.budget,
+        "halves": [len(h) for h in sel.halves],
+        "mc_se_max": sel.mc_se,
+        "arms": [
+            {
+                "name": a.name,
+                "priors": [list(b) for b in a.priors],
+                "split": [list(s) for s in a.split],
+                "calib": list(a.calib),
+                "held_out": list(a.held_out),
+                "pooled": a.pooled,
+                "ci": list(a.ci),
+            }
+            for a in sel.arms
+        ],
+        "diffs": [
+            {
+                "name": d.name,
+                "per_fold": list(d.per_fold),
+                "fold_ci": [list(c) for c in d.fold_ci],
+                "pooled": d.pooled,
+                "ci": list(d.ci),
+            }
+            for d in sel.diffs
+        ],
+    }
 
 
 def analyse(db: Path, tmp: Path) -> dict:
@@ -104,8 +140,10 @@ def analyse(db: Path, tmp: Path) -> dict:
     except MarginalError as e:
         print(f"\n# {name}: skipped: {e}")
         return {"skipped": str(e)}
-    print(f"\n# {name}: {out['pool']['covered_problems']} problems with every prior sampled "
-          f"(of {pool.n_problems}), {pool.n_priors} priors, cells hold {out['pool']['samples_per_cell']} samples")
+    print(
+        f"\n# {name}: {out['pool']['covered_problems']} problems with every prior sampled "
+        f"(of {pool.n_problems}), {pool.n_priors} priors, cells hold {out['pool']['samples_per_cell']} samples"
+    )
     try:
         rt = regime_test(pool, n_banks=200, budgets=(4, 8), n_boot=300, seed=SEED)
     except MarginalError as e:
@@ -116,7 +154,7 @@ def analyse(db: Path, tmp: Path) -> dict:
     plot_regime_scatter(rt, HERE / f"{name}-scatter.png")
     out["select_bank"] = []
     for B in (8, 16):
-        if B <= pool.max_budget:
+        if pool.max_budget >= B:
             sel = select_bank(pool, 4, B, seed=SEED, n_boot=2000)
             print_selection(name, sel)
             out["select_bank"].append(selection_dict(sel))
@@ -127,12 +165,25 @@ def analyse(db: Path, tmp: Path) -> dict:
             continue
         s = rt.banks.index(bank)
         st = rt.stats
-        png = plot_sub_bank(pool, bank, HERE / f"{name}-{regime}.png", 16,
-                            title=f"{name}: {regime} on calibration (λ = {st.lam[s]:+.3f} [{st.lo[s]:+.3f}, {st.hi[s]:+.3f}])")
-        out["examples"][regime] = {"priors": list(bank), "lambda": float(st.lam[s]), "lambda_ci": [float(st.lo[s]), float(st.hi[s])],
-                                   "gain": {str(B): float(st.gain[s, b]) for b, B in enumerate(rt.budgets)}, "plot": png.name}
-        print(f"{regime} example: {','.join(bank)}: λ = {st.lam[s]:+.3f} [{st.lo[s]:+.3f}, {st.hi[s]:+.3f}], held-out gain "
-              + ", ".join(f"B={B}: {100 * st.gain[s, b]:+.1f}" for b, B in enumerate(rt.budgets)) + f" -> {png.name}")
+        png = plot_sub_bank(
+            pool,
+            bank,
+            HERE / f"{name}-{regime}.png",
+            16,
+            title=f"{name}: {regime} on calibration (λ = {st.lam[s]:+.3f} [{st.lo[s]:+.3f}, {st.hi[s]:+.3f}])",
+        )
+        out["examples"][regime] = {
+            "priors": list(bank),
+            "lambda": float(st.lam[s]),
+            "lambda_ci": [float(st.lo[s]), float(st.hi[s])],
+            "gain": {str(B): float(st.gain[s, b]) for b, B in enumerate(rt.budgets)},
+            "plot": png.name,
+        }
+        print(
+            f"{regime} example: {','.join(bank)}: λ = {st.lam[s]:+.3f} [{st.lo[s]:+.3f}, {st.hi[s]:+.3f}], held-out gain "
+            + ", ".join(f"B={B}: {100 * st.gain[s, b]:+.1f}" for b, B in enumerate(rt.budgets))
+            + f" -> {png.name}"
+        )
     return out
 
 
@@ -144,16 +195,31 @@ def synthetic_timing(n_problems: int = 150, n_priors: int = 10, n: int = 8) -> d
     for _ in range(n_problems):
         shift = rng.uniform(-2, 2)
         p = 1 / (1 + np.exp(-(np.log(quality / (1 - quality)) + shift)))
-        ans.append([[0 if rng.random() < p[c] else (None if rng.random() < 0.1 else int(rng.integers(1, 6)))
-                     for _ in range(n)] for c in range(n_priors)])
+        ans.append(
+            [
+                [
+                    0 if rng.random() < p[c] else (None if rng.random() < 0.1 else int(rng.integers(1, 6)))
+                    for _ in range(n)
+                ]
+                for c in range(n_priors)
+            ]
+        )
     pool = pool_from_lists(ans, [0] * n_problems)
     t0, c0 = time.perf_counter(), time.process_time()
     rt = regime_test(pool, n_banks=200, budgets=(4, 8), n_boot=300, seed=SEED)
     total, cpu = time.perf_counter() - t0, time.process_time() - c0
-    print(f"\nsynthetic {n_problems} x {n_priors} x {n}: regime test {total:.1f} s wall, {cpu:.1f} s CPU "
-          f"(cache {rt.seconds['cache']:.1f} s, bootstrap {rt.seconds['bootstrap']:.1f} s wall)")
-    return {"problems": n_problems, "priors": n_priors, "samples": n, "wall_seconds": round(total, 2),
-            "cpu_seconds": round(cpu, 2), **rt.seconds}
+    print(
+        f"\nsynthetic {n_problems} x {n_priors} x {n}: regime test {total:.1f} s wall, {cpu:.1f} s CPU "
+        f"(cache {rt.seconds['cache']:.1f} s, bootstrap {rt.seconds['bootstrap']:.1f} s wall)"
+    )
+    return {
+        "problems": n_problems,
+        "priors": n_priors,
+        "samples": n,
+        "wall_seconds": round(total, 2),
+        "cpu_seconds": round(cpu, 2),
+        **rt.seconds,
+    }
 
 
 def main(argv: list[str]) -> None:

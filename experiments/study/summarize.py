@@ -34,8 +34,15 @@ def cost(db: Path) -> dict:
             "SELECT count(*), sum(prompt_tokens), sum(completion_tokens), sum(seconds), sum(answer IS NULL), "
             "sum(error LIKE 'truncated%') FROM samples"
         ).fetchone()
-    return {"samples": n, "prompt_tokens": prompt, "completion_tokens": completion, "generation_seconds": round(secs, 1),
-            "completion_tokens_per_s": round(completion / secs, 1), "failed": failed, "truncated": trunc}
+    return {
+        "samples": n,
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "generation_seconds": round(secs, 1),
+        "completion_tokens_per_s": round(completion / secs, 1),
+        "failed": failed,
+        "truncated": trunc,
+    }
 
 
 def cell(d: dict, k: int, m: int):
@@ -53,8 +60,12 @@ def per_budget(d: dict) -> dict:
         splits = [s for s in splits if s is not None]
         if not splits:
             continue
-        out[b] = {"splits": splits, "best": max(splits, key=lambda s: s["accuracy"]),
-                  "repetition": cell(d, 1, b), "diversity": cell(d, b, 1)}
+        out[b] = {
+            "splits": splits,
+            "best": max(splits, key=lambda s: s["accuracy"]),
+            "repetition": cell(d, 1, b),
+            "diversity": cell(d, b, 1),
+        }
     return out
 
 
@@ -64,13 +75,27 @@ def summarize(db: Path) -> dict:
     d = a.to_dict()
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
         cfg = json.loads(c.execute("SELECT config FROM runs").fetchone()[0])
-    return {"pool": db.name, "task": cfg["task"], "model": cfg["model"], "max_tokens": cfg["spec"]["max_tokens"],
-            "temperature": cfg["spec"]["temperature"], "problems": pool.n_problems, "priors": list(pool.priors),
-            "samples_per_prior": pool.n_slots, "single_sample": cell(d, 1, 1), "budgets": per_budget(d),
-            "oracle_at_32": d["oracle"]["accuracy"][-1], "drift": d["drift"], "dominance": d["margins"]["dominance"],
-            "gamma_mean": d["margins"]["gamma_mean"], "plan": d.get("plan"), "bias_variance": d["bias_variance"],
-            "prior_accuracy": dict(zip(pool.priors, d["prior_stats"]["accuracy"])), "cost": cost(db),
-            "analysis": d}
+    return {
+        "pool": db.name,
+        "task": cfg["task"],
+        "model": cfg["model"],
+        "max_tokens": cfg["spec"]["max_tokens"],
+        "temperature": cfg["spec"]["temperature"],
+        "problems": pool.n_problems,
+        "priors": list(pool.priors),
+        "samples_per_prior": pool.n_slots,
+        "single_sample": cell(d, 1, 1),
+        "budgets": per_budget(d),
+        "oracle_at_32": d["oracle"]["accuracy"][-1],
+        "drift": d["drift"],
+        "dominance": d["margins"]["dominance"],
+        "gamma_mean": d["margins"]["gamma_mean"],
+        "plan": d.get("plan"),
+        "bias_variance": d["bias_variance"],
+        "prior_accuracy": dict(zip(pool.priors, d["prior_stats"]["accuracy"])),
+        "cost": cost(db),
+        "analysis": d,
+    }
 
 
 def pct(x) -> str:
@@ -82,18 +107,28 @@ def fmt_cell(c) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| task · model | problems × K × M | 1 sample (default prior) | B | best split | repetition (K=1) | diversity (M=1) | λ [95% CI] · regime |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| task · model | problems × K × M | 1 sample (default prior) | B | best split | repetition (K=1) | diversity (M=1) | λ [95% CI] · regime |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         d = r["drift"]
         lam = f"{d['lambda']:+.2f} [{d['lambda_ci'][0]:+.2f}, {d['lambda_ci'][1]:+.2f}] · {d['regime']}" if d else "–"
         first = True
         for b, v in r["budgets"].items():
-            head = (f"{r['task']} · {r['model']} | {r['problems']} × {len(r['priors'])} × {r['samples_per_prior']} | "
-                    f"{fmt_cell(r['single_sample'])}") if first else " | | "
+            head = (
+                (
+                    f"{r['task']} · {r['model']} | {r['problems']} × {len(r['priors'])} × {r['samples_per_prior']} | "
+                    f"{fmt_cell(r['single_sample'])}"
+                )
+                if first
+                else " | | "
+            )
             best = v["best"]
-            lines.append(f"| {head} | {b} | K={best['K']}, M={best['M']}: {fmt_cell(best)} | {fmt_cell(v['repetition'])} | "
-                         f"{fmt_cell(v['diversity'])} | {lam if first else ''} |")
+            lines.append(
+                f"| {head} | {b} | K={best['K']}, M={best['M']}: {fmt_cell(best)} | {fmt_cell(v['repetition'])} | "
+                f"{fmt_cell(v['diversity'])} | {lam if first else ''} |"
+            )
             first = False
     return "\n".join(lines)
 
@@ -113,9 +148,11 @@ def plots(rows: list[dict]) -> None:
         for (k, m), v in cells.items():
             if k * m not in best or v[0] > best[k * m][0]:
                 best[k * m] = v
-        curves = (("best split at B", "o-", sorted(best.items())),
-                  ("repetition (K=1)", "s--", sorted((k * m, v) for (k, m), v in cells.items() if k == 1)),
-                  ("diversity (M=1)", "^:", sorted((k * m, v) for (k, m), v in cells.items() if m == 1)))
+        curves = (
+            ("best split at B", "o-", sorted(best.items())),
+            ("repetition (K=1)", "s--", sorted((k * m, v) for (k, m), v in cells.items() if k == 1)),
+            ("diversity (M=1)", "^:", sorted((k * m, v) for (k, m), v in cells.items() if m == 1)),
+        )
         for label, style, pts in curves:
             x = [b for b, _ in pts]
             y = np.array([100 * v[0] for _, v in pts])
@@ -140,8 +177,10 @@ def plots(rows: list[dict]) -> None:
         ax.plot(k, r["gamma_mean"], "o-", label="mean margin Γ_K")
         if d:
             ax.fill_between(k, d["gamma_ci"][0], d["gamma_ci"][1], alpha=0.2, lw=0, label="95% bootstrap band")
-            ax.set_title(f"{r['task']}: λ = {d['lambda']:+.2f} [{d['lambda_ci'][0]:+.2f}, {d['lambda_ci'][1]:+.2f}], {d['regime']}",
-                         fontsize=8)
+            ax.set_title(
+                f"{r['task']}: λ = {d['lambda']:+.2f} [{d['lambda_ci'][0]:+.2f}, {d['lambda_ci'][1]:+.2f}], {d['regime']}",
+                fontsize=8,
+            )
         ax2 = ax.twinx()
         ax2.plot(k, 100 * np.array(r["dominance"]), "s--", ms=3, color="tab:green", label="dominance %")
         ax2.set_ylim(0, 100)
@@ -158,8 +197,13 @@ def plots(rows: list[dict]) -> None:
     fig, ax = plt.subplots(figsize=(4.2, 3.8))
     for r in rows:
         bv = r["bias_variance"]
-        ax.plot(100 * np.array(bv["exact"]), 100 * np.array(bv["normal"]), "o", ms=3,
-                label=f"{r['task']} (MAE {100 * bv['mean_abs_error']:.1f} pts)")
+        ax.plot(
+            100 * np.array(bv["exact"]),
+            100 * np.array(bv["normal"]),
+            "o",
+            ms=3,
+            label=f"{r['task']} (MAE {100 * bv['mean_abs_error']:.1f} pts)",
+        )
     ax.plot([0, 100], [0, 100], color="gray", lw=0.8)
     ax.set_xlabel("exact accuracy % per (K, M)")
     ax.set_ylabel("normal approximation %")
@@ -180,11 +224,17 @@ def main() -> None:
     print()
     for r in rows:
         c, p = r["cost"], r["plan"]
-        held = "" if not p else "; ".join(f"{h['name']} K={h['K']},M={h['M']}: {pct(h['accuracy'])}" for h in p["held_out"])
-        print(f"{r['task']}: cost {c['completion_tokens']} completion + {c['prompt_tokens']} prompt tokens, "
-              f"{c['generation_seconds'] / 60:.0f} min generation, {c['completion_tokens_per_s']} tok/s; "
-              f"failed {c['failed']} ({c['truncated']} truncated); planner held-out: {held}; "
-              f"bias-variance MAE {100 * r['bias_variance']['mean_abs_error']:.1f} pts")
+        held = (
+            ""
+            if not p
+            else "; ".join(f"{h['name']} K={h['K']},M={h['M']}: {pct(h['accuracy'])}" for h in p["held_out"])
+        )
+        print(
+            f"{r['task']}: cost {c['completion_tokens']} completion + {c['prompt_tokens']} prompt tokens, "
+            f"{c['generation_seconds'] / 60:.0f} min generation, {c['completion_tokens_per_s']} tok/s; "
+            f"failed {c['failed']} ({c['truncated']} truncated); planner held-out: {held}; "
+            f"bias-variance MAE {100 * r['bias_variance']['mean_abs_error']:.1f} pts"
+        )
 
 
 if __name__ == "__main__":

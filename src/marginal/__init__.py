@@ -19,6 +19,16 @@ def __getattr__(name: str):
 __version__ = "0.1.0"
 
 __all__ = [
-    "Chat", "Completion", "Message", "Prior", "Problem", "Result", "Sample", "SampleSpec", "Session",
-    "load_pool", "solve", "__version__",
+    "Chat",
+    "Completion",
+    "Message",
+    "Prior",
+    "Problem",
+    "Result",
+    "Sample",
+    "SampleSpec",
+    "Session",
+    "load_pool",
+    "solve",
+    "__version__",
 ]

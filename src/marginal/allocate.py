@@ -53,8 +53,9 @@ class Solve:
     drives one per HTTP request.
     """
 
-    def __init__(self, problem: Problem, priors: Sequence[Prior], policy: Policy, budget: int,
-                 known: Sequence[Sample] = ()) -> None:
+    def __init__(
+        self, problem: Problem, priors: Sequence[Prior], policy: Policy, budget: int, known: Sequence[Sample] = ()
+    ) -> None:
         self.problem, self.priors, self.policy, self.budget = problem, list(priors), policy, budget
         self.index = {c.name: i for i, c in enumerate(self.priors)}
         self.state = QuestionState([[] for _ in self.priors])
@@ -211,11 +212,26 @@ def execute_policy(
         if on_progress:
             on_progress(
                 Progress(
-                    len(counter["finished"]), len(plan.problems), counter["done"], total, len(samples),
-                    sum(s.completion_tokens for s in samples), time.perf_counter() - t0,
+                    len(counter["finished"]),
+                    len(plan.problems),
+                    counter["done"],
+                    total,
+                    len(samples),
+                    sum(s.completion_tokens for s in samples),
+                    time.perf_counter() - t0,
                 )
             )
 
-    allocate(plan.problems, plan.priors, policy, budget, task, backend_for, plan.spec, known=known,
-             on_batch=on_batch, commit_samples=batch_samples)
+    allocate(
+        plan.problems,
+        plan.priors,
+        policy,
+        budget,
+        task,
+        backend_for,
+        plan.spec,
+        known=known,
+        on_batch=on_batch,
+        commit_samples=batch_samples,
+    )
     return run_id

@@ -57,8 +57,14 @@ class TaskSource:
 
     def args(self, seed: int) -> dict[str, Any]:
         """``load_task``'s arguments with the task's ``name`` (the form Ray workers rebuild it from)."""
-        return dict(name=self.name, data=self.data, question_field=self.question_field,
-                    answer_field=self.answer_field, grader=self.grader, seed=seed)
+        return dict(
+            name=self.name,
+            data=self.data,
+            question_field=self.question_field,
+            answer_field=self.answer_field,
+            grader=self.grader,
+            seed=seed,
+        )
 
     def load(self, seed: int) -> Task:
         from .tasks import load_task
@@ -91,7 +97,9 @@ class ProblemSelection:
             by_id = {p.id: p for p in problems}
             missing = [i for i in self.ids if i not in by_id]
             if missing:
-                raise MarginalError(f"the stored run has problems the task {task.name!r} lacks: {', '.join(missing[:5])}")
+                raise MarginalError(
+                    f"the stored run has problems the task {task.name!r} lacks: {', '.join(missing[:5])}"
+                )
             return [by_id[i] for i in self.ids]
         if self.subset_seed is not None:
             import numpy as np
@@ -165,7 +173,9 @@ class RunConfig:
         check_positive("--batch-samples", self.batch_samples)
         check_positive("--slots", self.slots)
         if self.sampling.n != 1:
-            raise MarginalError(f"RunConfig.sampling.n must be 1 (M samples per prior is RunConfig.samples), got {self.sampling.n}")
+            raise MarginalError(
+                f"RunConfig.sampling.n must be 1 (M samples per prior is RunConfig.samples), got {self.sampling.n}"
+            )
         if self.policy is not None and self.budget is not None:
             raise MarginalError("a policy run's budget is its policy's (--budget), not a K x M grid's")
         if self.policy is not None and self.ray is not None:
@@ -187,7 +197,9 @@ class RunConfig:
         take them from the command line with `resume_with`."""
         stored = store.run_config(run_id)
         if not isinstance(stored.get("task"), str) or not isinstance(stored.get("model"), str):
-            raise MarginalError(f"{store.path}: run {run_id} stores no task and model (it was not written by marginal run)")
+            raise MarginalError(
+                f"{store.path}: run {run_id} stores no task and model (it was not written by marginal run)"
+            )
         spec = stored.get("spec", {})
         names = {f.name for f in fields(SampleSpec)} - {"n", "first_index"}
         pol = stored.get("policy")
@@ -268,6 +280,13 @@ def make_run_policy(config: RunConfig, plan: RunPlan) -> Policy | None:
 
 
 __all__ = [
-    "PolicySettings", "ProblemSelection", "RaySettings", "RunConfig", "TaskSource", "build_plan",
-    "check_positive", "make_run_policy", "sample_spec",
+    "PolicySettings",
+    "ProblemSelection",
+    "RaySettings",
+    "RunConfig",
+    "TaskSource",
+    "build_plan",
+    "check_positive",
+    "make_run_policy",
+    "sample_spec",
 ]

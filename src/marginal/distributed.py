@@ -52,7 +52,7 @@ from typing import Any
 
 from .backends.cache import Engines
 from .errors import MarginalError
-from .runner import Progress, RunPlan, Tracker, Group, missing_groups, generate_groups, open_run
+from .runner import Group, Progress, RunPlan, Tracker, generate_groups, missing_groups, open_run
 from .runner import batches as runner_batches
 from .store import Store
 from .types import Sample, SampleSpec
@@ -238,14 +238,38 @@ def execute_ray(
             )
         n_actors = min(workers or fit, fit, len(batches))
         return _drive(
-            ray, plan, run_id, store, groups, batches, n_actors, _absolute(task_args), model,
-            dict(backend_options or {}), on_progress, cpus_per_worker, gpus_per_worker, max_retries,
+            ray,
+            plan,
+            run_id,
+            store,
+            groups,
+            batches,
+            n_actors,
+            _absolute(task_args),
+            model,
+            dict(backend_options or {}),
+            on_progress,
+            cpus_per_worker,
+            gpus_per_worker,
+            max_retries,
         )
 
 
 def _drive(
-    ray, plan, run_id, store, groups, batches, n_actors, task_args, model, backend_options, on_progress,
-    cpus_per_worker, gpus_per_worker, max_retries,
+    ray,
+    plan,
+    run_id,
+    store,
+    groups,
+    batches,
+    n_actors,
+    task_args,
+    model,
+    backend_options,
+    on_progress,
+    cpus_per_worker,
+    gpus_per_worker,
+    max_retries,
 ) -> RayReport:
     from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
 

@@ -24,6 +24,4 @@ def suggest(name: str, choices: Iterable[str]) -> str:
 def unknown(kind: str, name: str, choices: Iterable[str]) -> MarginalError:
     """An error for a name that is not in a registry, with a near match."""
     choices = sorted(choices)
-    return MarginalError(
-        f"unknown {kind} {name!r}{suggest(name, choices)}; expected one of: {', '.join(choices)}"
-    )
+    return MarginalError(f"unknown {kind} {name!r}{suggest(name, choices)}; expected one of: {', '.join(choices)}")

@@ -60,9 +60,22 @@ def grow_for_policy(
         for s in samples:
             by[(s.problem_id, s.prior)][s.index] = s
         if on_progress:
-            on_progress(Progress(0, len(plan.problems), added[0], 0, len(samples),
-                                 sum(s.completion_tokens for s in samples), 0.0))
+            on_progress(
+                Progress(
+                    0, len(plan.problems), added[0], 0, len(samples), sum(s.completion_tokens for s in samples), 0.0
+                )
+            )
 
-    states = allocate(plan.problems, plan.priors, policy, budget, task, backend_for, plan.spec, stored=stored,
-                      on_batch=on_batch, commit_samples=batch_samples)
+    states = allocate(
+        plan.problems,
+        plan.priors,
+        policy,
+        budget,
+        task,
+        backend_for,
+        plan.spec,
+        stored=stored,
+        on_batch=on_batch,
+        commit_samples=batch_samples,
+    )
     return states, added[0]

@@ -87,8 +87,10 @@ class Imported:
     """Samples with a grade (correct is not NULL)."""
 
     def describe(self) -> str:
-        return (f"imported {self.samples} samples ({self.failed} failed, {self.graded} graded) of {self.problems} "
-                f"problems x {len(self.priors)} priors into {self.path} (run {self.run_id})")
+        return (
+            f"imported {self.samples} samples ({self.failed} failed, {self.graded} graded) of {self.problems} "
+            f"problems x {len(self.priors)} priors into {self.path} (run {self.run_id})"
+        )
 
 
 def read_rows(path: str | Path) -> list[tuple[int, dict]]:
@@ -117,11 +119,15 @@ def parse_row(line: int, obj: dict, where: str) -> Row:
         raise MarginalError(f"{where}: field 'question' must be a non-empty string, got {q!r}")
     prior = obj.get("prior", "default")
     if not isinstance(prior, str) or not prior or prior.strip() != prior:
-        raise MarginalError(f"{where}: field 'prior' must be a non-empty name without spaces at the ends, got {prior!r}")
+        raise MarginalError(
+            f"{where}: field 'prior' must be a non-empty name without spaces at the ends, got {prior!r}"
+        )
     kinds = [k for k in ("samples", "answers") if k in obj]
     if len(kinds) != 1:
-        raise MarginalError(f"{where}: give exactly one of the fields 'samples' (completion texts) and 'answers' "
-                            f"(canonical answers), got {' and '.join(kinds) or 'neither'}")
+        raise MarginalError(
+            f"{where}: give exactly one of the fields 'samples' (completion texts) and 'answers' "
+            f"(canonical answers), got {' and '.join(kinds) or 'neither'}"
+        )
     kind = kinds[0]
     vals = obj[kind]
     if not isinstance(vals, list) or not vals:
@@ -137,8 +143,17 @@ def parse_row(line: int, obj: dict, where: str) -> Row:
     for k, v in extra.items():
         if not isinstance(v, str) or not v.strip():
             raise MarginalError(f"{where}: field {k!r} must be a non-empty string, got {v!r:.60}")
-    return Row(line, pid if pid is not None else q, pid, q, _scalar(obj.get("answer"), where, "answer"), prior,
-               kind, values, extra)
+    return Row(
+        line,
+        pid if pid is not None else q,
+        pid,
+        q,
+        _scalar(obj.get("answer"), where, "answer"),
+        prior,
+        kind,
+        values,
+        extra,
+    )
 
 
 @dataclass(frozen=True)
@@ -156,10 +171,13 @@ class Entry:
 def _merge(p: dict, r: Row, where: str) -> None:
     """Fold a later row of the same problem into ``p`` (its gold and code fields must agree)."""
     if r.question != p["question"]:
-        raise MarginalError(f"{where}: field 'question' differs from line {p['line']}, which gives the same id {r.id!r}")
+        raise MarginalError(
+            f"{where}: field 'question' differs from line {p['line']}, which gives the same id {r.id!r}"
+        )
     if r.answer is not None and p["answer"] is not None and r.answer != p["answer"]:
-        raise MarginalError(f"{where}: field 'answer' is {r.answer!r}, but line {p['line']} gives {p['answer']!r} "
-                            "for the same question")
+        raise MarginalError(
+            f"{where}: field 'answer' is {r.answer!r}, but line {p['line']} gives {p['answer']!r} for the same question"
+        )
     p["answer"] = p["answer"] if p["answer"] is not None else r.answer
     for k, v in r.extra.items():
         if p["meta"].setdefault(k, v) != v:
@@ -176,20 +194,31 @@ def group_problems(rows: Sequence[Row], path: str | Path) -> list[Entry]:
         if r.key in probs:
             _merge(probs[r.key], r, where)
         else:
-            probs[r.key] = {"id": r.id or f"{stem}/{len(probs)}", "question": r.question, "answer": r.answer,
-                            "meta": dict(r.extra), "line": r.line, "named": r.id is not None}
+            probs[r.key] = {
+                "id": r.id or f"{stem}/{len(probs)}",
+                "question": r.question,
+                "answer": r.answer,
+                "meta": dict(r.extra),
+                "line": r.line,
+                "named": r.id is not None,
+            }
         if (r.key, r.prior) in pairs:
-            raise MarginalError(f"{where}: field 'prior': {r.prior!r} is given for this question on line "
-                                f"{pairs[r.key, r.prior]} already; put all its samples in one row")
+            raise MarginalError(
+                f"{where}: field 'prior': {r.prior!r} is given for this question on line "
+                f"{pairs[r.key, r.prior]} already; put all its samples in one row"
+            )
         pairs[r.key, r.prior] = r.line
     seen: dict[str, int] = {}
     for p in probs.values():
         if p["id"] in seen:
-            raise MarginalError(f"{path}:{p['line']}: field 'id': {p['id']!r} is also the id of the question on line "
-                                f"{seen[p['id']]}")
+            raise MarginalError(
+                f"{path}:{p['line']}: field 'id': {p['id']!r} is also the id of the question on line {seen[p['id']]}"
+            )
         seen[p["id"]] = p["line"]
-    return [Entry(key, Problem(p["id"], p["question"], p["answer"], p["meta"]), p["line"], p["named"])
-            for key, p in probs.items()]
+    return [
+        Entry(key, Problem(p["id"], p["question"], p["answer"], p["meta"]), p["line"], p["named"])
+        for key, p in probs.items()
+    ]
 
 
 def _file_task(entries: Sequence[Entry], grader: str | None, path: str | Path) -> tuple[Task, str, list[Problem]]:
@@ -198,11 +227,21 @@ def _file_task(entries: Sequence[Entry], grader: str | None, path: str | Path) -
         for e in entries:
             for k in ("entry_point", "test"):
                 if k not in e.problem.meta:
-                    raise MarginalError(f"{path}:{e.line}: --grader code needs the field {k!r} on a row of each question")
+                    raise MarginalError(
+                        f"{path}:{e.line}: --grader code needs the field {k!r} on a row of each question"
+                    )
     with tempfile.TemporaryDirectory() as tmp:
         f = Path(tmp) / "problems.jsonl"
-        f.write_text("".join(json.dumps({"id": e.problem.id, "question": e.problem.question, "answer": e.problem.answer,
-                                         **e.problem.meta}) + "\n" for e in entries), encoding="utf-8")
+        f.write_text(
+            "".join(
+                json.dumps(
+                    {"id": e.problem.id, "question": e.problem.question, "answer": e.problem.answer, **e.problem.meta}
+                )
+                + "\n"
+                for e in entries
+            ),
+            encoding="utf-8",
+        )
         task = load_task(f"jsonl:{f}", grader=grader)
     return task, f"jsonl[{getattr(task, 'grader', grader)}]", task.problems()
 
@@ -219,17 +258,27 @@ def _known(task: Task, entries: Sequence[Entry]) -> list[Problem]:
         if k is None:
             out.append(p)
             continue
-        out.append(Problem(p.id if e.named else k.id, p.question, p.answer if p.answer is not None else k.answer,
-                           {**k.meta, **p.meta}))
+        out.append(
+            Problem(
+                p.id if e.named else k.id,
+                p.question,
+                p.answer if p.answer is not None else k.answer,
+                {**k.meta, **p.meta},
+            )
+        )
     return out
 
 
-def resolve_task(task: str | Task, grader: str | None, entries: Sequence[Entry], path: str | Path) -> tuple[Task, str, list[Problem]]:
+def resolve_task(
+    task: str | Task, grader: str | None, entries: Sequence[Entry], path: str | Path
+) -> tuple[Task, str, list[Problem]]:
     """The task that extracts and grades, the task name to store, and the problems (see the module docstring)."""
     if isinstance(task, str) and task == "jsonl":
         return _file_task(entries, grader, path)
     if grader is not None and not (isinstance(task, str) and task.startswith("jsonl")):
-        raise MarginalError(f"--grader applies to the jsonl task only (use --task jsonl --grader {grader}), not {task!r}")
+        raise MarginalError(
+            f"--grader applies to the jsonl task only (use --task jsonl --grader {grader}), not {task!r}"
+        )
     t = load_task(task, grader=grader) if isinstance(task, str) else task
     return t, t.name, _known(t, entries)
 
@@ -270,8 +319,15 @@ def _check_out(out: Path) -> None:
         raise MarginalError(f"{out} already holds a run ({runs[0][0]}); import into a new file")
 
 
-def import_jsonl(path: str | Path, task: str | Task, grader: str | None = None, *, out: str | Path,
-                 model: str = "imported", spec: SampleSpec | None = None) -> Imported:
+def import_jsonl(
+    path: str | Path,
+    task: str | Task,
+    grader: str | None = None,
+    *,
+    out: str | Path,
+    model: str = "imported",
+    spec: SampleSpec | None = None,
+) -> Imported:
     """Read, check, extract and grade the samples of ``path``, then store them as a new run in ``out``.
 
     ``model`` names what generated them and ``spec`` how (recorded in the run's
@@ -299,4 +355,6 @@ def import_jsonl(path: str | Path, task: str | Task, grader: str | None = None, 
     finally:
         store.close()
     failed = sum(s.answer is None for s in samples)
-    return Imported(out, run_id, len(problems), priors, len(samples), failed, sum(s.correct is not None for s in samples))
+    return Imported(
+        out, run_id, len(problems), priors, len(samples), failed, sum(s.correct is not None for s in samples)
+    )

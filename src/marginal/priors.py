@@ -78,7 +78,9 @@ def parse_bank(data: Any, path: Path) -> list[Prior]:
     if isinstance(data, dict) and set(data) == {"priors"}:
         data = data["priors"]
     if not isinstance(data, list) or not data:
-        raise MarginalError(f"{path}: expected a non-empty list of priors (or a mapping with a 'priors:' list), got {type(data).__name__ if data is not None else 'an empty file'}")
+        raise MarginalError(
+            f"{path}: expected a non-empty list of priors (or a mapping with a 'priors:' list), got {type(data).__name__ if data is not None else 'an empty file'}"
+        )
     out: list[Prior] = []
     seen: dict[str, int] = {}
     for i, entry in enumerate(data):
@@ -87,7 +89,9 @@ def parse_bank(data: Any, path: Path) -> list[Prior]:
             raise MarginalError(f"{label}: expected a mapping with keys {', '.join(_KEYS)}, got {type(entry).__name__}")
         bad = [k for k in entry if k not in _KEYS]
         if bad:
-            raise MarginalError(f"{label}: unknown key {bad[0]!r}{suggest(str(bad[0]), _KEYS)}; expected: {', '.join(_KEYS)}")
+            raise MarginalError(
+                f"{label}: unknown key {bad[0]!r}{suggest(str(bad[0]), _KEYS)}; expected: {', '.join(_KEYS)}"
+            )
         name = _str_field(label, entry, "name", required=True)
         assert name is not None
         if not name.strip() or name.strip() != name or "," in name:
@@ -100,21 +104,31 @@ def parse_bank(data: Any, path: Path) -> list[Prior]:
             raise MarginalError(f"{label}: template must contain the placeholder '{{question}}', got {template!r}")
         fewshot_raw = entry.get("fewshot") or []
         if not isinstance(fewshot_raw, list):
-            raise MarginalError(f"{label}: 'fewshot' must be a list of {{question, answer}} mappings, got {type(fewshot_raw).__name__}")
+            raise MarginalError(
+                f"{label}: 'fewshot' must be a list of {{question, answer}} mappings, got {type(fewshot_raw).__name__}"
+            )
         shots: list[tuple[str, str]] = []
         for j, s in enumerate(fewshot_raw):
-            if not (isinstance(s, dict) and set(s) == {"question", "answer"}
-                    and isinstance(s["question"], str) and isinstance(s["answer"], str)):
-                raise MarginalError(f"{label}: fewshot item {j + 1} must be a mapping with string keys 'question' and 'answer' only, got {s!r}")
+            if not (
+                isinstance(s, dict)
+                and set(s) == {"question", "answer"}
+                and isinstance(s["question"], str)
+                and isinstance(s["answer"], str)
+            ):
+                raise MarginalError(
+                    f"{label}: fewshot item {j + 1} must be a mapping with string keys 'question' and 'answer' only, got {s!r}"
+                )
             shots.append((s["question"], s["answer"]))
-        out.append(Prior(
-            name=name,
-            system=_str_field(label, entry, "system"),
-            template=template,
-            fewshot=tuple(shots),
-            model=_str_field(label, entry, "model"),
-            description=_str_field(label, entry, "description") or "",
-        ))
+        out.append(
+            Prior(
+                name=name,
+                system=_str_field(label, entry, "system"),
+                template=template,
+                fewshot=tuple(shots),
+                model=_str_field(label, entry, "model"),
+                description=_str_field(label, entry, "description") or "",
+            )
+        )
     return out
 
 

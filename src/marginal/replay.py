@@ -85,8 +85,16 @@ def replay_question(policy: Policy, pools: list[list[str | None]], budget: int) 
     return QuestionReplay(drawn, (*decisions, end), (i, need))
 
 
-def replay(path, policy: Policy, budget: int, *, run: str | None = None, seed: int = 0, n_boot: int = 2000,
-           priors: Sequence[str] | str | None = None) -> Replay:
+def replay(
+    path,
+    policy: Policy,
+    budget: int,
+    *,
+    run: str | None = None,
+    seed: int = 0,
+    n_boot: int = 2000,
+    priors: Sequence[str] | str | None = None,
+) -> Replay:
     """Replay ``policy`` with ``budget`` samples per problem on the run stored at ``path``.
 
     ``priors``: replay on the sub-bank of these priors, in this order (the policy sees only them)."""
@@ -114,7 +122,12 @@ def replay(path, policy: Policy, budget: int, *, run: str | None = None, seed: i
     rng = np.random.default_rng(seed)
     boots = c[rng.integers(0, len(c), size=(n_boot, len(c)))].mean(axis=1) if len(c) else np.zeros(1)
     return Replay(
-        policy.name, budget, float(c.mean()) if len(c) else 0.0,
+        policy.name,
+        budget,
+        float(c.mean()) if len(c) else 0.0,
         (float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))),
-        float(np.mean(used)) if used else 0.0, exhausted, tuple(credits), tuple(used),
+        float(np.mean(used)) if used else 0.0,
+        exhausted,
+        tuple(credits),
+        tuple(used),
     )

@@ -76,17 +76,25 @@ def plot_budget_curves(a: Analysis) -> str:
         js = [grid.index(k, m) for k, m in pairs]
         return np.array([k * m for k, m in pairs]), grid.mean[js], grid.sampling_se[js]
 
-    fams = [("repetition only (K=1)", g, [(1, m) for m in range(1, min(n, B) + 1)]),
-            ("diversity only, bank order (M=1)", g, [(k, 1) for k in range(1, min(P, B) + 1)]),
-            ("diversity only, random priors", gr, [(k, 1) for k in range(1, min(P, B) + 1)])]
+    fams = [
+        ("repetition only (K=1)", g, [(1, m) for m in range(1, min(n, B) + 1)]),
+        ("diversity only, bank order (M=1)", g, [(k, 1) for k in range(1, min(P, B) + 1)]),
+        ("diversity only, random priors", gr, [(k, 1) for k in range(1, min(P, B) + 1)]),
+    ]
     for K in (2, 4, 8):
         if K < P and K * 2 <= B:
             fams.append((f"K={K} fixed", g, [(K, m) for m in range(1, min(n, B // K) + 1)]))
     for i, (name, grid, pairs) in enumerate(fams):
         x, y, s = series(grid, pairs)
         ax.plot(x, 100 * y, "o-", ms=3, lw=1.5, color=COLORS[i % len(COLORS)], label=name)
-        ax.fill_between(x, 100 * np.clip(y - 1.96 * s, 0, 1), 100 * np.clip(y + 1.96 * s, 0, 1),
-                        color=COLORS[i % len(COLORS)], alpha=0.15, lw=0)
+        ax.fill_between(
+            x,
+            100 * np.clip(y - 1.96 * s, 0, 1),
+            100 * np.clip(y + 1.96 * s, 0, 1),
+            color=COLORS[i % len(COLORS)],
+            alpha=0.15,
+            lw=0,
+        )
     budgets = np.arange(1, B + 1)
     env, env_se = [], []
     for b in budgets:
@@ -119,8 +127,16 @@ def plot_heatmap(a: Analysis) -> str:
                 if not np.isnan(t[k, m]):
                     w = "bold" if (k + 1, m + 1) == best else "normal"
                     light = (t[k, m] - lo) / max(hi - lo, 1e-12) > 0.6  # viridis is light at the top
-                    ax.text(m, k, f"{100 * t[k, m]:.0f}", ha="center", va="center", fontsize=6.5,
-                            color="black" if light else "white", weight=w)
+                    ax.text(
+                        m,
+                        k,
+                        f"{100 * t[k, m]:.0f}",
+                        ha="center",
+                        va="center",
+                        fontsize=6.5,
+                        color="black" if light else "white",
+                        weight=w,
+                    )
     ax.set_xticks(range(t.shape[1]), [str(m + 1) for m in range(t.shape[1])], fontsize=7)
     ax.set_yticks(range(t.shape[0]), [str(k + 1) for k in range(t.shape[0])], fontsize=7)
     ax.set_xlabel("M samples per prior")
@@ -141,8 +157,13 @@ def plot_gamma(a: Analysis) -> str:
         gm = m.gamma.mean(axis=0)
         ax.plot(K, gm, "o-", color=COLORS[0], label="mean Γ_K (effective margin)")
         if d is not None:
-            ax.fill_between(K, d.gamma_ci[0], d.gamma_ci[1], color=COLORS[0], alpha=0.2, lw=0, label="95% bootstrap band")
-            ax.set_title(f"regime {d.regime}: λ = {d.lam:+.3f} [{d.lam_ci[0]:+.3f}, {d.lam_ci[1]:+.3f}], K95 = {d.k95}", fontsize=9)
+            ax.fill_between(
+                K, d.gamma_ci[0], d.gamma_ci[1], color=COLORS[0], alpha=0.2, lw=0, label="95% bootstrap band"
+            )
+            ax.set_title(
+                f"regime {d.regime}: λ = {d.lam:+.3f} [{d.lam_ci[0]:+.3f}, {d.lam_ci[1]:+.3f}], K95 = {d.k95}",
+                fontsize=9,
+            )
         ax2 = ax.twinx()
         ax2.plot(K, 100 * m.dominance, "s--", ms=3, color=COLORS[2], label="dominance (Γ>0) %")
         ax2.set_ylabel("dominance %", color=COLORS[2])
@@ -241,21 +262,32 @@ def _summary_table(a: Analysis) -> str:
     else:
         g = a.grid
         b = g.best()
-        rows += [("best cell (K, M)", f"{b}: {100 * g.at(*b):.1f}%"),
-                 ("K=1, M=1", f"{100 * g.at(1, 1):.1f}%"),
-                 ("exact cells", f"{100 * g.exact.mean():.0f}%")]
+        rows += [
+            ("best cell (K, M)", f"{b}: {100 * g.at(*b):.1f}%"),
+            ("K=1, M=1", f"{100 * g.at(1, 1):.1f}%"),
+            ("exact cells", f"{100 * g.exact.mean():.0f}%"),
+        ]
         if a.drift is not None:
             d = a.drift
             rows += [("regime", d.regime), ("λ (95% CI)", f"{d.lam:+.3f} [{d.lam_ci[0]:+.3f}, {d.lam_ci[1]:+.3f}]")]
         if a.plan is not None:
             s = a.plan.get("planner")
-            rows.append(("planner's choice", f"K={s.k}, M={s.m}: {100 * s.accuracy:.1f}% held out [{100 * s.ci[0]:.1f}, {100 * s.ci[1]:.1f}]"))
+            rows.append(
+                (
+                    "planner's choice",
+                    f"K={s.k}, M={s.m}: {100 * s.accuracy:.1f}% held out [{100 * s.ci[0]:.1f}, {100 * s.ci[1]:.1f}]",
+                )
+            )
         if a.weights is not None:
             w = a.weights
             rows.append(("weighting", "; ".join(f"{k}: {w.verdict(k)}" for k in w.kinds if k != "uniform")))
         if a.bias_variance is not None:
             rows.append(("normal approx. |error|", f"{100 * a.bias_variance.mean_abs_error:.1f} points"))
-    return "<table>" + "".join(f'<tr><th class="l">{_e(k)}</th><td class="l">{_e(v)}</td></tr>' for k, v in rows) + "</table>"
+    return (
+        "<table>"
+        + "".join(f'<tr><th class="l">{_e(k)}</th><td class="l">{_e(v)}</td></tr>' for k, v in rows)
+        + "</table>"
+    )
 
 
 def _plan_table(a: Analysis) -> str:
@@ -269,12 +301,17 @@ def _plan_table(a: Analysis) -> str:
     )
     bk = ""
     if pl.buckets:
-        bk = ("<table><tr><th class='l'>difficulty</th><th>n test</th><th>its K,M</th><th>its %</th><th>planner %</th>"
-              "<th>K=1 %</th><th>M=1 %</th></tr>" + "".join(
-                  f"<tr><td class='l'>{_e(b.name)} ({b.lo:.2f}-{b.hi:.2f})</td><td>{b.n_test}</td><td>{b.choice[0]},{b.choice[1]}</td>"
-                  f"<td>{100 * b.accuracy:.1f}</td><td>{100 * b.global_choice_accuracy:.1f}</td>"
-                  f"<td>{100 * b.repetition_accuracy:.1f}</td><td>{100 * b.diversity_accuracy:.1f}</td></tr>" for b in pl.buckets)
-              + "</table>")
+        bk = (
+            "<table><tr><th class='l'>difficulty</th><th>n test</th><th>its K,M</th><th>its %</th><th>planner %</th>"
+            "<th>K=1 %</th><th>M=1 %</th></tr>"
+            + "".join(
+                f"<tr><td class='l'>{_e(b.name)} ({b.lo:.2f}-{b.hi:.2f})</td><td>{b.n_test}</td><td>{b.choice[0]},{b.choice[1]}</td>"
+                f"<td>{100 * b.accuracy:.1f}</td><td>{100 * b.global_choice_accuracy:.1f}</td>"
+                f"<td>{100 * b.repetition_accuracy:.1f}</td><td>{100 * b.diversity_accuracy:.1f}</td></tr>"
+                for b in pl.buckets
+            )
+            + "</table>"
+        )
     return f"<table>{head}{body}</table>{bk}"
 
 
@@ -293,8 +330,16 @@ def plot_blend(rows) -> str:
         y = np.array([100 * r.accuracy for r in pts])
         lo = y - np.array([100 * r.ci[0] for r in pts])
         hi = np.array([100 * r.ci[1] for r in pts]) - y
-        ax.errorbar(x, y, yerr=[lo, hi], fmt="o", ms=4, capsize=2, color=COLORS[i % len(COLORS)],
-                    label=f"{pair[0]}: {pair[1]} + {pair[2]}")
+        ax.errorbar(
+            x,
+            y,
+            yerr=[lo, hi],
+            fmt="o",
+            ms=4,
+            capsize=2,
+            color=COLORS[i % len(COLORS)],
+            label=f"{pair[0]}: {pair[1]} + {pair[2]}",
+        )
         for r, xi, yi in zip(pts, x, y):
             tag = r.variant if r.variant != "blend" else f"γ={r.gamma:g}"
             ax.annotate(tag, (xi, yi), fontsize=6, xytext=(3, 3), textcoords="offset points")
@@ -310,7 +355,21 @@ def plot_blend(rows) -> str:
 
 
 def _blend_table(rows) -> str:
-    head = "".join(f"<th>{h}</th>" for h in ("base + guide", "task", "variant", "γ", "α", "n", "accuracy", "interv. rate", "mean α", "top-k overlap"))
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in (
+            "base + guide",
+            "task",
+            "variant",
+            "γ",
+            "α",
+            "n",
+            "accuracy",
+            "interv. rate",
+            "mean α",
+            "top-k overlap",
+        )
+    )
     f = lambda x: "–" if x != x else f"{x:.3f}"  # noqa: E731
     body = "".join(
         f"<tr><td class='l'>{_e(r.base)} + {_e(r.guide)}</td><td class='l'>{_e(r.task)}</td><td class='l'>{_e(r.variant)}</td>"
@@ -326,7 +385,9 @@ def render_html(analyses: Sequence[Analysis], names: Sequence[str] | None = None
     if not analyses and not blend:
         raise MarginalError("a report needs at least one run")
     names = list(names) if names is not None else [a.pool.run_id or f"run {i + 1}" for i, a in enumerate(analyses)]
-    labels = [f"{n} ({a.pool.run_id})" if a.pool.run_id and a.pool.run_id not in n else n for n, a in zip(names, analyses)]
+    labels = [
+        f"{n} ({a.pool.run_id})" if a.pool.run_id and a.pool.run_id not in n else n for n, a in zip(names, analyses)
+    ]
 
     def section(title: str, fn, need_gold: bool = True, need_plan: bool = False) -> str:
         cards = []
@@ -340,22 +401,30 @@ def render_html(analyses: Sequence[Analysis], names: Sequence[str] | None = None
             cards.append(f'<div class="card"><h3>{_e(lab)}</h3>{body}</div>')
         return f"<h2>{_e(title)}</h2><div class='row'>{''.join(cards)}</div>"
 
-    parts = [] if not analyses else [
-        section("Summary", _summary_table, need_gold=False),
-        section("Accuracy vs budget per allocation family (95% bands)", plot_budget_curves),
-        section("Accuracy % over (K priors, M samples)", plot_heatmap),
-        section("Margins as priors are added: Γ_K, dominance, label-free margin", plot_gamma, need_gold=False),
-        section("Per-problem margins for two allocations", plot_margin_hist, need_gold=False),
-        section("Per-prior accuracy and agreement", plot_priors, need_gold=False),
-        section("Theory check: normal approximation vs exact accuracy per (K, M)", plot_normal),
-        section("Planner's choice on held-out problems", lambda a: plot_plan(a) + _plan_table(a), need_plan=True),
-    ]
+    parts = (
+        []
+        if not analyses
+        else [
+            section("Summary", _summary_table, need_gold=False),
+            section("Accuracy vs budget per allocation family (95% bands)", plot_budget_curves),
+            section("Accuracy % over (K priors, M samples)", plot_heatmap),
+            section("Margins as priors are added: Γ_K, dominance, label-free margin", plot_gamma, need_gold=False),
+            section("Per-problem margins for two allocations", plot_margin_hist, need_gold=False),
+            section("Per-prior accuracy and agreement", plot_priors, need_gold=False),
+            section("Theory check: normal approximation vs exact accuracy per (K, M)", plot_normal),
+            section("Planner's choice on held-out problems", lambda a: plot_plan(a) + _plan_table(a), need_plan=True),
+        ]
+    )
     if blend:
-        parts.append("<h2>Blending: accuracy against intervention rate (95% Wilson intervals)</h2>"
-                     f"<div class='row'><div class='card'>{plot_blend(blend)}{_blend_table(blend)}</div></div>")
+        parts.append(
+            "<h2>Blending: accuracy against intervention rate (95% Wilson intervals)</h2>"
+            f"<div class='row'><div class='card'>{plot_blend(blend)}{_blend_table(blend)}</div></div>"
+        )
 
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    what = ([f"{len(analyses)} run(s): {', '.join(labels)}"] if analyses else []) + ([f"{len(blend)} blended runs"] if blend else [])
+    what = ([f"{len(analyses)} run(s): {', '.join(labels)}"] if analyses else []) + (
+        [f"{len(blend)} blended runs"] if blend else []
+    )
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>marginal report</title>"
         f"<style>{CSS}</style></head><body><h1>marginal report</h1>"
@@ -365,7 +434,9 @@ def render_html(analyses: Sequence[Analysis], names: Sequence[str] | None = None
     )
 
 
-def write_report(analyses: Sequence[Analysis], path: str | Path, names: Sequence[str] | None = None, blend: Sequence = ()) -> Path:
+def write_report(
+    analyses: Sequence[Analysis], path: str | Path, names: Sequence[str] | None = None, blend: Sequence = ()
+) -> Path:
     """Write the self-contained HTML report; returns its path."""
     path = Path(path)
     if path.suffix.lower() not in (".html", ".htm"):

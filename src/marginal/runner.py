@@ -142,7 +142,9 @@ def missing_groups(store: Store, run_id: str, plan: RunPlan) -> list[Group]:
     return groups
 
 
-def batches(items: Sequence, spec: SampleSpec, batch_samples: int, group_of: Callable = lambda x: x) -> list[tuple[list, SampleSpec]]:
+def batches(
+    items: Sequence, spec: SampleSpec, batch_samples: int, group_of: Callable = lambda x: x
+) -> list[tuple[list, SampleSpec]]:
     """Cut groups (or items carrying one, see ``group_of``) into backend calls:
     one engine, sample offset and n per call, about ``batch_samples`` samples each."""
     buckets: dict[tuple, list] = defaultdict(list)
@@ -200,10 +202,20 @@ def to_samples(
                 correct = task.grade(answer, g.problem)
             samples.append(
                 Sample(
-                    problem_id=g.problem.id, prior=g.prior.name, index=g.first + j, text=comp.text,
-                    answer=answer, correct=correct, error=error, prompt_tokens=comp.prompt_tokens,
-                    completion_tokens=comp.completion_tokens, cached_prompt_tokens=comp.cached_prompt_tokens,
-                    logprob=comp.logprob, finish_reason=comp.finish_reason, seed=comp.seed, seconds=per,
+                    problem_id=g.problem.id,
+                    prior=g.prior.name,
+                    index=g.first + j,
+                    text=comp.text,
+                    answer=answer,
+                    correct=correct,
+                    error=error,
+                    prompt_tokens=comp.prompt_tokens,
+                    completion_tokens=comp.completion_tokens,
+                    cached_prompt_tokens=comp.cached_prompt_tokens,
+                    logprob=comp.logprob,
+                    finish_reason=comp.finish_reason,
+                    seed=comp.seed,
+                    seconds=per,
                     diagnostics=diagnostics_of(comp),
                 )
             )
@@ -231,8 +243,17 @@ class Tracker:
             if self.remaining[g.problem.id] == 0:
                 self.problems_done += 1
         if self.on_progress:
-            self.on_progress(Progress(self.problems_done, self.n_problems, self.done, self.total, added,
-                                      sum(s.completion_tokens for s in samples), seconds))
+            self.on_progress(
+                Progress(
+                    self.problems_done,
+                    self.n_problems,
+                    self.done,
+                    self.total,
+                    added,
+                    sum(s.completion_tokens for s in samples),
+                    seconds,
+                )
+            )
 
 
 def diagnostics_of(comp: Completion) -> dict[str, float | int | None]:
@@ -330,7 +351,8 @@ def execute(
             started[id(g)] = time.perf_counter()
             prompt, spec = request(g, plan.spec)
             driver.submit(engine, prompt, spec, g).add_done_callback(
-                lambda _f, e=id(engine), n=g.n: in_flight.__setitem__(e, in_flight[e] - n))
+                lambda _f, e=id(engine), n=g.n: in_flight.__setitem__(e, in_flight[e] - n)
+            )
 
     top_up()
     driver.run()

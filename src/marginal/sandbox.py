@@ -89,7 +89,7 @@ class RunResult:
 
 # The harness runs as ``python -I -B -c HARNESS CONFIG``. Everything before
 # ``_run()`` is trusted set-up; the program and the driver run inside _run().
-HARNESS = r'''
+HARNESS = r"""
 import json, os, sys, resource, signal
 cfg = json.loads(sys.argv[1])
 _write, _dumps, _exit = os.write, json.dumps, os._exit
@@ -232,7 +232,7 @@ except RecursionError:
 except BaseException as e:
     _result("error", f"error: {type(e).__name__}: {str(e)[:200]}")
 _result("ok", None)
-'''
+"""
 
 
 def _others_can_read(d: str) -> bool:
@@ -259,8 +259,15 @@ def _drop_to_nobody() -> bool:
 
 
 def _minimal_env(root: str) -> dict[str, str]:
-    return {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": root, "TMPDIR": root,
-            "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8"}
+    return {
+        "PATH": "/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "HOME": root,
+        "TMPDIR": root,
+        "PYTHONHASHSEED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONIOENCODING": "utf-8",
+    }
 
 
 def run_python(program: str, driver: str = "", limits: Limits = Limits()) -> RunResult:
@@ -286,13 +293,24 @@ def run_python(program: str, driver: str = "", limits: Limits = Limits()) -> Run
                 os.chown(os.path.join(root, name), 65534, 65534)
         rfd, wfd = os.pipe()
         cfg = {
-            "fd": wfd, "root": root, "cpu": max(1, int(limits.timeout + 1)), "mem": limits.memory_mb << 20,
-            "fsize": limits.file_size_mb << 20, "block_sockets": limits.block_sockets, "nobody": nobody,
+            "fd": wfd,
+            "root": root,
+            "cpu": max(1, int(limits.timeout + 1)),
+            "mem": limits.memory_mb << 20,
+            "fsize": limits.file_size_mb << 20,
+            "block_sockets": limits.block_sockets,
+            "nobody": nobody,
         }
         proc = subprocess.Popen(
             [sys.executable, "-I", "-B", "-c", HARNESS, json.dumps(cfg)],
-            cwd=root, env=_minimal_env(root), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, pass_fds=(wfd,), start_new_session=True, close_fds=True,
+            cwd=root,
+            env=_minimal_env(root),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            pass_fds=(wfd,),
+            start_new_session=True,
+            close_fds=True,
         )
         os.close(wfd)
         wfd = -1
@@ -365,8 +383,9 @@ def _collect(proc: subprocess.Popen[bytes], rfd: int, limits: Limits, t0: float)
     except (ValueError, UnicodeDecodeError):
         msg = None
     if isinstance(msg, dict) and msg.get("status") in ("ok", "error", "memory", "forbidden", "exit"):
-        return RunResult(msg["status"], msg.get("reason"), msg.get("report"), out, err, seconds,
-                         tuple(msg.get("isolation") or ()))
+        return RunResult(
+            msg["status"], msg.get("reason"), msg.get("report"), out, err, seconds, tuple(msg.get("isolation") or ())
+        )
     code = proc.returncode
     if code is not None and code > 128:
         sig = code - 128
@@ -381,8 +400,12 @@ def _collect(proc: subprocess.Popen[bytes], rfd: int, limits: Limits, t0: float)
     return RunResult("exit", f"exit: the process ended (code {code}) without a report", None, out, err, seconds)
 
 
-def run_many(jobs: Sequence[tuple[str, str]], limits: Limits = Limits(), workers: int | None = None,
-             on_done: Callable[[int, RunResult], None] | None = None) -> list[RunResult]:
+def run_many(
+    jobs: Sequence[tuple[str, str]],
+    limits: Limits = Limits(),
+    workers: int | None = None,
+    on_done: Callable[[int, RunResult], None] | None = None,
+) -> list[RunResult]:
     """`run_python` over many (program, driver) pairs in a bounded thread pool; results in input order."""
     if not jobs:
         return []

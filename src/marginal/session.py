@@ -17,11 +17,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .allocate import QuestionState, allocate
 from .backends.base import Backend
 from .backends.cache import Engines
 from .errors import MarginalError
 from .policies import Decision, Policy, SplitPlan, make_policy
-from .allocate import QuestionState, allocate
 from .tasks.base import Task
 from .types import Prior, Problem, Sample, SampleSpec
 from .vote import label_free_margin, ranked, tally, winner
@@ -83,7 +83,7 @@ class Session:
             raise MarginalError("a session needs at least one prior")
         self.spec = spec or SampleSpec(n=1, temperature=0.7, max_tokens=256)
 
-    def __enter__(self) -> "Session":
+    def __enter__(self) -> Session:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -107,7 +107,14 @@ class Session:
             return make_policy(policy, budget, len(self.priors), k=k, plan=plan)
         return policy
 
-    def solve(self, question: str | Problem, *, budget: int = 16, policy: str | Policy = "adaptive", plan: SplitPlan | None = None) -> Result:
+    def solve(
+        self,
+        question: str | Problem,
+        *,
+        budget: int = 16,
+        policy: str | Policy = "adaptive",
+        plan: SplitPlan | None = None,
+    ) -> Result:
         return self.solve_many([question], budget=budget, policy=policy, plan=plan)[0]
 
     def solve_many(
@@ -127,7 +134,7 @@ class Session:
         )
         return [self._result(p, st, budget) for p, st in zip(problems, states)]
 
-    def _result(self, problem: Problem, state: "QuestionState", budget: int) -> Result:
+    def _result(self, problem: Problem, state: QuestionState, budget: int) -> Result:
         samples, decisions = state.samples, state.decisions
         counts = tally(state.answers)
         total = sum(counts.values())
@@ -136,10 +143,17 @@ class Session:
         if answer is not None and problem.answer is not None:
             correct = self.task.grade(answer, problem)
         return Result(
-            question=problem.question, answer=answer, shares={a: counts[a] / total for a in ranked(counts)},
-            margin=label_free_margin(counts), used=len(samples), budget=budget,
-            stop_reason=decisions[-1].reason, regime=_regime(decisions), decisions=tuple(decisions),
-            samples=tuple(samples), correct=correct,
+            question=problem.question,
+            answer=answer,
+            shares={a: counts[a] / total for a in ranked(counts)},
+            margin=label_free_margin(counts),
+            used=len(samples),
+            budget=budget,
+            stop_reason=decisions[-1].reason,
+            regime=_regime(decisions),
+            decisions=tuple(decisions),
+            samples=tuple(samples),
+            correct=correct,
         )
 
 

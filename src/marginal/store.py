@@ -132,7 +132,7 @@ def _encode(text: str) -> str:
 
 def _decode(text: str) -> str:
     if text.startswith(_ZPREFIX):
-        return zlib.decompress(base64.b64decode(text[len(_ZPREFIX):])).decode("utf-8")
+        return zlib.decompress(base64.b64decode(text[len(_ZPREFIX) :])).decode("utf-8")
     return text
 
 
@@ -211,7 +211,14 @@ class Store:
             db.executemany(
                 "INSERT OR IGNORE INTO problems VALUES (?,?,?,?,?,?)",
                 [
-                    (run_id, i, p.id, "" if p.meta.get("redact") else p.question, p.answer, int(bool(p.meta.get("redact"))))
+                    (
+                        run_id,
+                        i,
+                        p.id,
+                        "" if p.meta.get("redact") else p.question,
+                        p.answer,
+                        int(bool(p.meta.get("redact"))),
+                    )
                     for i, p in enumerate(problems)
                 ],
             )
@@ -259,10 +266,23 @@ class Store:
         names = list(dict.fromkeys(k for s in samples for k in s.diagnostics))
         rows = [
             (
-                run_id, s.problem_id, s.prior, s.index, _encode(s.text) if s.problem_id in redacted else s.text, s.answer,
-                None if s.correct is None else int(s.correct), s.error, s.prompt_tokens,
-                s.completion_tokens, s.cached_prompt_tokens, s.logprob, s.finish_reason,
-                s.seed, s.seconds, now, *(s.diagnostics.get(k) for k in names),
+                run_id,
+                s.problem_id,
+                s.prior,
+                s.index,
+                _encode(s.text) if s.problem_id in redacted else s.text,
+                s.answer,
+                None if s.correct is None else int(s.correct),
+                s.error,
+                s.prompt_tokens,
+                s.completion_tokens,
+                s.cached_prompt_tokens,
+                s.logprob,
+                s.finish_reason,
+                s.seed,
+                s.seconds,
+                now,
+                *(s.diagnostics.get(k) for k in names),
             )
             for s in samples
         ]

@@ -142,7 +142,7 @@ class Completion:
         return {}
 
 
-Diagnostics = Mapping[str, Union[float, int, None]]
+Diagnostics = Mapping[str, float | int | None]
 """Per-sample measurements by name (see `Sample.diagnostics`)."""
 
 
@@ -161,8 +161,14 @@ class Prior:
     description: str = ""
 
     def __post_init__(self) -> None:
-        _check(bool(self.name) and self.name.strip() == self.name, f"prior name must be non-empty without spaces at the ends, got {self.name!r}")
-        _check("{question}" in self.template, f"prior {self.name!r}: template must contain '{{question}}', got {self.template!r}")
+        _check(
+            bool(self.name) and self.name.strip() == self.name,
+            f"prior name must be non-empty without spaces at the ends, got {self.name!r}",
+        )
+        _check(
+            "{question}" in self.template,
+            f"prior {self.name!r}: template must contain '{{question}}', got {self.template!r}",
+        )
         object.__setattr__(self, "fewshot", tuple(tuple(p) for p in self.fewshot))
 
     def render(self, question: str) -> Chat:

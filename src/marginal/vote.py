@@ -139,6 +139,14 @@ def credit_array(counts: np.ndarray, gold: int | np.ndarray, ties: str = "split"
 
 
 __all__ = [
-    "TIES", "TIE_DECIMALS", "Answers", "credit", "credit_array", "label_free_margin", "ranked", "tally", "top",
+    "TIES",
+    "TIE_DECIMALS",
+    "Answers",
+    "credit",
+    "credit_array",
+    "label_free_margin",
+    "ranked",
+    "tally",
+    "top",
     "winner",
 ]

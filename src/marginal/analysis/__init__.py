@@ -42,16 +42,56 @@ from .pool import FAILED, MISSING, Pool, load_pool, pool_from_lists
 from .weights import WeightComparison, compare_weights, prior_weights, split_problems, weighted_credit
 
 __all__ = [
-    "FAILED", "MISSING", "BiasVariance", "Bucket", "Drift", "Grid", "Margins", "PlannerResult", "Pool", "PriorStats",
-    "Scored", "WeightComparison", "accuracy_grid", "bias_variance", "brute_force_accuracy", "compare_weights",
-    "drift", "grid_cells", "label_free_margins", "load_pool", "margins", "mc_cell", "moments", "oracle_grid",
-    "pass_at_k", "plan", "pool_from_lists", "pool_pass_at_k", "prior_stats", "prior_weights", "shares",
-    "split_problems", "weighted_credit",
+    "FAILED",
+    "MISSING",
+    "BiasVariance",
+    "Bucket",
+    "Drift",
+    "Grid",
+    "Margins",
+    "PlannerResult",
+    "Pool",
+    "PriorStats",
+    "Scored",
+    "WeightComparison",
+    "accuracy_grid",
+    "bias_variance",
+    "brute_force_accuracy",
+    "compare_weights",
+    "drift",
+    "grid_cells",
+    "label_free_margins",
+    "load_pool",
+    "margins",
+    "mc_cell",
+    "moments",
+    "oracle_grid",
+    "pass_at_k",
+    "plan",
+    "pool_from_lists",
+    "pool_pass_at_k",
+    "prior_stats",
+    "prior_weights",
+    "shares",
+    "split_problems",
+    "weighted_credit",
 ]
 
-from .subbank import Arm, BankSelection, Paired, pick_priors, select_bank, sub_bank  # noqa: E402
 from .regimes import RegimeTest, pick_examples, regime_test, spearman  # noqa: E402
+from .subbank import Arm, BankSelection, Paired, pick_priors, select_bank, sub_bank  # noqa: E402
 from .summary import Analysis, analyze  # noqa: E402
 
-__all__ += ["Analysis", "Arm", "BankSelection", "Paired", "RegimeTest", "analyze", "pick_examples", "pick_priors",
-            "regime_test", "select_bank", "spearman", "sub_bank"]
+__all__ += [
+    "Analysis",
+    "Arm",
+    "BankSelection",
+    "Paired",
+    "RegimeTest",
+    "analyze",
+    "pick_examples",
+    "pick_priors",
+    "regime_test",
+    "select_bank",
+    "spearman",
+    "sub_bank",
+]

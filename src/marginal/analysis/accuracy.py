@@ -101,7 +101,10 @@ class Grid:
 
     def best(self) -> tuple[int, int]:
         """The cell with the highest dataset accuracy (ties: fewer samples, then more priors)."""
-        order = sorted(range(len(self.cells)), key=lambda j: (-round(self.mean[j], 12), self.cells[j][0] * self.cells[j][1], -self.cells[j][0]))
+        order = sorted(
+            range(len(self.cells)),
+            key=lambda j: (-round(self.mean[j], 12), self.cells[j][0] * self.cells[j][1], -self.cells[j][0]),
+        )
         return self.cells[order[0]]
 
 
@@ -162,8 +165,6 @@ def _prior_dist(m, f, n, M, replace, pows, lf, cap):
         rr = np.minimum(r, f)
         lp = lp + lf.comb(f, rr) - lf.comb(n, Mp)
     return key[ok], np.exp(lp[ok])
-
-
 
 
 def _accumulate(k, p, space):
@@ -297,16 +298,33 @@ def _exact_two(cg, co, f, n, gold_col_ok, cells, mode, replace, ties, lf):
                 lo = np.where(co[..., None, None] > 0, np.log(co[..., None, None] / nn), -np.inf)
                 lfail = np.where(f[..., None, None] > 0, np.log(f[..., None, None] / nn), -np.inf)
                 rr = np.clip(r, 0, None)
-                lp = (t[M] - t[xg] - t[xo] - t[rr]
-                      + np.where(xg > 0, xg * lg, 0.0) + np.where(xo > 0, xo * lo, 0.0) + np.where(rr > 0, rr * lfail, 0.0))
+                lp = (
+                    t[M]
+                    - t[xg]
+                    - t[xo]
+                    - t[rr]
+                    + np.where(xg > 0, xg * lg, 0.0)
+                    + np.where(xo > 0, xo * lo, 0.0)
+                    + np.where(rr > 0, rr * lfail, 0.0)
+                )
             ok = r >= 0
         else:
             cgb, cob, fb, nb = (a[..., None, None] for a in (cg, co, f, n))
             ok = (xg <= cgb) & (xo <= cob) & (r >= 0) & (r <= fb)
             xg_c, xo_c, r_c = np.minimum(xg, cgb), np.minimum(xo, cob), np.clip(np.minimum(r, fb), 0, None)
             mpb = mp[..., None, None]
-            lp = (t[cgb] - t[xg_c] - t[cgb - xg_c] + t[cob] - t[xo_c] - t[cob - xo_c]
-                  + t[fb] - t[r_c] - t[fb - r_c] - (t[nb] - t[mpb] - t[nb - mpb]))
+            lp = (
+                t[cgb]
+                - t[xg_c]
+                - t[cgb - xg_c]
+                + t[cob]
+                - t[xo_c]
+                - t[cob - xo_c]
+                + t[fb]
+                - t[r_c]
+                - t[fb - r_c]
+                - (t[nb] - t[mpb] - t[nb - mpb])
+            )
         pmf = np.where(ok, np.exp(np.where(ok, lp, 0.0)), 0.0)
         empty = n == 0
         pmf[empty] = 0.0
@@ -354,7 +372,9 @@ def relabel(answers: np.ndarray, gold: np.ndarray) -> tuple[np.ndarray, int]:
     return ids.astype(np.int32), W
 
 
-def draw_orders(ids: np.ndarray, sizes: np.ndarray, reps: int, replace: bool, mode: str, rng: np.random.Generator) -> np.ndarray:
+def draw_orders(
+    ids: np.ndarray, sizes: np.ndarray, reps: int, replace: bool, mode: str, rng: np.random.Generator
+) -> np.ndarray:
     """(R, N, P, n) drawn ids: slot j of a replicate is its (j+1)-th draw; priors reordered at random in 'random' mode.
 
     Without replacement the draws are a uniform random permutation of the
@@ -410,8 +430,17 @@ def _mc_problems(pool: Pool, idx: np.ndarray, cells, mode, replace, ties, reps, 
     return out, var
 
 
-def mc_cell(pool: Pool, k: int, m: int, *, reps: int, mode: str = "first", replace: bool = False,
-            ties: str = "split", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def mc_cell(
+    pool: Pool,
+    k: int,
+    m: int,
+    *,
+    reps: int,
+    mode: str = "first",
+    replace: bool = False,
+    ties: str = "split",
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Plain independent Monte Carlo of one cell: fresh draws of M per prior; (mean, var of mean) per problem."""
     rng = np.random.default_rng(seed)
     pool.require_gold("vote accuracy")

@@ -137,9 +137,18 @@ def _row(run_id: str, cfg: dict, samples: Sequence[Sample], references: dict[str
     d = [s.diagnostics for s in kept]
     base, guide, config, _ = parse_blend_spec(model)
     return BlendRow(
-        run_id=run_id, task=cfg.get("task", ""), model=model, base=base, guide=guide,
-        variant=blend_variant(model), gamma=config.gamma, alpha=config.alpha, samples=len(kept),
-        graded=len(graded), correct=sum(graded), failed=sum(s.answer is None for s in kept),
+        run_id=run_id,
+        task=cfg.get("task", ""),
+        model=model,
+        base=base,
+        guide=guide,
+        variant=blend_variant(model),
+        gamma=config.gamma,
+        alpha=config.alpha,
+        samples=len(kept),
+        graded=len(graded),
+        correct=sum(graded),
+        failed=sum(s.answer is None for s in kept),
         intervention_rate=_nanmean([x.get("intervention_rate") for x in d]),
         mean_alpha=_nanmean([x.get("mean_alpha") for x in d]),
         topk_overlap=_nanmean([x.get("topk_overlap") for x in d]),

@@ -172,8 +172,19 @@ def drift(pool: Pool, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0)
         regime = "aligned"
     else:
         regime = "saturating"
-    return Drift(gmean, gci, kappa, kappa.mean(axis=0), lam_p, float(lam_p.mean()), (float(lo), float(hi)),
-                 regime, k95, level, n_boot)
+    return Drift(
+        gmean,
+        gci,
+        kappa,
+        kappa.mean(axis=0),
+        lam_p,
+        float(lam_p.mean()),
+        (float(lo), float(hi)),
+        regime,
+        k95,
+        level,
+        n_boot,
+    )
 
 
 # -- bias-variance -----------------------------------------------------------------
@@ -183,7 +194,7 @@ def _phi(x: np.ndarray) -> np.ndarray:
     z = np.abs(x) / np.sqrt(2)
     t = 1 / (1 + 0.3275911 * np.where(np.isfinite(z), z, 0))
     y = 1 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * np.exp(
-        -np.where(np.isfinite(z), z, 0) ** 2
+        -(np.where(np.isfinite(z), z, 0) ** 2)
     )
     y = np.where(np.isinf(z), 1.0, y)
     return 0.5 * (1 + np.sign(x) * y)
@@ -246,7 +257,9 @@ def bias_variance(pool: Pool, budget: int | None = None, *, method: str = "auto"
     for j, (k, m) in enumerate(cells):
         sd = np.sqrt(sw / (k * m) + sb / k)
         with np.errstate(divide="ignore", invalid="ignore"):
-            z = np.where(sd > 0, gam / np.where(sd > 0, sd, 1), np.where(gam > 0, np.inf, np.where(gam < 0, -np.inf, 0.0)))
+            z = np.where(
+                sd > 0, gam / np.where(sd > 0, sd, 1), np.where(gam > 0, np.inf, np.where(gam < 0, -np.inf, 0.0))
+            )
         ph = np.where(present, _phi(z), 1.0)
         normal[:, j] = np.where(gold_seen, ph.prod(axis=1), 0.0)  # gold never sampled: never right
     ex = accuracy_grid(pool, budget, cells=cells, mode="random", replace=True, method=method, seed=seed)
@@ -255,8 +268,12 @@ def bias_variance(pool: Pool, budget: int | None = None, *, method: str = "auto"
     r = np.arange(N)
     has = present.any(axis=1)
     return BiasVariance(
-        np.where(has, gam[r, b], np.nan), np.where(has, sw[r, b], np.nan), np.where(has, sb[r, b], np.nan),
-        cells, normal, ex.acc,
+        np.where(has, gam[r, b], np.nan),
+        np.where(has, sw[r, b], np.nan),
+        np.where(has, sb[r, b], np.nan),
+        cells,
+        normal,
+        ex.acc,
     )
 
 

@@ -86,7 +86,9 @@ class PlannerResult:
 
 def _best(acc: np.ndarray, cells) -> int:
     mean = acc.mean(axis=0)
-    order = sorted(range(len(cells)), key=lambda j: (-round(float(mean[j]), 12), cells[j][0] * cells[j][1], -cells[j][0]))
+    order = sorted(
+        range(len(cells)), key=lambda j: (-round(float(mean[j]), 12), cells[j][0] * cells[j][1], -cells[j][0])
+    )
     return order[0]
 
 
@@ -96,8 +98,17 @@ def _ci(x: np.ndarray, mcv: np.ndarray) -> tuple[float, float]:
     return (float(x.mean() - Z * se), float(x.mean() + Z * se))
 
 
-def plan(pool: Pool, budget: int, *, split: float = 0.5, seed: int = 0, mode: str = "first",
-         method: str = "auto", grid: Grid | None = None, n_buckets: int = 3) -> PlannerResult:
+def plan(
+    pool: Pool,
+    budget: int,
+    *,
+    split: float = 0.5,
+    seed: int = 0,
+    mode: str = "first",
+    method: str = "auto",
+    grid: Grid | None = None,
+    n_buckets: int = 3,
+) -> PlannerResult:
     """Recommend (K, M) for ``budget`` from calibration problems and score it on the rest (see module docstring)."""
     pool.require_gold("the planner")
     sub = pool.subset(pool.labelled)
@@ -127,8 +138,17 @@ def plan(pool: Pool, budget: int, *, split: float = 0.5, seed: int = 0, mode: st
         x = A[test, j]
         d = x - xc
         lo, hi = _ci(x, V[test, j])
-        scored.append(Scored(name, k, m, float(x.mean()), (max(lo, 0.0), min(hi, 1.0)), float(d.mean()),
-                             _ci(d, V[test, j] + V[test, j_choice]) if j != j_choice else (0.0, 0.0)))
+        scored.append(
+            Scored(
+                name,
+                k,
+                m,
+                float(x.mean()),
+                (max(lo, 0.0), min(hi, 1.0)),
+                float(d.mean()),
+                _ci(d, V[test, j] + V[test, j_choice]) if j != j_choice else (0.0, 0.0),
+            )
+        )
     # difficulty buckets: share of gold samples in the problem's whole pool
     a = sub.answers
     diff = (a == sub.gold[:, None, None]).sum(axis=(1, 2)) / np.maximum((a != MISSING).sum(axis=(1, 2)), 1)
@@ -143,9 +163,29 @@ def plan(pool: Pool, budget: int, *, split: float = 0.5, seed: int = 0, mode: st
         if len(bc) == 0 or len(bt) == 0:
             continue
         jb = _best(A[bc], cells)
-        buckets.append(Bucket(
-            names[b], float(max(edges[b], 0.0)), float(min(edges[b + 1], 1.0)), len(bc), len(bt), cells[jb],
-            float(A[bt, jb].mean()), float(A[bt, j_choice].mean()), float(A[bt, j_rep].mean()), float(A[bt, j_div].mean()),
-        ))
-    return PlannerResult(int(budget), choice, float(A[cal, j_choice].mean()), tuple(scored),
-                         dr.regime if dr is not None else "n/a", len(cal), len(test), tuple(buckets), split, seed)
+        buckets.append(
+            Bucket(
+                names[b],
+                float(max(edges[b], 0.0)),
+                float(min(edges[b + 1], 1.0)),
+                len(bc),
+                len(bt),
+                cells[jb],
+                float(A[bt, jb].mean()),
+                float(A[bt, j_choice].mean()),
+                float(A[bt, j_rep].mean()),
+                float(A[bt, j_div].mean()),
+            )
+        )
+    return PlannerResult(
+        int(budget),
+        choice,
+        float(A[cal, j_choice].mean()),
+        tuple(scored),
+        dr.regime if dr is not None else "n/a",
+        len(cal),
+        len(test),
+        tuple(buckets),
+        split,
+        seed,
+    )

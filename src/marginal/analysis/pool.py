@@ -119,8 +119,12 @@ class Pool:
         idx = np.flatnonzero(idx) if np.asarray(idx).dtype == bool else np.asarray(idx, dtype=int)
         names = tuple(self.answer_names[i] for i in idx) if self.answer_names else ()
         return Pool(
-            self.answers[idx], self.gold[idx], self.priors, tuple(self.problems[i] for i in idx),
-            self.run_id, names,
+            self.answers[idx],
+            self.gold[idx],
+            self.priors,
+            tuple(self.problems[i] for i in idx),
+            self.run_id,
+            names,
         )
 
     def drop_failed(self) -> Pool:
@@ -235,9 +239,7 @@ def load_pool(path, run: str | None = None, *, failed: str = "abstain") -> Pool:
             prob_pos[pid] = len(prob_pos)
             refs.append(None)
     label_free = all(r[4] is None for r in rows) and all(r is None for r in refs)
-    cells: list[list[list[tuple[int, str | None, int | None]]]] = [
-        [[] for _ in priors] for _ in prob_pos
-    ]
+    cells: list[list[list[tuple[int, str | None, int | None]]]] = [[[] for _ in priors] for _ in prob_pos]
     for pid, pr, idx, ans, cor in rows:
         cells[prob_pos[pid]][prior_pos[pr]].append((idx, ans, cor))
     golden: list[set[str]] = [set() for _ in prob_pos]
@@ -250,7 +252,10 @@ def load_pool(path, run: str | None = None, *, failed: str = "abstain") -> Pool:
         has_gold = not label_free and (refs[i] is not None or golden[i])
         lists.append(
             [
-                [None if a is None else (gold_token if a in golden[i] else a) for _, a, _ in sorted(cell, key=lambda t: t[0])]
+                [
+                    None if a is None else (gold_token if a in golden[i] else a)
+                    for _, a, _ in sorted(cell, key=lambda t: t[0])
+                ]
                 for cell in cells[i]
             ]
         )

@@ -67,7 +67,9 @@ SIZES = (4, 8)
 BUDGETS = (4, 8)
 
 
-def draw_banks(priors: Sequence[str], n_banks: int, sizes: tuple[int, int], rng: np.random.Generator) -> tuple[tuple[str, ...], ...]:
+def draw_banks(
+    priors: Sequence[str], n_banks: int, sizes: tuple[int, int], rng: np.random.Generator
+) -> tuple[tuple[str, ...], ...]:
     """Distinct random ordered sub-banks (see module docstring); all of them when there are at most ``n_banks``."""
     P = len(priors)
     lo, hi = sizes[0], min(sizes[1], P)
@@ -142,7 +144,7 @@ def _heldout(test: Pool, banks, budgets, seed: int, reps: int):
     for s, bank in enumerate(banks):
         for b, B in enumerate(budgets):
             cells[s, b] = bank_cells(len(bank), B, test.n_slots)
-            for (k, m) in cells[s, b]:
+            for k, m in cells[s, b]:
                 wanted.setdefault(frozenset(bank[:k]), set()).add(int(m))
     got: dict[tuple[frozenset, int], tuple[np.ndarray, np.ndarray]] = {}
     for key, ms in wanted.items():
@@ -164,14 +166,25 @@ def _heldout(test: Pool, banks, budgets, seed: int, reps: int):
     return cells, div, rep, se, short
 
 
-def build_cache(pool: Pool, banks, cal: np.ndarray, test: np.ndarray, *, budgets: Sequence[int] = BUDGETS,
-                inner_boot: int = 2000, seed: int = 0, level: float = 0.95, reps: int = 128) -> RegimeCache:
+def build_cache(
+    pool: Pool,
+    banks,
+    cal: np.ndarray,
+    test: np.ndarray,
+    *,
+    budgets: Sequence[int] = BUDGETS,
+    inner_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+    reps: int = 128,
+) -> RegimeCache:
     """The per-problem values of the regime test for a labelled pool and a calibration/held-out split."""
     lam, gain, inner = _calibration(pool.subset(cal), banks, inner_boot, seed)
     cells, div, rep, se, short = _heldout(pool.subset(test), banks, tuple(budgets), seed, reps)
     sizes = np.array([len(b) for b in banks])
-    return RegimeCache(tuple(banks), sizes, lam, gain, inner, tuple(int(b) for b in budgets), cells, div, rep, se,
-                       short, level)
+    return RegimeCache(
+        tuple(banks), sizes, lam, gain, inner, tuple(int(b) for b in budgets), cells, div, rep, se, short, level
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -197,14 +210,19 @@ class BankStats:
         return self.div - self.rep
 
 
-def classify(lo: np.ndarray, hi: np.ndarray, gain_curve: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def classify(
+    lo: np.ndarray, hi: np.ndarray, gain_curve: np.ndarray, sizes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Regime index (``REGIMES``) and K95 per sub-bank, by ``drift``'s rule, from the λ CI and the mean Γ gain curve."""
     curve = np.where(np.isnan(gain_curve), -np.inf, gain_curve)
     top = curve.max(axis=1)
     reach = curve >= 0.95 * top[:, None] - 1e-12
     k95 = np.where(top <= 1e-12, 1, reach.argmax(axis=1) + 1)
-    regime = np.where(hi < 0, REGIMES.index("misaligned"),
-                      np.where((lo > 0) & (k95 > sizes / 2), REGIMES.index("aligned"), REGIMES.index("saturating")))
+    regime = np.where(
+        hi < 0,
+        REGIMES.index("misaligned"),
+        np.where((lo > 0) & (k95 > sizes / 2), REGIMES.index("aligned"), REGIMES.index("saturating")),
+    )
     return regime, k95
 
 
@@ -216,8 +234,15 @@ def evaluate(cache: RegimeCache, cal_idx: np.ndarray, test_idx: np.ndarray) -> B
     lo, hi = np.quantile(boots, [q, 1 - q], axis=1)
     curve = cache.gain_problem[:, cal_idx].mean(axis=1)
     regime, k95 = classify(lo, hi, curve, cache.sizes)
-    return BankStats(lam_p.mean(axis=1), lo, hi, regime, k95, cache.div[:, :, test_idx].mean(axis=2),
-                     cache.rep[:, :, test_idx].mean(axis=2))
+    return BankStats(
+        lam_p.mean(axis=1),
+        lo,
+        hi,
+        regime,
+        k95,
+        cache.div[:, :, test_idx].mean(axis=2),
+        cache.rep[:, :, test_idx].mean(axis=2),
+    )
 
 
 # -- summaries ---------------------------------------------------------------------------
@@ -291,7 +316,9 @@ def _ci(values: np.ndarray, level: float) -> tuple[tuple[float, float], int]:
     return (float(lo), float(hi)), len(v)
 
 
-def budget_results(point: np.ndarray, boots: np.ndarray, budgets: Sequence[int], n_banks: int, level: float) -> tuple[BudgetResult, ...]:
+def budget_results(
+    point: np.ndarray, boots: np.ndarray, budgets: Sequence[int], n_banks: int, level: float
+) -> tuple[BudgetResult, ...]:
     """BudgetResults from the point ``headline`` (nB, 5) and the replicates' (R, nB, 5)."""
     out = []
     for b, B in enumerate(budgets):
@@ -335,36 +362,83 @@ class RegimeTest:
 
     def to_dict(self) -> dict:
         st = self.stats
-        banks = [{"priors": list(b), "lambda": round(float(st.lam[s]), 6), "lambda_ci": [round(float(st.lo[s]), 6),
-                  round(float(st.hi[s]), 6)], "regime": self.regime(s), "k95": int(st.k95[s]),
-                  "held_out": {str(B): {"diversity": self.cells[s, b, 0].tolist(), "repetition": self.cells[s, b, 1].tolist(),
-                                        "diversity_accuracy": round(float(st.div[s, b]), 6),
-                                        "repetition_accuracy": round(float(st.rep[s, b]), 6),
-                                        "gain": round(float(st.gain[s, b]), 6)} for b, B in enumerate(self.budgets)}}
-                 for s, b in enumerate(self.banks)]
+        banks = [
+            {
+                "priors": list(b),
+                "lambda": round(float(st.lam[s]), 6),
+                "lambda_ci": [round(float(st.lo[s]), 6), round(float(st.hi[s]), 6)],
+                "regime": self.regime(s),
+                "k95": int(st.k95[s]),
+                "held_out": {
+                    str(B): {
+                        "diversity": self.cells[s, b, 0].tolist(),
+                        "repetition": self.cells[s, b, 1].tolist(),
+                        "diversity_accuracy": round(float(st.div[s, b]), 6),
+                        "repetition_accuracy": round(float(st.rep[s, b]), 6),
+                        "gain": round(float(st.gain[s, b]), 6),
+                    }
+                    for b, B in enumerate(self.budgets)
+                },
+            }
+            for s, b in enumerate(self.banks)
+        ]
         by_regime = {}
         for r, name in enumerate(REGIMES):
             m = st.regime == r
-            by_regime[name] = {"banks": int(m.sum()), **{
-                str(B): {"mean_gain": float(st.gain[m, b].mean()) if m.any() else None,
-                         "diversity_wins": float((st.gain[m, b] > 0).mean()) if m.any() else None}
-                for b, B in enumerate(self.budgets)}}
-        res = {str(r.budget): {k: {"value": _num(e.value), "ci": [_num(x) for x in e.ci], "n": e.n, "defined": e.defined}
-                               for k, e in (("diversity_wins_if_ci_above_0", r.diversity_wins),
-                                            ("repetition_wins_if_ci_below_0", r.repetition_wins),
-                                            ("spearman_lambda_gain", r.spearman))} for r in self.results}
-        return {"n_banks": len(self.banks), "n_calib": len(self.calib), "n_held_out": len(self.held_out),
-                "seed": self.seed, "n_boot": self.n_boot, "inner_boot": self.inner_boot, "level": self.level,
-                "mc_se_max": self.mc_se, "short_repetition_cells": {str(B): float(x) for B, x in zip(self.budgets, self.short)},
-                "seconds": self.seconds, "results": res, "by_regime": by_regime, "banks": banks}
+            by_regime[name] = {
+                "banks": int(m.sum()),
+                **{
+                    str(B): {
+                        "mean_gain": float(st.gain[m, b].mean()) if m.any() else None,
+                        "diversity_wins": float((st.gain[m, b] > 0).mean()) if m.any() else None,
+                    }
+                    for b, B in enumerate(self.budgets)
+                },
+            }
+        res = {
+            str(r.budget): {
+                k: {"value": _num(e.value), "ci": [_num(x) for x in e.ci], "n": e.n, "defined": e.defined}
+                for k, e in (
+                    ("diversity_wins_if_ci_above_0", r.diversity_wins),
+                    ("repetition_wins_if_ci_below_0", r.repetition_wins),
+                    ("spearman_lambda_gain", r.spearman),
+                )
+            }
+            for r in self.results
+        }
+        return {
+            "n_banks": len(self.banks),
+            "n_calib": len(self.calib),
+            "n_held_out": len(self.held_out),
+            "seed": self.seed,
+            "n_boot": self.n_boot,
+            "inner_boot": self.inner_boot,
+            "level": self.level,
+            "mc_se_max": self.mc_se,
+            "short_repetition_cells": {str(B): float(x) for B, x in zip(self.budgets, self.short)},
+            "seconds": self.seconds,
+            "results": res,
+            "by_regime": by_regime,
+            "banks": banks,
+        }
 
 
 def _num(x: float) -> float | None:
     return None if not math.isfinite(x) else round(float(x), 6)
 
 
-def regime_test(pool: Pool, *, n_banks: int = 200, sizes: tuple[int, int] = SIZES, budgets: Sequence[int] = BUDGETS,
-                seed: int = 0, n_boot: int = 300, inner_boot: int = 2000, level: float = 0.95, reps: int = 128) -> RegimeTest:
+def regime_test(
+    pool: Pool,
+    *,
+    n_banks: int = 200,
+    sizes: tuple[int, int] = SIZES,
+    budgets: Sequence[int] = BUDGETS,
+    seed: int = 0,
+    n_boot: int = 300,
+    inner_boot: int = 2000,
+    level: float = 0.95,
+    reps: int = 128,
+) -> RegimeTest:
     """Draw sub-banks, measure drift on calibration and the diversity-first gain held out, bootstrap (module docstring)."""
     lab = covered(pool, "the regime test")
     if lab.n_problems < 4:
@@ -375,16 +449,32 @@ def regime_test(pool: Pool, *, n_banks: int = 200, sizes: tuple[int, int] = SIZE
     banks = draw_banks(lab.priors, n_banks, sizes, rng)
     cal, test = split_problems(lab.n_problems, 0.5, seed)
     t0 = time.perf_counter()
-    cache = build_cache(lab, banks, cal, test, budgets=budgets, inner_boot=inner_boot, seed=seed, level=level, reps=reps)
+    cache = build_cache(
+        lab, banks, cal, test, budgets=budgets, inner_boot=inner_boot, seed=seed, level=level, reps=reps
+    )
     t1 = time.perf_counter()
     nc, nt = len(cal), len(test)
     point = evaluate(cache, np.arange(nc), np.arange(nt))
-    boots = np.stack([headline(evaluate(cache, rng.integers(0, nc, nc), rng.integers(0, nt, nt))) for _ in range(n_boot)])
+    boots = np.stack(
+        [headline(evaluate(cache, rng.integers(0, nc, nc), rng.integers(0, nt, nt))) for _ in range(n_boot)]
+    )
     t2 = time.perf_counter()
     results = budget_results(headline(point), boots, cache.budgets, len(banks), level)
-    return RegimeTest(banks, point, cache.cells, results, tuple(lab.problems[i] for i in cal),
-                      tuple(lab.problems[i] for i in test), cache.mc_se, cache.short,
-                      {"cache": round(t1 - t0, 3), "bootstrap": round(t2 - t1, 3)}, seed, n_boot, inner_boot, level)
+    return RegimeTest(
+        banks,
+        point,
+        cache.cells,
+        results,
+        tuple(lab.problems[i] for i in cal),
+        tuple(lab.problems[i] for i in test),
+        cache.mc_se,
+        cache.short,
+        {"cache": round(t1 - t0, 3), "bootstrap": round(t2 - t1, 3)},
+        seed,
+        n_boot,
+        inner_boot,
+        level,
+    )
 
 
 def pick_examples(rt: RegimeTest) -> dict[str, tuple[str, ...] | None]:

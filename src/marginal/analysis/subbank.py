@@ -72,8 +72,9 @@ def sub_bank(pool: Pool, names: str | Sequence[str]) -> Pool:
     a = pool.answers[:, idx]
     stored = a != MISSING
     width = max(int(stored.sum(axis=2).max()), 1)
-    sub = Pool(a[:, :, :width], pool.gold, tuple(pool.priors[i] for i in idx), pool.problems, pool.run_id,
-               pool.answer_names)
+    sub = Pool(
+        a[:, :, :width], pool.gold, tuple(pool.priors[i] for i in idx), pool.problems, pool.run_id, pool.answer_names
+    )
     keep = stored.any(axis=(1, 2))
     return sub if keep.all() else sub.subset(keep)
 
@@ -96,7 +97,9 @@ def _bank_grid(pool: Pool, names: Sequence[str], budget: int, seed: int, reps: i
     return accuracy_grid(sub, min(budget, sub.max_budget), seed=seed, reps=reps)
 
 
-def greedy_bank(pool: Pool, k: int, budget: int, rows: np.ndarray, *, seed: int = 0, reps: int = 128) -> tuple[str, ...]:
+def greedy_bank(
+    pool: Pool, k: int, budget: int, rows: np.ndarray, *, seed: int = 0, reps: int = 128
+) -> tuple[str, ...]:
     """K priors chosen greedily on the problems ``rows`` of a labelled pool (criterion: module docstring)."""
     chosen: list[str] = []
     cal = pool.subset(rows)
@@ -190,11 +193,15 @@ def paired_boot(x: np.ndarray, n_boot: int, level: float, rng: np.random.Generat
 
 def _check_selection(pool: Pool, k: int, budget: int) -> None:
     if not isinstance(k, (int, np.integer)) or not 1 <= k <= pool.n_priors:
-        raise MarginalError(f"--select-bank K must be an integer from 1 to the pool's {pool.n_priors} priors, got {k!r}")
+        raise MarginalError(
+            f"--select-bank K must be an integer from 1 to the pool's {pool.n_priors} priors, got {k!r}"
+        )
     pool.check_budget(budget)
     if k > budget:
-        raise MarginalError(f"a bank of K={k} priors cannot all be used with budget {budget} (each prior needs a sample); "
-                            f"choose K <= {budget}")
+        raise MarginalError(
+            f"a bank of K={k} priors cannot all be used with budget {budget} (each prior needs a sample); "
+            f"choose K <= {budget}"
+        )
     if pool.n_problems < 4:
         raise MarginalError(f"bank selection needs at least 4 labelled problems (2 per half), got {pool.n_problems}")
 
@@ -215,8 +222,9 @@ def _fold_scores(grids: Sequence[Grid], folds) -> tuple[list, list, list, np.nda
     return splits, calib, held, credit, se
 
 
-def select_bank(pool: Pool, k: int, budget: int, *, seed: int = 0, n_boot: int = 2000, level: float = 0.95,
-                reps: int = 128) -> BankSelection:
+def select_bank(
+    pool: Pool, k: int, budget: int, *, seed: int = 0, n_boot: int = 2000, level: float = 0.95, reps: int = 128
+) -> BankSelection:
     """Greedy selection of ``k`` priors for ``budget``, cross-fitted over two halves (see module docstring)."""
     lab = covered(pool, "bank selection")
     _check_selection(lab, k, budget)
@@ -225,19 +233,29 @@ def select_bank(pool: Pool, k: int, budget: int, *, seed: int = 0, n_boot: int =
     first, every = lab.priors[:k], lab.priors
     chosen = tuple(greedy_bank(lab, k, budget, cal, seed=seed, reps=reps) for cal, _ in folds)
     g_first, g_all = _bank_grid(lab, first, budget, seed, reps), _bank_grid(lab, every, budget, seed, reps)
-    specs = [("selected", chosen, [_bank_grid(lab, c, budget, seed, reps) for c in chosen]),
-             ("first-k", (first, first), [g_first, g_first]), ("all", (every, every), [g_all, g_all])]
+    specs = [
+        ("selected", chosen, [_bank_grid(lab, c, budget, seed, reps) for c in chosen]),
+        ("first-k", (first, first), [g_first, g_first]),
+        ("all", (every, every), [g_all, g_all]),
+    ]
     scores = [_fold_scores(grids, folds) for _, _, grids in specs]
     credits = np.stack([s[3] for s in scores])
     diff = np.stack([credits[0] - credits[1], credits[0] - credits[2]])
     rng = np.random.default_rng(seed)
     cis = paired_boot(np.concatenate([credits, diff]), n_boot, level, rng)
     fold_cis = [paired_boot(diff[:, test], n_boot, level, rng) for _, test in folds]
-    arms = tuple(Arm(name, banks, tuple(sp), tuple(ca), tuple(ho), float(cr.mean()), cis[i], cr)
-                 for i, ((name, banks, _), (sp, ca, ho, cr, _)) in enumerate(zip(specs, scores)))
+    arms = tuple(
+        Arm(name, banks, tuple(sp), tuple(ca), tuple(ho), float(cr.mean()), cis[i], cr)
+        for i, ((name, banks, _), (sp, ca, ho, cr, _)) in enumerate(zip(specs, scores))
+    )
     diffs = tuple(
-        Paired(name, tuple(float(diff[i, test].mean()) for _, test in folds), (fold_cis[0][i], fold_cis[1][i]),
-               float(diff[i].mean()), cis[3 + i])
+        Paired(
+            name,
+            tuple(float(diff[i, test].mean()) for _, test in folds),
+            (fold_cis[0][i], fold_cis[1][i]),
+            float(diff[i].mean()),
+            cis[3 + i],
+        )
         for i, name in enumerate(("selected - first-k", "selected - all"))
     )
     halves = (tuple(lab.problems[i] for i in half_a), tuple(lab.problems[i] for i in half_b))

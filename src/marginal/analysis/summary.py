@@ -17,7 +17,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from .accuracy import Grid, accuracy_grid, oracle_grid, pool_pass_at_k
-from .margins import BiasVariance, Drift, Margins, PriorStats, bias_variance, drift, label_free_margins, margins, prior_stats
+from .margins import (
+    BiasVariance,
+    Drift,
+    Margins,
+    PriorStats,
+    bias_variance,
+    drift,
+    label_free_margins,
+    margins,
+    prior_stats,
+)
 from .planner import PlannerResult, plan
 from .pool import Pool
 from .subbank import sub_bank
@@ -52,52 +62,105 @@ class Analysis:
     def to_dict(self) -> dict:
         p = self.pool
         out: dict = {
-            "run_id": p.run_id, "problems": p.n_problems, "priors": list(p.priors), "samples_per_prior": p.n_slots,
-            "budget": self.budget, "label_free": self.label_free,
+            "run_id": p.run_id,
+            "problems": p.n_problems,
+            "priors": list(p.priors),
+            "samples_per_prior": p.n_slots,
+            "budget": self.budget,
+            "label_free": self.label_free,
             "label_free_margin_mean": _f(self.label_free_margin.mean(axis=0)),
             "prior_stats": {
                 "accuracy": None if self.priors.accuracy is None else _f(self.priors.accuracy),
-                "failed": _f(self.priors.failed), "agreement": _f(self.priors.agreement),
+                "failed": _f(self.priors.failed),
+                "agreement": _f(self.priors.agreement),
                 "plurality_agreement": _f(self.priors.plurality_agreement),
             },
         }
         if self.label_free:
             return out
         for name, g in (("grid", self.grid), ("grid_random", self.grid_random), ("oracle", self.oracle)):
-            out[name] = {"cells": [list(c) for c in g.cells], "accuracy": _f(g.mean), "mc_se": _f(g.se),
-                         "ci95": _f(np.clip(np.stack([g.mean - 1.96 * g.sampling_se, g.mean + 1.96 * g.sampling_se], 1), 0, 1)),
-                         "exact_share": float(g.exact.mean()), "mode": g.mode, "replace": g.replace, "ties": g.ties}
+            out[name] = {
+                "cells": [list(c) for c in g.cells],
+                "accuracy": _f(g.mean),
+                "mc_se": _f(g.se),
+                "ci95": _f(np.clip(np.stack([g.mean - 1.96 * g.sampling_se, g.mean + 1.96 * g.sampling_se], 1), 0, 1)),
+                "exact_share": float(g.exact.mean()),
+                "mode": g.mode,
+                "replace": g.replace,
+                "ties": g.ties,
+            }
         out["pass_at_k"] = self.pass_at
         m = self.margins
-        out["margins"] = {"gamma_mean": _f(m.gamma.mean(axis=0)), "dominance": _f(m.dominance),
-                          "gold_sampled": int(m.gold_sampled.sum()), "outvoted": int(m.outvoted.sum()),
-                          "tied": int(m.tied.sum())}
+        out["margins"] = {
+            "gamma_mean": _f(m.gamma.mean(axis=0)),
+            "dominance": _f(m.dominance),
+            "gold_sampled": int(m.gold_sampled.sum()),
+            "outvoted": int(m.outvoted.sum()),
+            "tied": int(m.tied.sum()),
+        }
         if self.drift is not None:
             d = self.drift
-            out["drift"] = {"lambda": d.lam, "lambda_ci": list(d.lam_ci), "level": d.level, "regime": d.regime,
-                            "k95": d.k95, "kappa_mean": _f(d.kappa_mean), "gamma_mean": _f(d.gamma_mean),
-                            "gamma_ci": _f(d.gamma_ci), "recommend": list(d.recommend(self.budget, p.n_slots))}
+            out["drift"] = {
+                "lambda": d.lam,
+                "lambda_ci": list(d.lam_ci),
+                "level": d.level,
+                "regime": d.regime,
+                "k95": d.k95,
+                "kappa_mean": _f(d.kappa_mean),
+                "gamma_mean": _f(d.gamma_mean),
+                "gamma_ci": _f(d.gamma_ci),
+                "recommend": list(d.recommend(self.budget, p.n_slots)),
+            }
         if self.bias_variance is not None:
             bv = self.bias_variance
             out["bias_variance"] = {
                 "sigma2_within_mean": float(np.nanmean(bv.sigma2_w)) if np.isfinite(bv.sigma2_w).any() else None,
                 "sigma2_between_mean": float(np.nanmean(bv.sigma2_btw)) if np.isfinite(bv.sigma2_btw).any() else None,
-                "cells": [list(c) for c in bv.cells], "normal": _f(bv.normal.mean(axis=0)),
-                "exact": _f(bv.exact.mean(axis=0)), "mean_abs_error": bv.mean_abs_error,
+                "cells": [list(c) for c in bv.cells],
+                "normal": _f(bv.normal.mean(axis=0)),
+                "exact": _f(bv.exact.mean(axis=0)),
+                "mean_abs_error": bv.mean_abs_error,
             }
         if self.weights is not None:
             w = self.weights
-            out["weights"] = {"allocation": list(w.allocation), "n_test": w.n_test,
-                              "kinds": {k: {"weights": _f(w.weights[i]), "accuracy": float(w.accuracy[i]),
-                                            "diff_vs_uniform": float(w.diff[i]), "diff_ci": _f(w.diff_ci[i]),
-                                            "verdict": w.verdict(k)} for i, k in enumerate(w.kinds)}}
+            out["weights"] = {
+                "allocation": list(w.allocation),
+                "n_test": w.n_test,
+                "kinds": {
+                    k: {
+                        "weights": _f(w.weights[i]),
+                        "accuracy": float(w.accuracy[i]),
+                        "diff_vs_uniform": float(w.diff[i]),
+                        "diff_ci": _f(w.diff_ci[i]),
+                        "verdict": w.verdict(k),
+                    }
+                    for i, k in enumerate(w.kinds)
+                },
+            }
         if self.plan is not None:
             pl = self.plan
-            out["plan"] = {"choice": list(pl.choice), "calib_accuracy": pl.calib_accuracy, "regime": pl.regime,
-                           "n_calib": pl.n_calib, "n_test": pl.n_test, "split": pl.split, "seed": pl.seed,
-                           "held_out": [{"name": s.name, "K": s.k, "M": s.m, "accuracy": s.accuracy, "ci": list(s.ci),
-                                         "diff_vs_planner": s.diff, "diff_ci": list(s.diff_ci)} for s in pl.scored],
-                           "buckets": [b.__dict__ | {"choice": list(b.choice)} for b in pl.buckets]}
+            out["plan"] = {
+                "choice": list(pl.choice),
+                "calib_accuracy": pl.calib_accuracy,
+                "regime": pl.regime,
+                "n_calib": pl.n_calib,
+                "n_test": pl.n_test,
+                "split": pl.split,
+                "seed": pl.seed,
+                "held_out": [
+                    {
+                        "name": s.name,
+                        "K": s.k,
+                        "M": s.m,
+                        "accuracy": s.accuracy,
+                        "ci": list(s.ci),
+                        "diff_vs_planner": s.diff,
+                        "diff_ci": list(s.diff_ci),
+                    }
+                    for s in pl.scored
+                ],
+                "buckets": [b.__dict__ | {"choice": list(b.choice)} for b in pl.buckets],
+            }
         return out
 
 
@@ -105,9 +168,19 @@ def _f(x) -> list:
     return np.round(np.asarray(x, dtype=float), 6).tolist()
 
 
-def analyze(pool: Pool, budget: int | None = None, *, split: float = 0.5, seed: int = 0, ties: str = "split",
-            replace: bool = False, method: str = "auto", reps: int = 128, n_boot: int = 2000,
-            priors: Sequence[str] | str | None = None) -> Analysis:
+def analyze(
+    pool: Pool,
+    budget: int | None = None,
+    *,
+    split: float = 0.5,
+    seed: int = 0,
+    ties: str = "split",
+    replace: bool = False,
+    method: str = "auto",
+    reps: int = 128,
+    n_boot: int = 2000,
+    priors: Sequence[str] | str | None = None,
+) -> Analysis:
     """Run every analysis the pool supports for ``budget`` (default: the largest valid).
 
     ``priors``: analyse the sub-bank of these priors, in this order (`subbank.sub_bank`)."""

@@ -71,8 +71,18 @@ def prior_weights(calib: Pool, kind: str) -> np.ndarray:
     return _transform(st.accuracy, n_alt, n_obs)
 
 
-def weighted_credit(pool: Pool, weights: np.ndarray, k: int, m: int, *, reps: int = 200, mode: str = "first",
-                    replace: bool = False, ties: str = "split", seed: int = 0) -> np.ndarray:
+def weighted_credit(
+    pool: Pool,
+    weights: np.ndarray,
+    k: int,
+    m: int,
+    *,
+    reps: int = 200,
+    mode: str = "first",
+    replace: bool = False,
+    ties: str = "split",
+    seed: int = 0,
+) -> np.ndarray:
     """(S, N) per-problem expected credit of each weight set (S, P) at (K, M), on common draws."""
     pool.require_gold("weighted vote accuracy")
     weights = np.atleast_2d(np.asarray(weights, float))
@@ -126,15 +136,25 @@ class WeightComparison:
         return "no significant difference"
 
 
-def compare_weights(pool: Pool, k: int | None = None, m: int | None = None, *, split: float = 0.5,
-                    seed: int = 0, reps: int = 200, kinds: tuple[str, ...] = KINDS) -> WeightComparison:
+def compare_weights(
+    pool: Pool,
+    k: int | None = None,
+    m: int | None = None,
+    *,
+    split: float = 0.5,
+    seed: int = 0,
+    reps: int = 200,
+    kinds: tuple[str, ...] = KINDS,
+) -> WeightComparison:
     """Fit weights on a calibration split, compare held-out accuracy at (K, M) (default all priors, M = 1)."""
     pool.require_gold("comparing weightings")
     sub = pool.subset(pool.labelled)
     k = sub.n_priors if k is None else k
     m = 1 if m is None else m
     if not (1 <= k <= sub.n_priors and 1 <= m <= sub.n_slots):
-        raise MarginalError(f"allocation K={k}, M={m} is outside the pool ({sub.n_priors} priors x {sub.n_slots} samples)")
+        raise MarginalError(
+            f"allocation K={k}, M={m} is outside the pool ({sub.n_priors} priors x {sub.n_slots} samples)"
+        )
     cal, test = split_problems(sub.n_problems, split, seed)
     cpool, tpool = sub.subset(cal), sub.subset(test)
     w = np.stack([prior_weights(cpool, kd) for kd in kinds])

@@ -39,7 +39,16 @@ from ..registry import Registry
 from .base import Backend
 from .cache import Engines
 
-__all__ = ["ENGINES", "Backend", "EngineKind", "Engines", "engine_kind", "engine_options", "load_backend", "slot_options"]
+__all__ = [
+    "ENGINES",
+    "Backend",
+    "EngineKind",
+    "Engines",
+    "engine_kind",
+    "engine_options",
+    "load_backend",
+    "slot_options",
+]
 
 
 @dataclass(frozen=True)
@@ -89,8 +98,9 @@ def _torch(model: str, **options: Any) -> Backend:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     except ImportError:
         device = "cpu"
-    return HFBackend(model.removeprefix("torch:"), device=options.pop("device", device),
-                     name=options.pop("name", model), **options)
+    return HFBackend(
+        model.removeprefix("torch:"), device=options.pop("device", device), name=options.pop("name", model), **options
+    )
 
 
 def _llama(model: str, **options: Any) -> Backend:
@@ -101,19 +111,56 @@ def _llama(model: str, **options: Any) -> Backend:
 
 
 ENGINES: Registry[EngineKind] = Registry("engine")
-ENGINES.add("http", EngineKind(("http://", "https://"), _http, frozenset(
-    {"api_key", "max_concurrency", "timeout", "retries", "use_n", "check", "name"})),
-    "http://host:port/v1#name: any OpenAI-compatible server (vLLM, SGLang, llama.cpp server, Ollama)")
-ENGINES.add("blend", EngineKind(("blend:",), _blend, frozenset({"n_ctx", "max_seqs", "n_threads"})),
-            "blend:BASE+GUIDE[:gamma=G,alpha=A,variant=V]: two llama.cpp models blended token by token")
-ENGINES.add("vllm", EngineKind(("vllm:",), _vllm, frozenset(
-    {"tokenizer", "seed", "max_model_len", "gpu_memory_utilization", "dtype", "name"}), extra=True),
-    "vllm:ID_OR_PATH: vLLM on a GPU, prefix caching on")
-ENGINES.add("torch", EngineKind(("torch:",), _torch, frozenset({"device", "dtype", "gguf_file", "name"})),
-            "torch:ID_OR_PATH: HF transformers on CPU or CUDA")
-ENGINES.add("llama.cpp", EngineKind((), _llama, frozenset(
-    {"n_ctx", "n_threads", "max_seqs", "n_batch", "prefix_cache", "kv_unified", "n_gpu_layers", "verbose", "name"})),
-    "a catalog name, a .gguf path or hf:owner/repo/file.gguf: llama.cpp in process")
+ENGINES.add(
+    "http",
+    EngineKind(
+        ("http://", "https://"),
+        _http,
+        frozenset({"api_key", "max_concurrency", "timeout", "retries", "use_n", "check", "name"}),
+    ),
+    "http://host:port/v1#name: any OpenAI-compatible server (vLLM, SGLang, llama.cpp server, Ollama)",
+)
+ENGINES.add(
+    "blend",
+    EngineKind(("blend:",), _blend, frozenset({"n_ctx", "max_seqs", "n_threads"})),
+    "blend:BASE+GUIDE[:gamma=G,alpha=A,variant=V]: two llama.cpp models blended token by token",
+)
+ENGINES.add(
+    "vllm",
+    EngineKind(
+        ("vllm:",),
+        _vllm,
+        frozenset({"tokenizer", "seed", "max_model_len", "gpu_memory_utilization", "dtype", "name"}),
+        extra=True,
+    ),
+    "vllm:ID_OR_PATH: vLLM on a GPU, prefix caching on",
+)
+ENGINES.add(
+    "torch",
+    EngineKind(("torch:",), _torch, frozenset({"device", "dtype", "gguf_file", "name"})),
+    "torch:ID_OR_PATH: HF transformers on CPU or CUDA",
+)
+ENGINES.add(
+    "llama.cpp",
+    EngineKind(
+        (),
+        _llama,
+        frozenset(
+            {
+                "n_ctx",
+                "n_threads",
+                "max_seqs",
+                "n_batch",
+                "prefix_cache",
+                "kv_unified",
+                "n_gpu_layers",
+                "verbose",
+                "name",
+            }
+        ),
+    ),
+    "a catalog name, a .gguf path or hf:owner/repo/file.gguf: llama.cpp in process",
+)
 
 
 def slot_options(slots: int, max_tokens: int, *, prompt_room: int = 1024, prefix_cache: int = 8) -> dict[str, Any]:

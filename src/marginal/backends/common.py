@@ -50,8 +50,9 @@ def render_plain(chat: Chat) -> str:
     return "\n\n".join(parts)
 
 
-def check_prompt(index: int, tokens: Sequence[int], limit: int, *, context: str, hint: str,
-                 room: int = 1, who: str = "") -> None:
+def check_prompt(
+    index: int, tokens: Sequence[int], limit: int, *, context: str, hint: str, room: int = 1, who: str = ""
+) -> None:
     """MarginalError unless prompt ``index`` has tokens and leaves at least ``room``
     of the ``limit`` tokens of its context to generate.
 
@@ -94,7 +95,10 @@ def failed_prompt(message: str, prompt: Prompt, spec: SampleSpec, kind: type[C] 
 
 
 def prepare_prompts(
-    prompts: Sequence[Prompt], spec: SampleSpec, prepare: Callable[[int, Prompt], T], kind: type[C] = Completion  # type: ignore[assignment]
+    prompts: Sequence[Prompt],
+    spec: SampleSpec,
+    prepare: Callable[[int, Prompt], T],
+    kind: type[C] = Completion,  # type: ignore[assignment]
 ) -> tuple[list[T | None], list[list[C | None]]]:
     """``prepare(i, prompt)`` (tokenize and check) for each prompt, and the call's results table.
 

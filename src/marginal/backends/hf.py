@@ -68,8 +68,15 @@ except ImportError:  # pragma: no cover - exercised where torch is absent
 
 __all__ = ["HFBackend", "HFStats", "sample_tokens", "step_uniforms", "render_plain", "render_prompt"]
 
-_DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "half": "float16",
-           "bfloat16": "bfloat16", "bf16": "bfloat16"}
+_DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+}
 
 
 def render_prompt(tokenizer, prompt: Prompt) -> str:
@@ -231,7 +238,9 @@ class HFBackend(TemplatedPrompts, Counted[HFStats], Lifecycle):
         if torch is None:
             raise MarginalError("the transformers backend needs torch and transformers: pip install 'marginal[torch]'")
         self = cls.__new__(cls)
-        self._setup(model, tokenizer, max_seqs=max_seqs, name=name or getattr(model.config, "_name_or_path", "") or "hf-model")
+        self._setup(
+            model, tokenizer, max_seqs=max_seqs, name=name or getattr(model.config, "_name_or_path", "") or "hf-model"
+        )
         return self
 
     def _setup(self, model: Any, tok: Any, *, max_seqs: int, name: str) -> None:
@@ -343,7 +352,10 @@ class HFBackend(TemplatedPrompts, Counted[HFStats], Lifecycle):
         except TypeError:  # transformers < 4.56
             empty = DynamicCache()
         logits, cache = self._forward(
-            empty, input_ids=ids, attention_mask=mask, position_ids=pos,
+            empty,
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=pos,
             **({self._keep_kw: 1} if self._keep_kw else {}),
         )
         c["prompts_encoded"] += len(uniq)
@@ -389,7 +401,9 @@ class HFBackend(TemplatedPrompts, Counted[HFStats], Lifecycle):
                 mask, P, tok = mask[sel], P[sel], tok[sel]
                 live = [live[r] for r in keep]
             mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
-            logits, cache = self._forward(cache, input_ids=tok[:, None], attention_mask=mask, position_ids=(P + step)[:, None])
+            logits, cache = self._forward(
+                cache, input_ids=tok[:, None], attention_mask=mask, position_ids=(P + step)[:, None]
+            )
             step += 1
 
     def _finished(self, s: _Seq, t: int, budget: int, stop: tuple[str, ...], window: int, P: int, first: bool) -> bool:
@@ -413,8 +427,13 @@ class HFBackend(TemplatedPrompts, Counted[HFStats], Lifecycle):
         if text is None:
             text = self._decode(s.tokens)
         s.result = Completion(
-            text=text, token_ids=tuple(s.tokens), logprob=s.logprob, finish_reason=reason,
-            prompt_tokens=P, cached_prompt_tokens=0 if first else P, seed=s.seed,
+            text=text,
+            token_ids=tuple(s.tokens),
+            logprob=s.logprob,
+            finish_reason=reason,
+            prompt_tokens=P,
+            cached_prompt_tokens=0 if first else P,
+            seed=s.seed,
         )
         return True
 

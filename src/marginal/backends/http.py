@@ -257,7 +257,9 @@ class OpenAIBackend(Lifecycle):
         except o.APIConnectionError as e:  # includes timeouts
             raise MarginalError(f"model server {self.base_url} is unreachable: {_reason(e)}") from None
         except o.AuthenticationError:
-            raise MarginalError(f"model server {self.base_url} refused the API key (401); pass api_key or set OPENAI_API_KEY") from None
+            raise MarginalError(
+                f"model server {self.base_url} refused the API key (401); pass api_key or set OPENAI_API_KEY"
+            ) from None
         except o.APIStatusError as e:
             if model:  # a server without /models: the name is checked by the first request
                 return model
@@ -278,7 +280,9 @@ class OpenAIBackend(Lifecycle):
             )
         return model
 
-    def _run(self, prompts: list[Prompt], spec: SampleSpec, results: list[list[Completion | None]], *, batched: bool) -> None:
+    def _run(
+        self, prompts: list[Prompt], spec: SampleSpec, results: list[list[Completion | None]], *, batched: bool
+    ) -> None:
         jobs: list[tuple[int, list[int]]] = []
         for i in range(len(prompts)):
             todo = [j for j in range(spec.n) if results[i][j] is None]
@@ -310,7 +314,13 @@ class OpenAIBackend(Lifecycle):
             pool.shutdown(wait=False, cancel_futures=True)
 
     def _job(
-        self, prompts: list[Prompt], spec: SampleSpec, results: list[list[Completion | None]], job: tuple[int, list[int]], *, batched: bool
+        self,
+        prompts: list[Prompt],
+        spec: SampleSpec,
+        results: list[list[Completion | None]],
+        job: tuple[int, list[int]],
+        *,
+        batched: bool,
     ) -> None:
         i, js = job
         prompt = prompts[i]
@@ -321,8 +331,9 @@ class OpenAIBackend(Lifecycle):
             resp = self._request(prompt, spec, n=n, seed=seed, index=i)
         except _Retryable as e:
             for j in js:
-                results[i][j] = error_completion(f"model server {self.base_url}: {e}", spec.sequence_seed(key, j),
-                                                 kind=ServedCompletion)
+                results[i][j] = error_completion(
+                    f"model server {self.base_url}: {e}", spec.sequence_seed(key, j), kind=ServedCompletion
+                )
             return
         choices = sorted(resp.choices, key=lambda c: c.index)
         if batched and len(choices) < n:
@@ -335,7 +346,9 @@ class OpenAIBackend(Lifecycle):
         cached = int(getattr(details, "cached_tokens", 0) or 0) if details is not None else 0
         total = int(getattr(usage, "completion_tokens", 0) or 0)
         for j, ch in zip(js, choices):
-            results[i][j] = self._completion(ch, spec, prompt_tokens, cached, total, n, seed if batched else spec.sequence_seed(key, j))
+            results[i][j] = self._completion(
+                ch, spec, prompt_tokens, cached, total, n, seed if batched else spec.sequence_seed(key, j)
+            )
 
     def _request(self, prompt: Prompt, spec: SampleSpec, *, n: int, seed: int, index: int):
         o = self._openai
@@ -375,14 +388,20 @@ class OpenAIBackend(Lifecycle):
             except o.APIConnectionError as e:
                 raise _Fatal(f"model server {self.base_url} is unreachable: {_reason(e)}") from None
             except o.AuthenticationError:
-                raise _Fatal(f"model server {self.base_url} refused the API key (401); pass api_key or set OPENAI_API_KEY") from None
+                raise _Fatal(
+                    f"model server {self.base_url} refused the API key (401); pass api_key or set OPENAI_API_KEY"
+                ) from None
             except o.NotFoundError as e:
-                raise _Fatal(f"model server {self.base_url} has no model {self.model!r} or no such endpoint (404): {_reason(e)}") from None
+                raise _Fatal(
+                    f"model server {self.base_url} has no model {self.model!r} or no such endpoint (404): {_reason(e)}"
+                ) from None
             except o.APIStatusError as e:
                 msg = _reason(e)
                 low = msg.lower()
                 if e.status_code in (400, 422) and any(m in low for m in _CONTEXT_MARKERS) and "token" in low:
-                    raise _Fatal(f"prompt {index} does not fit the context of model server {self.base_url}: {msg}") from None
+                    raise _Fatal(
+                        f"prompt {index} does not fit the context of model server {self.base_url}: {msg}"
+                    ) from None
                 if logprobs and "logprob" in low:
                     with self._lock:
                         self._logprobs = False
@@ -393,7 +412,9 @@ class OpenAIBackend(Lifecycle):
                     raise _Retryable(msg) from None
                 raise _Fatal(f"model server {self.base_url} rejected the request ({e.status_code}): {msg}") from None
 
-    def _completion(self, ch: Any, spec: SampleSpec, prompt_tokens: int, cached: int, total: int, n: int, seed: int) -> Completion:
+    def _completion(
+        self, ch: Any, spec: SampleSpec, prompt_tokens: int, cached: int, total: int, n: int, seed: int
+    ) -> Completion:
         msg = getattr(ch, "message", None)
         text = (msg.content if msg is not None else getattr(ch, "text", None)) or ""
         lps = _token_logprobs(getattr(ch, "logprobs", None))
@@ -437,7 +458,18 @@ def _names_n(low: str) -> bool:
     """Whether a server's error message is about the ``n`` parameter."""
     return any(
         s in low
-        for s in ("'n'", '"n"', " n ", "n must", "n >", "n=", "parameter n", "best_of", "one completion choice", "choices")
+        for s in (
+            "'n'",
+            '"n"',
+            " n ",
+            "n must",
+            "n >",
+            "n=",
+            "parameter n",
+            "best_of",
+            "one completion choice",
+            "choices",
+        )
     )
 
 

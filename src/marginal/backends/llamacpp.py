@@ -60,7 +60,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -138,8 +137,15 @@ class LlamaCppBackend(Lifecycle):
         self._eog_cache: dict[int, bool] = {}
         self._chat_formatter = self._load_template()
         try:
-            self.engine = SlotEngine(self, n_ctx=n_ctx, slots=max_seqs, n_batch=n_batch, kv_unified=kv_unified,
-                                     n_threads=n_threads or os.cpu_count() or 1, prefix_cache=prefix_cache)
+            self.engine = SlotEngine(
+                self,
+                n_ctx=n_ctx,
+                slots=max_seqs,
+                n_batch=n_batch,
+                kv_unified=kv_unified,
+                n_threads=n_threads or os.cpu_count() or 1,
+                prefix_cache=prefix_cache,
+            )
         except BaseException:
             self.close()
             raise

@@ -57,8 +57,8 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from concurrent.futures import Future, InvalidStateError
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -67,7 +67,15 @@ import numpy as np
 from ..errors import MarginalError
 from ..types import Completion, FinishReason, Prompt, SampleSpec, prompt_key
 from .common import Counted, Counters, check_prompt, error_completion, failure_message, find_stop
-from .llama_api import check_context_settings, logsumexp, logsumexp_rows, make_batch, new_context, sample_row, sampler_chain
+from .llama_api import (
+    check_context_settings,
+    logsumexp,
+    logsumexp_rows,
+    make_batch,
+    new_context,
+    sample_row,
+    sampler_chain,
+)
 
 if TYPE_CHECKING:
     from .llamacpp import LlamaCppBackend
@@ -165,18 +173,35 @@ def common_prefix(a: np.ndarray, b: np.ndarray) -> int:
 class SlotEngine(Counted[SlotStats]):
     """Continuous batching on one llama.cpp context (see the module docstring)."""
 
-    def __init__(self, backend: LlamaCppBackend, *, n_ctx: int, slots: int, n_batch: int,
-                 n_threads: int, prefix_cache: int, kv_unified: bool = True) -> None:
+    def __init__(
+        self,
+        backend: LlamaCppBackend,
+        *,
+        n_ctx: int,
+        slots: int,
+        n_batch: int,
+        n_threads: int,
+        prefix_cache: int,
+        kv_unified: bool = True,
+    ) -> None:
         check_context_settings(n_ctx, slots)
         limit = _ll.llama_max_parallel_sequences() - slots
         if not (isinstance(prefix_cache, int) and 0 <= prefix_cache <= limit):
-            raise MarginalError(f"prefix_cache must be an integer in [0, {limit}] with max_seqs={slots}, got {prefix_cache!r}")
+            raise MarginalError(
+                f"prefix_cache must be an integer in [0, {limit}] with max_seqs={slots}, got {prefix_cache!r}"
+            )
         self.backend = backend
         self.slots = slots
         self.prefix_cache = prefix_cache
         self.unified = bool(kv_unified)
-        self.ctx = new_context(backend.model_handle, n_ctx=n_ctx, n_batch=max(n_batch, slots),
-                               max_seqs=slots + prefix_cache, n_threads=n_threads, unified=self.unified)
+        self.ctx = new_context(
+            backend.model_handle,
+            n_ctx=n_ctx,
+            n_batch=max(n_batch, slots),
+            max_seqs=slots + prefix_cache,
+            n_threads=n_threads,
+            unified=self.unified,
+        )
         if self.ctx is None:
             raise MarginalError(f"llama.cpp could not create a context with n_ctx={n_ctx}, max_seqs={slots}")
         self.n_ctx = int(_ll.llama_n_ctx(self.ctx))  # llama.cpp may round it up
@@ -317,8 +342,9 @@ class SlotEngine(Counted[SlotStats]):
 
     def _reap_cancelled(self) -> None:
         """Requests whose future was cancelled leave the engine: slots and cells come back."""
-        if not any(r.future.cancelled() for r in (*self._queue, *self._prefill, *self._spawnable)) and \
-                not any(s.req.future.cancelled() for s in self._live):
+        if not any(r.future.cancelled() for r in (*self._queue, *self._prefill, *self._spawnable)) and not any(
+            s.req.future.cancelled() for s in self._live
+        ):
             return
         gone = {r for r in (*self._queue, *self._prefill, *self._spawnable) if r.future.cancelled()}
         gone |= {s.req for s in self._live if s.req.future.cancelled()}
@@ -503,8 +529,13 @@ class SlotEngine(Counted[SlotStats]):
         P = len(r.tokens)
         r.results[s.j] = Completion(
             text=s.data.decode("utf-8", errors="replace") if text is None else text,
-            token_ids=tuple(s.tokens), logprob=s.logprob, finish_reason=reason, prompt_tokens=P,
-            cached_prompt_tokens=r.reused if s.j == 0 else P, seed=s.seed, error=error,
+            token_ids=tuple(s.tokens),
+            logprob=s.logprob,
+            finish_reason=reason,
+            prompt_tokens=P,
+            cached_prompt_tokens=r.reused if s.j == 0 else P,
+            seed=s.seed,
+            error=error,
         )
         _ll.llama_sampler_free(s.sampler)
         self._cells_free += r.budget
@@ -524,8 +555,10 @@ class SlotEngine(Counted[SlotStats]):
                 pass
 
     def _fail(self, r: _Request, msg: str) -> None:
-        out = [c if c is not None else error_completion(msg, r.spec.sequence_seed(r.key, j), len(r.tokens))
-               for j, c in enumerate(r.results)]
+        out = [
+            c if c is not None else error_completion(msg, r.spec.sequence_seed(r.key, j), len(r.tokens))
+            for j, c in enumerate(r.results)
+        ]
         try:
             r.future.set_result(out)
         except InvalidStateError:

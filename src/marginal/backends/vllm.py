@@ -168,13 +168,19 @@ class VLLMBackend(TemplatedPrompts, Lifecycle):
         if src.endswith(".gguf") and not Path(src).is_file():
             raise MarginalError(f"model file not found: {src}")
         kw: dict[str, Any] = dict(model=src, enable_prefix_caching=True, seed=seed)
-        for k, v in (("tokenizer", tokenizer), ("max_model_len", max_model_len),
-                     ("gpu_memory_utilization", gpu_memory_utilization), ("dtype", dtype)):
+        for k, v in (
+            ("tokenizer", tokenizer),
+            ("max_model_len", max_model_len),
+            ("gpu_memory_utilization", gpu_memory_utilization),
+            ("dtype", dtype),
+        ):
             if v is not None:
                 kw[k] = v
         if engine_args.get("enable_prefix_caching") is False:
-            raise MarginalError("the vLLM backend needs prefix caching (the n samples of a prompt share its KV blocks); "
-                                "drop enable_prefix_caching=False")
+            raise MarginalError(
+                "the vLLM backend needs prefix caching (the n samples of a prompt share its KV blocks); "
+                "drop enable_prefix_caching=False"
+            )
         kw.update(engine_args)
         try:
             llm = vllm.LLM(**kw)
@@ -287,8 +293,13 @@ class VLLMBackend(TemplatedPrompts, Lifecycle):
 
     def _checked_tokens(self, i: int, prompt: Prompt) -> list[int]:
         toks = self.tokenize(prompt)
-        check_prompt(i, toks, self.max_model_len, context=f"the model's context of max_model_len={self.max_model_len}",
-                     hint="shorten it or raise max_model_len")
+        check_prompt(
+            i,
+            toks,
+            self.max_model_len,
+            context=f"the model's context of max_model_len={self.max_model_len}",
+            hint="shorten it or raise max_model_len",
+        )
         return toks
 
     def close(self) -> None:

@@ -33,8 +33,13 @@ from .spec import (
 )
 
 _LAZY = {
-    "BlendBackend": "backend", "BlendStats": "backend", "check_pair": "backend", "load_blend": "backend",
-    "EngineStats": "engine", "LlamaCppEngine": "engine", "NextTokenLogprobs": "engine",
+    "BlendBackend": "backend",
+    "BlendStats": "backend",
+    "check_pair": "backend",
+    "load_blend": "backend",
+    "EngineStats": "engine",
+    "LlamaCppEngine": "engine",
+    "NextTokenLogprobs": "engine",
 }
 
 
@@ -46,8 +51,27 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "BLEND_VARIANTS", "DIAGNOSTICS", "VARIANTS", "BlendBackend", "BlendCompletion", "BlendConfig", "BlendStats",
-    "Candidates", "EngineStats", "LlamaCppEngine", "NextTokenLogprobs", "StringVocab", "alpha_for", "auto_alpha",
-    "blend_variant", "check_pair", "format_blend_spec", "load_blend", "mix", "parse_blend_spec", "union_by_id",
-    "union_by_string", "variant_config",
+    "BLEND_VARIANTS",
+    "DIAGNOSTICS",
+    "VARIANTS",
+    "BlendBackend",
+    "BlendCompletion",
+    "BlendConfig",
+    "BlendStats",
+    "Candidates",
+    "EngineStats",
+    "LlamaCppEngine",
+    "NextTokenLogprobs",
+    "StringVocab",
+    "alpha_for",
+    "auto_alpha",
+    "blend_variant",
+    "check_pair",
+    "format_blend_spec",
+    "load_blend",
+    "mix",
+    "parse_blend_spec",
+    "union_by_id",
+    "union_by_string",
+    "variant_config",
 ]

@@ -88,25 +88,32 @@ def check_pair(base: NextTokenLogprobs, guide: NextTokenLogprobs, match: Match =
     """
     for role, e in (("base", base), ("guide", guide)):
         if e.n_ctx > e.n_ctx_train:
-            raise MarginalError(f"{role} {e.name}: n_ctx={e.n_ctx} exceeds the model's training context "
-                                f"{e.n_ctx_train}; lower n_ctx")
+            raise MarginalError(
+                f"{role} {e.name}: n_ctx={e.n_ctx} exceeds the model's training context {e.n_ctx_train}; lower n_ctx"
+            )
     if match not in ("auto", "id", "string"):
         raise MarginalError(f"match must be 'auto', 'id' or 'string', got {match!r}")
-    same_vocab = base.n_vocab == guide.n_vocab and all(
-        base.piece(t) == guide.piece(t) for t in range(base.n_vocab))
+    same_vocab = base.n_vocab == guide.n_vocab and all(base.piece(t) == guide.piece(t) for t in range(base.n_vocab))
     if match == "id" or (match == "auto" and same_vocab):
         if not same_vocab:
             first = next((t for t in range(min(base.n_vocab, guide.n_vocab)) if base.piece(t) != guide.piece(t)), None)
-            where = (f"token {first} is {base.piece(first)!r} vs {guide.piece(first)!r}" if first is not None
-                     else f"{base.n_vocab} vs {guide.n_vocab} tokens")
-            raise MarginalError(f"match='id' needs the same vocabulary, but base {base.name} and guide {guide.name} "
-                                f"differ ({where}); use match='string'")
+            where = (
+                f"token {first} is {base.piece(first)!r} vs {guide.piece(first)!r}"
+                if first is not None
+                else f"{base.n_vocab} vs {guide.n_vocab} tokens"
+            )
+            raise MarginalError(
+                f"match='id' needs the same vocabulary, but base {base.name} and guide {guide.name} "
+                f"differ ({where}); use match='string'"
+            )
         eb = {t for t in range(base.n_vocab) if base.is_eog(t)}
         eg = {t for t in range(guide.n_vocab) if guide.is_eog(t)}
         if eb != eg:
-            raise MarginalError(f"base {base.name} and guide {guide.name} share a vocabulary but not their "
-                                f"end-of-generation tokens (base only: {sorted(eb - eg)[:5]}, guide only: "
-                                f"{sorted(eg - eb)[:5]}); the blend could not tell when to stop; use match='string'")
+            raise MarginalError(
+                f"base {base.name} and guide {guide.name} share a vocabulary but not their "
+                f"end-of-generation tokens (base only: {sorted(eb - eg)[:5]}, guide only: "
+                f"{sorted(eg - eb)[:5]}); the blend could not tell when to stop; use match='string'"
+            )
         return "id"
     for role, e in (("base", base), ("guide", guide)):
         if not any(e.is_eog(t) for t in range(e.n_vocab)):
@@ -122,9 +129,17 @@ class BlendBackend(Counted[BlendStats], Lifecycle):
     pair of engines can serve several variants (`with_config`).
     """
 
-    def __init__(self, base: NextTokenLogprobs, guide: NextTokenLogprobs, config: BlendConfig | None = None, *,
-                 match: Match = "auto", name: str | None = None, owns: bool = False,
-                 _checked: tuple[str, StringVocab | None, StringVocab | None] | None = None) -> None:
+    def __init__(
+        self,
+        base: NextTokenLogprobs,
+        guide: NextTokenLogprobs,
+        config: BlendConfig | None = None,
+        *,
+        match: Match = "auto",
+        name: str | None = None,
+        owns: bool = False,
+        _checked: tuple[str, StringVocab | None, StringVocab | None] | None = None,
+    ) -> None:
         self.base, self.guide = base, guide
         self.config = config or BlendConfig()
         self._owns = owns
@@ -132,22 +147,35 @@ class BlendBackend(Counted[BlendStats], Lifecycle):
             m = check_pair(base, guide, match)
             vb = vg = None
             if m == "string":
-                vb = StringVocab.build([base.piece(t) for t in range(base.n_vocab)],
-                                       [base.is_eog(t) for t in range(base.n_vocab)])
-                vg = StringVocab.build([guide.piece(t) for t in range(guide.n_vocab)],
-                                       [guide.is_eog(t) for t in range(guide.n_vocab)])
+                vb = StringVocab.build(
+                    [base.piece(t) for t in range(base.n_vocab)], [base.is_eog(t) for t in range(base.n_vocab)]
+                )
+                vg = StringVocab.build(
+                    [guide.piece(t) for t in range(guide.n_vocab)], [guide.is_eog(t) for t in range(guide.n_vocab)]
+                )
             _checked = (m, vb, vg)
         self._checked = _checked
         self.match = _checked[0]
         c = self.config
-        tag = c.solo or (f"g{c.gamma:g}-a{c.alpha if c.alpha == 'auto' else format(c.alpha, 'g')}"
-                         f"-k{c.top_k}{'-geo' if c.combine == 'geometric' else ''}")
+        tag = c.solo or (
+            f"g{c.gamma:g}-a{c.alpha if c.alpha == 'auto' else format(c.alpha, 'g')}"
+            f"-k{c.top_k}{'-geo' if c.combine == 'geometric' else ''}"
+        )
         self.name = name or f"blend:{base.name}+{guide.name}:{tag}"
         self._counters = Counters(BlendStats)
 
     @classmethod
-    def load(cls, base: str, guide: str, config: BlendConfig | None = None, *, match: Match = "auto",
-             n_ctx: int = 8192, max_seqs: int = 32, n_threads: int | None = None) -> BlendBackend:
+    def load(
+        cls,
+        base: str,
+        guide: str,
+        config: BlendConfig | None = None,
+        *,
+        match: Match = "auto",
+        n_ctx: int = 8192,
+        max_seqs: int = 32,
+        n_threads: int | None = None,
+    ) -> BlendBackend:
         """A blend of two models (catalog names or GGUF paths) on llama.cpp."""
         from .engine import LlamaCppEngine
 
@@ -194,7 +222,8 @@ class BlendBackend(Counted[BlendStats], Lifecycle):
         cross = sec is not None and self.match == "string"
         factor = 2 if cross else 1
         ready, results = prepare_prompts(
-            prompts, spec, lambda i, p: self._prepare(i, p, spec.max_tokens, factor), BlendCompletion)
+            prompts, spec, lambda i, p: self._prepare(i, p, spec.max_tokens, factor), BlendCompletion
+        )
         queue: deque[Item] = deque()
         for i, (prompt, tokens) in enumerate(zip(prompts, ready)):
             if tokens is not None:
@@ -227,19 +256,43 @@ class BlendBackend(Counted[BlendStats], Lifecycle):
             if e is None or toks is None:
                 continue
             limit = min(e.n_ctx, e.n_ctx_train)
-            check_prompt(i, toks, limit, context=f"its context of {limit} tokens", hint="shorten it or raise n_ctx",
-                         room=factor, who=f" for {role} {e.name}")
+            check_prompt(
+                i,
+                toks,
+                limit,
+                context=f"its context of {limit} tokens",
+                hint="shorten it or raise n_ctx",
+                room=factor,
+                who=f" for {role} {e.name}",
+            )
             budget = min(budget, (limit - len(toks)) // factor)
         return pb, pg, budget
 
-    def _run_group(self, group: list[Item], spec: SampleSpec, prim: NextTokenLogprobs,
-                   sec: NextTokenLogprobs | None, cross: bool, factor: int,
-                   results: list[list[Completion | None]]) -> None:
+    def _run_group(
+        self,
+        group: list[Item],
+        spec: SampleSpec,
+        prim: NextTokenLogprobs,
+        sec: NextTokenLogprobs | None,
+        cross: bool,
+        factor: int,
+        results: list[list[Completion | None]],
+    ) -> None:
         sids = prim.open(len(group))
         seqs = [Seq(it, sid, np.random.default_rng(it.seed)) for it, sid in zip(group, sids)]
         try:
-            GroupDecode(seqs, spec, self.config, prim, sec, cross=cross, factor=factor,
-                        vocabs=(self._checked[1], self._checked[2]), counters=self._counters, results=results).run()
+            GroupDecode(
+                seqs,
+                spec,
+                self.config,
+                prim,
+                sec,
+                cross=cross,
+                factor=factor,
+                vocabs=(self._checked[1], self._checked[2]),
+                counters=self._counters,
+                results=results,
+            ).run()
         finally:
             prim.release(sids)
             if sec is not None:

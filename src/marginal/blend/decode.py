@@ -85,8 +85,9 @@ def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
-def resync(e: NextTokenLogprobs, sid: int, prompt: Sequence[int], old: Sequence[int] | None,
-           new: Sequence[int]) -> list[int]:
+def resync(
+    e: NextTokenLogprobs, sid: int, prompt: Sequence[int], old: Sequence[int] | None, new: Sequence[int]
+) -> list[int]:
     """Make sequence ``sid`` (prompt + ``old`` in the KV cache; None: empty) hold prompt + ``new``.
 
     Keeps the common prefix, drops the rest and returns the tokens to feed; []
@@ -130,10 +131,20 @@ class GroupDecode:
     backend's work counters.
     """
 
-    def __init__(self, seqs: list[Seq], spec: SampleSpec, config: BlendConfig, prim: NextTokenLogprobs,
-                 sec: NextTokenLogprobs | None, *, cross: bool, factor: int,
-                 vocabs: tuple[StringVocab | None, StringVocab | None], counters: dict[str, Any],
-                 results: list[list[Completion | None]]) -> None:
+    def __init__(
+        self,
+        seqs: list[Seq],
+        spec: SampleSpec,
+        config: BlendConfig,
+        prim: NextTokenLogprobs,
+        sec: NextTokenLogprobs | None,
+        *,
+        cross: bool,
+        factor: int,
+        vocabs: tuple[StringVocab | None, StringVocab | None],
+        counters: dict[str, Any],
+        results: list[list[Completion | None]],
+    ) -> None:
         self.seqs, self.spec, self.cfg = seqs, spec, config
         self.prim, self.sec = prim, sec
         self.cross, self.factor = cross, factor
@@ -164,8 +175,9 @@ class GroupDecode:
             hrows = prim.extend([seqs[g].sid for g in holders], [seqs[g].item.pb for g in holders])
         except MarginalError as e:
             for s in seqs:
-                self.results[s.item.index][s.item.j] = error_completion(str(e), s.item.seed, len(s.item.pb),
-                                                                        BlendCompletion)
+                self.results[s.item.index][s.item.j] = error_completion(
+                    str(e), s.item.seed, len(s.item.pb), BlendCompletion
+                )
             return False
         self.c["base_tokens"] += sum(len(seqs[g].item.pb) for g in holders)
         self.rows = rows = np.empty((len(seqs), hrows.shape[1]), dtype=np.float32)
@@ -239,12 +251,16 @@ class GroupDecode:
             if spec.greedy:
                 token = int(np.argmax(row))
             else:
-                token = sample(np.exp(row.astype(np.float64)), s.rng, spec.temperature, spec.top_k,
-                               spec.top_p, spec.min_p)
+                token = sample(
+                    np.exp(row.astype(np.float64)), s.rng, spec.temperature, spec.top_k, spec.top_p, spec.min_p
+                )
             s.logprob += float(row[token])
             return token, b"", prim.is_eog(token)
-        cand = (union_by_string(row, grow, cfg.top_k, self.vb, self.vg) if self.cross  # type: ignore[arg-type]
-                else union_by_id(row, grow, cfg.top_k))
+        cand = (
+            union_by_string(row, grow, cfg.top_k, self.vb, self.vg)
+            if self.cross  # type: ignore[arg-type]
+            else union_by_id(row, grow, cfg.top_k)
+        )
         a = alpha_for(cand, cfg.alpha)
         p = mix(cand.pb, cand.pg, a, cfg.combine)
         idx = sample(p, s.rng, spec.temperature, spec.top_k, spec.top_p, spec.min_p)
@@ -319,8 +335,17 @@ class GroupDecode:
         P = len(s.item.pb)
         k = s.interventions
         self.results[s.item.index][s.item.j] = BlendCompletion(
-            text=text, token_ids=tuple(s.toks), logprob=s.logprob, finish_reason=reason, prompt_tokens=P,
-            cached_prompt_tokens=P if s.cached else 0, seed=s.item.seed, error=error,
-            steps=s.steps, interventions=k, mean_alpha=s.alpha_sum / k if k else float("nan"),
-            topk_overlap=s.overlap_sum / k if k else float("nan"), retokenized=s.retok,
+            text=text,
+            token_ids=tuple(s.toks),
+            logprob=s.logprob,
+            finish_reason=reason,
+            prompt_tokens=P,
+            cached_prompt_tokens=P if s.cached else 0,
+            seed=s.item.seed,
+            error=error,
+            steps=s.steps,
+            interventions=k,
+            mean_alpha=s.alpha_sum / k if k else float("nan"),
+            topk_overlap=s.overlap_sum / k if k else float("nan"),
+            retokenized=s.retok,
         )

@@ -102,8 +102,16 @@ class LlamaCppEngine(Counted[EngineStats], Lifecycle):
     ``n_ctx`` KV cells are shared by up to ``max_seqs`` sequences.
     """
 
-    def __init__(self, backend, *, n_ctx: int = 8192, max_seqs: int = 64, n_batch: int = 512,
-                 n_threads: int | None = None, owns_backend: bool = False) -> None:
+    def __init__(
+        self,
+        backend,
+        *,
+        n_ctx: int = 8192,
+        max_seqs: int = 64,
+        n_batch: int = 512,
+        n_threads: int | None = None,
+        owns_backend: bool = False,
+    ) -> None:
         import llama_cpp as ll
 
         self._ll = ll
@@ -140,8 +148,9 @@ class LlamaCppEngine(Counted[EngineStats], Lifecycle):
         from ..backends.llamacpp import LlamaCppBackend
         from ..models import resolve_model
 
-        backend = LlamaCppBackend(resolve_model(model), n_ctx=16, max_seqs=1, prefix_cache=0, name=model,
-                                  n_threads=options.get("n_threads"))
+        backend = LlamaCppBackend(
+            resolve_model(model), n_ctx=16, max_seqs=1, prefix_cache=0, name=model, n_threads=options.get("n_threads")
+        )
         try:
             return cls(backend, owns_backend=True, **options)
         except BaseException:
@@ -184,7 +193,9 @@ class LlamaCppEngine(Counted[EngineStats], Lifecycle):
 
     def open(self, k: int) -> list[int]:
         if k > len(self._free):
-            raise MarginalError(f"{self.name}: {k} more sequences asked, {len(self._free)} of max_seqs={self.max_seqs} free")
+            raise MarginalError(
+                f"{self.name}: {k} more sequences asked, {len(self._free)} of max_seqs={self.max_seqs} free"
+            )
         out = [self._free.pop() for _ in range(k)]
         for s in out:
             self._len[s] = 0
@@ -231,8 +242,10 @@ class LlamaCppEngine(Counted[EngineStats], Lifecycle):
             self._counters["decode_calls"] += 1
             self._counters["tokens"] += k
             if ret != 0:
-                raise MarginalError(f"{self.name}: llama_decode failed with code {ret} on a batch of {k} tokens "
-                                    f"(KV cache of n_ctx={self.n_ctx} full?)")
+                raise MarginalError(
+                    f"{self.name}: llama_decode failed with code {ret} on a batch of {k} tokens "
+                    f"(KV cache of n_ctx={self.n_ctx} full?)"
+                )
             if rows:
                 logits = np.ctypeslib.as_array(ll.llama_get_logits(self._ctx), shape=(len(rows), self.n_vocab))
                 m = logits.max(axis=1, keepdims=True)

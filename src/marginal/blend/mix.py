@@ -32,8 +32,20 @@ import numpy as np
 
 from .spec import Alpha, Combine
 
-__all__ = ["EOG", "Alpha", "Candidates", "Combine", "StringVocab", "alpha_for", "auto_alpha", "filtered", "mix",
-           "sample", "union_by_id", "union_by_string"]
+__all__ = [
+    "EOG",
+    "Alpha",
+    "Candidates",
+    "Combine",
+    "StringVocab",
+    "alpha_for",
+    "auto_alpha",
+    "filtered",
+    "mix",
+    "sample",
+    "union_by_id",
+    "union_by_string",
+]
 
 EOG = b"\x00<EOG>"
 """The string key of every end-of-generation token (no real token has these bytes)."""
@@ -121,9 +133,14 @@ def union_by_id(lp_b: np.ndarray, lp_g: np.ndarray, k: int) -> Candidates:
     pg = np.exp(lp_g[ids].astype(np.float64))
     guide_top = int(np.nonzero(ids == tg[0])[0][0])
     return Candidates(
-        base_ids=ids, guide_ids=ids, pb=pb, pg=pg,
-        max_pb=float(np.exp(float(lp_b[tb[0]]))), max_pg=float(np.exp(float(lp_g[tg[0]]))),
-        guide_top=guide_top, topk_overlap=float(in_b.sum()) / len(tb),
+        base_ids=ids,
+        guide_ids=ids,
+        pb=pb,
+        pg=pg,
+        max_pb=float(np.exp(float(lp_b[tb[0]]))),
+        max_pg=float(np.exp(float(lp_g[tg[0]]))),
+        guide_top=guide_top,
+        topk_overlap=float(in_b.sum()) / len(tb),
     )
 
 
@@ -158,9 +175,7 @@ class StringVocab:
         return toks[int(np.argmax(ps))], float(ps.sum())
 
 
-def union_by_string(
-    lp_b: np.ndarray, lp_g: np.ndarray, k: int, vb: StringVocab, vg: StringVocab
-) -> Candidates:
+def union_by_string(lp_b: np.ndarray, lp_g: np.ndarray, k: int, vb: StringVocab, vg: StringVocab) -> Candidates:
     """Candidates of two models with different vocabularies, matched by token string.
 
     The candidates are the keys of the base's top-k tokens, then the guide's
@@ -181,9 +196,15 @@ def union_by_string(
         gid[i], pg[i] = vg.best(key, lp_g)
     guide_top = int(np.argmax(pg)) if n else 0
     return Candidates(
-        base_ids=bid, guide_ids=gid, pb=pb, pg=pg,
-        max_pb=float(np.exp(float(lp_b[tb[0]]))), max_pg=float(np.exp(float(lp_g[tg[0]]))),
-        guide_top=guide_top, topk_overlap=len(set_b.intersection(kg)) / len(tb), keys=tuple(keys),
+        base_ids=bid,
+        guide_ids=gid,
+        pb=pb,
+        pg=pg,
+        max_pb=float(np.exp(float(lp_b[tb[0]]))),
+        max_pg=float(np.exp(float(lp_g[tg[0]]))),
+        guide_top=guide_top,
+        topk_overlap=len(set_b.intersection(kg)) / len(tb),
+        keys=tuple(keys),
     )
 
 
@@ -214,8 +235,9 @@ def filtered(p: np.ndarray, temperature: float, top_k: int = 0, top_p: float = 1
     return q
 
 
-def sample(p: np.ndarray, rng: np.random.Generator, temperature: float, top_k: int = 0,
-           top_p: float = 1.0, min_p: float = 0.0) -> int:
+def sample(
+    p: np.ndarray, rng: np.random.Generator, temperature: float, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0
+) -> int:
     """An index drawn from ``filtered(p, ...)`` with ``rng``; the argmax when temperature is 0."""
     if temperature == 0:
         return int(np.argmax(p))

@@ -60,8 +60,11 @@ BLEND_VARIANTS: Registry[MakeConfig] = Registry("blend variant")
 BLEND_VARIANTS.add("blend", lambda g, a, k: BlendConfig(g, a, k), "the method: BlendIn's mixing at interventions")
 BLEND_VARIANTS.add("base", lambda g, a, k: BlendConfig(g, a, k, solo="base"), "the base model alone")
 BLEND_VARIANTS.add("guide", lambda g, a, k: BlendConfig(g, a, k, solo="guide"), "the guide model alone")
-BLEND_VARIANTS.add("nudge", lambda g, a, k: BlendConfig(g, 1.0, k),
-                   "hard switch: the guide's token replaces the base's at interventions (alpha = 1)")
+BLEND_VARIANTS.add(
+    "nudge",
+    lambda g, a, k: BlendConfig(g, 1.0, k),
+    "hard switch: the guide's token replaces the base's at interventions (alpha = 1)",
+)
 BLEND_VARIANTS.add("always", lambda g, a, k: BlendConfig(1.0, a, k), "always blend (gamma = 1)")
 BLEND_VARIANTS.add("geometric", lambda g, a, k: BlendConfig(g, a, k, "geometric"), "log-linear mixing")
 for _fixed in (0.25, 0.5, 0.75):
@@ -84,7 +87,7 @@ def _split_blend_spec(spec: str) -> tuple[str, str, dict[str, str]]:
     """(base, guide, options) of ``blend:BASE+GUIDE[:key=value,...]``, keys checked."""
     if not spec.startswith("blend:"):
         raise MarginalError(f"blend model {spec!r}: {_SPEC_FORM}")
-    body = spec[len("blend:"):]
+    body = spec[len("blend:") :]
     models, _, opts = body.partition(":")
     base, plus, guide = models.partition("+")
     if not (base and plus and guide):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -46,7 +45,7 @@ class AnalysisSettings:
         if self.reps < 2:
             raise MarginalError(f"--reps must be >= 2, got {self.reps}")
 
-    def analyze(self, pool, budget: Optional[int]):
+    def analyze(self, pool, budget: int | None):
         """The analysis of ``pool`` at ``budget`` (default: the largest the pool supports, at most 64)."""
         from ..analysis import analyze
 
@@ -54,14 +53,21 @@ class AnalysisSettings:
         return analyze(pool, b, **asdict(self))
 
 
-def _side_by_side(rows, run: Optional[str]) -> bool:
+def _side_by_side(rows, run: str | None) -> bool:
     """Several blended runs in one file and none named: only their diagnostics are shown."""
     return bool(rows) and run is None and len({r.run_id for r in rows}) > 1
 
 
-def analyze_file(db: Path, settings: AnalysisSettings = AnalysisSettings(), *, budget: Optional[int] = None,
-                 run: Optional[str] = None, failed: str = "abstain", json_out: Optional[Path] = None,
-                 save_plan: Optional[Path] = None) -> None:
+def analyze_file(
+    db: Path,
+    settings: AnalysisSettings = AnalysisSettings(),
+    *,
+    budget: int | None = None,
+    run: str | None = None,
+    failed: str = "abstain",
+    json_out: Path | None = None,
+    save_plan: Path | None = None,
+) -> None:
     """Print the analysis of the run in ``db`` (see the module docstring); optionally write its JSON and plan."""
     from ..analysis import load_pool
     from ..analysis.blend import blend_rows
@@ -72,8 +78,10 @@ def analyze_file(db: Path, settings: AnalysisSettings = AnalysisSettings(), *, b
         if save_plan is not None:
             run_ids = list(dict.fromkeys(r.run_id for r in rows))
             ids = ", ".join(run_ids[:3]) + (", ..." if len(run_ids) > 3 else "")
-            raise MarginalError(f"--save-plan needs one run, and {db} holds {len(rows)} blended runs side by side "
-                                f"({ids}); name one with --run RUN_ID")
+            raise MarginalError(
+                f"--save-plan needs one run, and {db} holds {len(rows)} blended runs side by side "
+                f"({ids}); name one with --run RUN_ID"
+            )
         render_blend(rows, out, title=f"{db}: {len(rows)} blended runs")
         out.print("[dim]name one with --run RUN_ID for its full analysis[/]")
         result = {"blend": [r.to_dict() for r in rows]}
@@ -101,21 +109,29 @@ def _save_plan(db: Path, a, settings: AnalysisSettings, path: Path) -> None:
     pool = a.pool
     if a.plan is None:
         labelled = 0 if a.label_free else int(pool.labelled.sum())
-        raise MarginalError(f"--save-plan: the planner needs at least 2 problems with a reference answer to "
-                            f"calibrate and test on; {db} has {labelled}")
+        raise MarginalError(
+            f"--save-plan: the planner needs at least 2 problems with a reference answer to "
+            f"calibrate and test on; {db} has {labelled}"
+        )
     store = Store(db, readonly=True)
     try:
         stored = RunConfig.from_store(store, pool.run_id or store.only_run())
     finally:
         store.close()
-    budgets = sorted({b for b in (2 ** i for i in range(1, 12)) if b <= a.budget} | {a.budget})
+    budgets = sorted({b for b in (2**i for i in range(1, 12)) if b <= a.budget} | {a.budget})
     splits = {b: plan(pool, b, split=settings.split, seed=settings.seed).choice for b in budgets}
     SplitPlan(stored.task.name, stored.model, splits).save(path)
     out.print(plain(f"wrote {path}: " + ", ".join(f"B={b}: K={k} x M={m}" for b, (k, m) in splits.items())))
 
 
-def report_files(dbs: List[Path], html: Path, settings: AnalysisSettings = AnalysisSettings(), *,
-                 budget: Optional[int] = None, run: Optional[str] = None) -> Path:
+def report_files(
+    dbs: list[Path],
+    html: Path,
+    settings: AnalysisSettings = AnalysisSettings(),
+    *,
+    budget: int | None = None,
+    run: str | None = None,
+) -> Path:
     """Write the HTML report of the runs in ``dbs`` (side by side) to ``html``; returns its path."""
     from ..analysis import load_pool
     from ..analysis.blend import blend_rows
@@ -137,17 +153,23 @@ def report_files(dbs: List[Path], html: Path, settings: AnalysisSettings = Analy
 
 def analyze(
     db: Path = typer.Argument(..., help="a run database written by `marginal run`"),
-    run: Optional[str] = typer.Option(None, "--run", help="run id, when the file holds several"),
-    budget: Optional[int] = typer.Option(None, "--budget", "-B", help="samples per problem (default: the largest the pool supports, at most 64)"),
+    run: str | None = typer.Option(None, "--run", help="run id, when the file holds several"),
+    budget: int | None = typer.Option(
+        None, "--budget", "-B", help="samples per problem (default: the largest the pool supports, at most 64)"
+    ),
     split: float = typer.Option(0.5, "--split", help="calibration share of problems for the planner and weights"),
     seed: int = typer.Option(0, "--seed", help="seed of the split, bootstrap and Monte Carlo"),
     ties: str = typer.Option("split", "--ties", help="split: 1/|T| credit for a tie with gold; strict: 0"),
-    replace: bool = typer.Option(False, "--replace", help="draw samples with replacement (bootstrap) instead of subsampling"),
+    replace: bool = typer.Option(
+        False, "--replace", help="draw samples with replacement (bootstrap) instead of subsampling"
+    ),
     method: str = typer.Option("auto", "--method", help="auto | exact | mc"),
     failed: str = typer.Option("abstain", "--failed", help="abstain: failed samples use budget; drop: removed"),
     reps: int = typer.Option(128, "--reps", help="Monte Carlo replicates where exact is too large"),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the numbers as JSON"),
-    save_plan: Optional[Path] = typer.Option(None, "--save-plan", help="write the planner's (K, M) for budgets 2, 4, 8, ... up to B, for `--policy planned`"),
+    json_out: Path | None = typer.Option(None, "--json", help="also write the numbers as JSON"),
+    save_plan: Path | None = typer.Option(
+        None, "--save-plan", help="write the planner's (K, M) for budgets 2, 4, 8, ... up to B, for `--policy planned`"
+    ),
 ) -> None:
     """Accuracy of every (K priors x M samples) split, margins, drift regime and the planner's choice."""
     check_positive("--budget", budget)
@@ -156,10 +178,12 @@ def analyze(
 
 
 def report(
-    dbs: List[Path] = typer.Argument(..., help="one or more run databases (shown side by side)"),
+    dbs: list[Path] = typer.Argument(..., help="one or more run databases (shown side by side)"),
     html: Path = typer.Option(Path("report.html"), "--html", help="the HTML file to write"),
-    run: Optional[str] = typer.Option(None, "--run", help="run id, when a file holds several"),
-    budget: Optional[int] = typer.Option(None, "--budget", "-B", help="samples per problem (default: each pool's largest, at most 64)"),
+    run: str | None = typer.Option(None, "--run", help="run id, when a file holds several"),
+    budget: int | None = typer.Option(
+        None, "--budget", "-B", help="samples per problem (default: each pool's largest, at most 64)"
+    ),
     split: float = typer.Option(0.5, "--split", help="calibration share of problems"),
     seed: int = typer.Option(0, "--seed"),
     method: str = typer.Option("auto", "--method", help="auto | exact | mc"),

@@ -8,7 +8,6 @@ bad input. Left out: several questions per call (use `Session.solve_many`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -23,11 +22,11 @@ def ask(
     model: str = typer.Option("smollm2-135m", "--model", "-m", help="catalog name, .gguf path or hf:repo/file.gguf"),
     budget: int = typer.Option(16, "--budget", "-B", help="most samples to spend"),
     policy: str = typer.Option("adaptive", help="|".join(names("policy"))),
-    plan_file: Optional[Path] = typer.Option(None, "--plan", help="plan.json for --policy planned"),
+    plan_file: Path | None = typer.Option(None, "--plan", help="plan.json for --policy planned"),
     seed: int = typer.Option(0, help="base seed"),
     max_tokens: int = typer.Option(256, help="most new tokens per sample"),
     temperature: float = typer.Option(0.7, help="sampling temperature"),
-    data: Optional[Path] = typer.Option(None, help="dataset file for tasks whose priors need exemplars"),
+    data: Path | None = typer.Option(None, help="dataset file for tasks whose priors need exemplars"),
     show_steps: bool = typer.Option(False, "--steps", help="print every policy decision"),
 ) -> None:
     """Answer one question with a sample budget: the marginal answer, its margin and the votes."""
@@ -57,8 +56,10 @@ def ask(
     answer = r.answer if r.answer is not None else "(none: every sample failed)"
     out.print(
         plain(f"answer: {answer}", "bold"),
-        plain(f" margin {r.margin:.2f} · regime seen: {r.regime} · stopped: {r.stop_reason}"
-              + (f" · {failed} failed samples excluded" if failed else "")),
+        plain(
+            f" margin {r.margin:.2f} · regime seen: {r.regime} · stopped: {r.stop_reason}"
+            + (f" · {failed} failed samples excluded" if failed else "")
+        ),
         sep=" ",
     )
 

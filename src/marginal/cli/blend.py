@@ -17,7 +17,6 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.markup import escape
@@ -46,24 +45,37 @@ def blend(
     task_name: str = typer.Argument(..., metavar="TASK", help=task_help()),
     base: str = typer.Option(..., "--base", help="base model: catalog name, .gguf path or hf:repo/file.gguf"),
     guide: str = typer.Option(..., "--guide", help="guide model consulted at interventions"),
-    gamma: list[float] = typer.Option([0.4], help="intervene when the base's top probability is below gamma (repeatable: a sweep)"),
+    gamma: list[float] = typer.Option(
+        [0.4], help="intervene when the base's top probability is below gamma (repeatable: a sweep)"
+    ),
     alpha: str = typer.Option("auto", help="guide weight: auto or a number in [0, 1]"),
     top_k: int = typer.Option(100, "--top-k", help="mix over the union of both top-k lists"),
     mode: str = typer.Option("greedy", help="greedy (argmax of the mixture) or sample"),
     samples: int = typer.Option(1, "--samples", "-M", help="sample mode: completions per problem"),
     temperature: float = typer.Option(0.7, help="sample mode: temperature"),
-    variant: list[str] = typer.Option(["blend"], "--variant", "-v", help="blend|base|guide|nudge|always|geometric|alpha0.25|alpha0.5|alpha0.75|all (repeatable)"),
+    variant: list[str] = typer.Option(
+        ["blend"],
+        "--variant",
+        "-v",
+        help="blend|base|guide|nudge|always|geometric|alpha0.25|alpha0.5|alpha0.75|all (repeatable)",
+    ),
     match: str = typer.Option("auto", help="token matching: auto|id|string"),
-    prior_name: Optional[str] = typer.Option(None, "--prior", help="the task's prior to prompt with (default: its first)"),
-    limit: Optional[int] = typer.Option(None, "--limit", "-n", help="first N problems only"),
-    subset_seed: Optional[int] = typer.Option(None, help="with --limit N: a random subset of N problems drawn with this seed"),
+    prior_name: str | None = typer.Option(
+        None, "--prior", help="the task's prior to prompt with (default: its first)"
+    ),
+    limit: int | None = typer.Option(None, "--limit", "-n", help="first N problems only"),
+    subset_seed: int | None = typer.Option(
+        None, help="with --limit N: a random subset of N problems drawn with this seed"
+    ),
     max_tokens: int = typer.Option(256, help="most new tokens per completion"),
     seed: int = typer.Option(0, help="sampler seed (sample mode)"),
-    out_path: Path = typer.Option(Path("runs/blend.db"), "--out", "-o", help="run database (one run per variant and setting)"),
-    data: Optional[Path] = typer.Option(None, help="dataset file (else $MARGINAL_DATA, then the HF hub)"),
+    out_path: Path = typer.Option(
+        Path("runs/blend.db"), "--out", "-o", help="run database (one run per variant and setting)"
+    ),
+    data: Path | None = typer.Option(None, help="dataset file (else $MARGINAL_DATA, then the HF hub)"),
     n_ctx: int = typer.Option(4096, help="KV cells per model"),
     max_seqs: int = typer.Option(16, help="sequences decoded together"),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for llama.cpp (default: all cores)"),
+    threads: int | None = typer.Option(None, help="CPU threads for llama.cpp (default: all cores)"),
 ) -> None:
     """Blend a base and a guide model token by token (BlendIn); accuracy and interventions per variant."""
     from ..analysis.blend import blend_rows
@@ -80,16 +92,27 @@ def blend(
     a = parse_alpha(alpha)
     names = list(VARIANTS) if "all" in variant else list(dict.fromkeys(variant))
     configs = [(v, variant_config(v, gamma=g, alpha=a, top_k=top_k)) for v in names for g in gamma]
-    task, plan = build_plan(RunConfig(
-        TaskSource(task_name, data), model="blend", priors=prior_name or "1", samples=samples,
-        sampling=sample_spec(temperature=0.0 if mode == "greedy" else temperature, max_tokens=max_tokens, seed=seed),
-        problems=ProblemSelection(limit, subset_seed),
-    ))
+    task, plan = build_plan(
+        RunConfig(
+            TaskSource(task_name, data),
+            model="blend",
+            priors=prior_name or "1",
+            samples=samples,
+            sampling=sample_spec(
+                temperature=0.0 if mode == "greedy" else temperature, max_tokens=max_tokens, seed=seed
+            ),
+            problems=ProblemSelection(limit, subset_seed),
+        )
+    )
     store = Store(out_path)
     with BlendBackend.load(base, guide, match=match, n_ctx=n_ctx, max_seqs=max_seqs, n_threads=threads) as pair:  # type: ignore[arg-type]
-        out.print(f"[bold]{escape(task.name)}[/]: {len(plan.problems)} problems, base {escape(base)}, guide {escape(guide)}, "
-                  f"match by {pair.match}, {mode}, prior {escape(plan.priors[0].name)}")
-        runs = {format_blend_spec(base, guide, v, cfg, pair.match): (v, cfg) for v, cfg in configs}  # a sweep's duplicates collapse
+        out.print(
+            f"[bold]{escape(task.name)}[/]: {len(plan.problems)} problems, base {escape(base)}, guide {escape(guide)}, "
+            f"match by {pair.match}, {mode}, prior {escape(plan.priors[0].name)}"
+        )
+        runs = {
+            format_blend_spec(base, guide, v, cfg, pair.match): (v, cfg) for v, cfg in configs
+        }  # a sweep's duplicates collapse
         for spec, (v, cfg) in runs.items():
             b = pair.with_config(cfg, name=spec)
 

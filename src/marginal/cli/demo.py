@@ -22,7 +22,9 @@ _GOOD, _BUNDLED = "qwen2.5-coder-0.5b", "smollm2-135m"
 
 
 def demo(
-    model: str = typer.Option("auto", "--model", "-m", help="auto: Qwen2.5-Coder-0.5B when installed, else the bundled SmolLM2-135M"),
+    model: str = typer.Option(
+        "auto", "--model", "-m", help="auto: Qwen2.5-Coder-0.5B when installed, else the bundled SmolLM2-135M"
+    ),
     limit: int = typer.Option(12, "--limit", "-n", help="word problems to solve (of 20 bundled)"),
     priors: int = typer.Option(4, "--priors", "-k", help="K priors"),
     samples: int = typer.Option(2, "--samples", "-M", help="M samples per prior"),
@@ -47,8 +49,12 @@ def demo(
     data = files("marginal") / "data" / "demo.jsonl"
     db = out_dir / f"demo-{slug(model)}.db"
     config = RunConfig(
-        TaskSource(f"jsonl:{data}"), model=model, priors=str(priors), samples=samples,
-        sampling=sample_spec(max_tokens=max_tokens), problems=ProblemSelection(limit=limit),
+        TaskSource(f"jsonl:{data}"),
+        model=model,
+        priors=str(priors),
+        samples=samples,
+        sampling=sample_spec(max_tokens=max_tokens),
+        problems=ProblemSelection(limit=limit),
     )
     execute_run(config, db)
     analyze_file(db, budget=priors * samples)

@@ -9,7 +9,6 @@ first problem, or a made-up question for tasks whose rows must not be shown
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -17,8 +16,7 @@ from rich.markup import escape
 
 from .common import names, out, task_help
 
-_PLACEHOLDER = ("Which particle mediates the electromagnetic force?\n\n"
-                "A) Gluon\nB) Photon\nC) W boson\nD) Graviton")
+_PLACEHOLDER = "Which particle mediates the electromagnetic force?\n\nA) Gluon\nB) Photon\nC) W boson\nD) Graviton"
 
 
 def models() -> None:
@@ -32,17 +30,22 @@ def models() -> None:
     t.add_column("installed", no_wrap=True)
     t.add_column("model · how to install")
     for e in CATALOG.values():
-        t.add_row(escape(e.name), "yes" if is_available(e) else "no",
-                  f"{escape(e.title)}, {e.size_mb} MB; {escape(e.note)}\n[dim]{escape(e.install)}[/]")
+        t.add_row(
+            escape(e.name),
+            "yes" if is_available(e) else "no",
+            f"{escape(e.title)}, {e.size_mb} MB; {escape(e.note)}\n[dim]{escape(e.install)}[/]",
+        )
     out.print(t)
     out.print("Also: any local .gguf path, or hf:owner/repo/file.gguf (downloaded when online).")
 
 
 def priors(
     task: str = typer.Argument(..., help=task_help()),
-    priors_file: Optional[Path] = typer.Option(None, "--priors-file", help="a YAML bank to list instead of the built-in one"),
-    data: Optional[Path] = typer.Option(None, "--data", help="data file or folder (else $MARGINAL_DATA, then the hub)"),
-    grader: Optional[str] = typer.Option(None, "--grader", help=f"jsonl:PATH only: {'|'.join(names('grader'))}"),
+    priors_file: Path | None = typer.Option(
+        None, "--priors-file", help="a YAML bank to list instead of the built-in one"
+    ),
+    data: Path | None = typer.Option(None, "--data", help="data file or folder (else $MARGINAL_DATA, then the hub)"),
+    grader: str | None = typer.Option(None, "--grader", help=f"jsonl:PATH only: {'|'.join(names('grader'))}"),
     question_field: str = typer.Option("question", "--question-field", help="jsonl:PATH only"),
     answer_field: str = typer.Option("answer", "--answer-field", help="jsonl:PATH only"),
     full: bool = typer.Option(False, "--full", help="show few-shot turns in full"),
@@ -59,8 +62,10 @@ def priors(
     else:
         question, shown = probs[0].question, f"problem {probs[0].id}"
     con = Console(highlight=False, soft_wrap=True)
-    con.print(f"[bold]{escape(t.name)}[/]: {len(bank)} priors "
-              f"({'from ' + escape(str(priors_file)) if priors_file else 'built-in'}); example question: {escape(shown)}\n")
+    con.print(
+        f"[bold]{escape(t.name)}[/]: {len(bank)} priors "
+        f"({'from ' + escape(str(priors_file)) if priors_file else 'built-in'}); example question: {escape(shown)}\n"
+    )
     for i, p in enumerate(bank, 1):
         extra = f" [dim](model {escape(p.model)})[/]" if p.model else ""
         con.print(f"[bold cyan]{i:>2}. {escape(p.name)}[/]{extra}  [dim]{escape(p.description)}[/]")

@@ -8,7 +8,6 @@ with its 95% CI and the samples used. Left out: editing or merging pools.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -20,7 +19,7 @@ from .common import names, out, plain
 def export(
     db: Path = typer.Argument(..., help="run database"),
     dest: Path = typer.Argument(..., help="output file: .jsonl or .parquet"),
-    run_id: Optional[str] = typer.Option(None, "--run", help="run id when the database holds several"),
+    run_id: str | None = typer.Option(None, "--run", help="run id when the database holds several"),
 ) -> None:
     """Export a run's samples as JSONL or Parquet."""
     from ..store import Store
@@ -38,9 +37,13 @@ def export(
 def replay(
     db: Path = typer.Argument(..., help="a K x M run database (a pool)"),
     budgets: str = typer.Option("4,8,16", "--budgets", help="comma-separated budgets B"),
-    policies: str = typer.Option("repetition,diversity,adaptive", "--policies", help=f"comma-separated policy names ({', '.join(names('policy'))})"),
+    policies: str = typer.Option(
+        "repetition,diversity,adaptive",
+        "--policies",
+        help=f"comma-separated policy names ({', '.join(names('policy'))})",
+    ),
     threshold: float = typer.Option(0.95, help="adaptive: stop when P(leader stays leader) reaches this"),
-    run_id: Optional[str] = typer.Option(None, "--run", help="run id when the database holds several"),
+    run_id: str | None = typer.Option(None, "--run", help="run id when the database holds several"),
 ) -> None:
     """Replay policies on a stored pool (no generation): accuracy with 95% CI and samples used."""
     from rich.table import Table
@@ -70,12 +73,20 @@ def replay(
             r = replay_pool(db, pol, b, run=run_id)
             mark = "†" if r.exhausted else ""
             short = short or bool(r.exhausted)
-            t.add_row(str(b), plain(name), f"{100 * r.accuracy:.1f}{mark}", plain(f"[{100 * r.ci[0]:.1f}, {100 * r.ci[1]:.1f}]"),
-                      f"{r.mean_used:.1f}{mark}", str(r.exhausted))
+            t.add_row(
+                str(b),
+                plain(name),
+                f"{100 * r.accuracy:.1f}{mark}",
+                plain(f"[{100 * r.ci[0]:.1f}, {100 * r.ci[1]:.1f}]"),
+                f"{r.mean_used:.1f}{mark}",
+                str(r.exhausted),
+            )
     out.print(t)
     if short:
-        out.print("† the pool ran out of samples for some questions: those stopped early, so the cell is a lower "
-                  "bound on samples and not the live policy's accuracy; grow the pool (--samples) to measure it")
+        out.print(
+            "† the pool ran out of samples for some questions: those stopped early, so the cell is a lower "
+            "bound on samples and not the live policy's accuracy; grow the pool (--samples) to measure it"
+        )
 
 
 __all__ = ["export", "replay"]

@@ -25,15 +25,22 @@ class ProgressBar:
         self.t0 = time.perf_counter()
         self.samples = self.tokens = 0
         self.progress = Progress(
-            TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
-            TextColumn("{task.fields[problems]} problems"), TextColumn("{task.completed}/{task.total} samples"),
-            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            TextColumn("{task.description}", style="bold", markup=False),
+            BarColumn(),
+            TextColumn("{task.fields[problems]} problems"),
+            TextColumn("{task.completed}/{task.total} samples"),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
             console=console or out,
         )
         per_problem = budget or len(plan.priors) * plan.spec.n
         self.task = self.progress.add_task(
-            f"{plan.task} · {plan.model}", total=len(plan.problems) * per_problem,
-            problems=f"0/{len(plan.problems)}", rate="",
+            f"{plan.task} · {plan.model}",
+            total=len(plan.problems) * per_problem,
+            problems=f"0/{len(plan.problems)}",
+            rate="",
         )
 
     def __enter__(self) -> ProgressBar:
@@ -48,7 +55,9 @@ class ProgressBar:
         self.tokens += p.new_tokens
         dt = max(1e-9, time.perf_counter() - self.t0)
         self.progress.update(
-            self.task, completed=p.samples_done, problems=f"{p.problems_done}/{p.problems_total}",
+            self.task,
+            completed=p.samples_done,
+            problems=f"{p.problems_done}/{p.problems_total}",
             rate=f"{self.samples / dt:.1f} samples/s · {self.tokens / dt:.0f} tok/s",
         )
 

@@ -124,7 +124,9 @@ def _margins(a, lfm, console: Console) -> None:
     m = a.margins
     n = a.pool.n_priors
     t = _table("Margins as priors are added (bank order)")
-    _columns(t, ("K", "mean Γ_K", "dominance (Γ>0) %", "label-free margin", *(["κ_K"] if a.drift is not None else [])), ())
+    _columns(
+        t, ("K", "mean Γ_K", "dominance (Γ>0) %", "label-free margin", *(["κ_K"] if a.drift is not None else [])), ()
+    )
     for k in range(n):
         row = [str(k + 1), f"{m.gamma[:, k].mean():+.3f}", pct(m.dominance[k]), f"{lfm[k]:.3f}"]
         if a.drift is not None:
@@ -156,21 +158,39 @@ def _drift(a, console: Console) -> None:
 
 
 def _planner(pl, console: Console) -> None:
-    t = _table(f"Planner for B = {pl.budget}: recommended K = {pl.choice[0]}, M = {pl.choice[1]} "
-               f"(calibration {pl.n_calib} problems: {pct(pl.calib_accuracy)}%; held out {pl.n_test})")
+    t = _table(
+        f"Planner for B = {pl.budget}: recommended K = {pl.choice[0]}, M = {pl.choice[1]} "
+        f"(calibration {pl.n_calib} problems: {pct(pl.calib_accuracy)}%; held out {pl.n_test})"
+    )
     _columns(t, ("allocation", "K", "M", "held-out acc %", "95% CI", "vs planner", "95% CI "), ("allocation",))
     for s in pl.scored:
         own = s.name == "planner"
-        t.add_row(plain(s.name), str(s.k), str(s.m), pct(s.accuracy), plain(ci_text(s.ci)),
-                  "" if own else f"{100 * s.diff:+.1f}", "" if own else plain(ci_text(s.diff_ci)))
+        t.add_row(
+            plain(s.name),
+            str(s.k),
+            str(s.m),
+            pct(s.accuracy),
+            plain(ci_text(s.ci)),
+            "" if own else f"{100 * s.diff:+.1f}",
+            "" if own else plain(ci_text(s.diff_ci)),
+        )
     console.print(t)
     if pl.buckets:
         t = _table("By difficulty (share of gold samples in the pool)")
-        _columns(t, ("bucket", "range", "n test", "bucket's K,M", "its acc %", "planner %", "K=1 %", "M=1 %"), ("bucket",))
+        _columns(
+            t, ("bucket", "range", "n test", "bucket's K,M", "its acc %", "planner %", "K=1 %", "M=1 %"), ("bucket",)
+        )
         for b in pl.buckets:
-            t.add_row(plain(b.name), f"{b.lo:.2f}-{b.hi:.2f}", str(b.n_test), f"{b.choice[0]},{b.choice[1]}",
-                      pct(b.accuracy), pct(b.global_choice_accuracy), pct(b.repetition_accuracy),
-                      pct(b.diversity_accuracy))
+            t.add_row(
+                plain(b.name),
+                f"{b.lo:.2f}-{b.hi:.2f}",
+                str(b.n_test),
+                f"{b.choice[0]},{b.choice[1]}",
+                pct(b.accuracy),
+                pct(b.global_choice_accuracy),
+                pct(b.repetition_accuracy),
+                pct(b.diversity_accuracy),
+            )
         console.print(t)
 
 
@@ -178,7 +198,9 @@ def _weights(w, console: Console) -> None:
     t = _table(f"Weighted votes at K, M = {w.allocation} on {w.n_test} held-out problems")
     _columns(t, ("weights", "held-out acc %", "vs uniform", "95% CI", "verdict"), ("weights", "verdict"))
     for i, kd in enumerate(w.kinds):
-        t.add_row(plain(kd), pct(w.accuracy[i]), f"{100 * w.diff[i]:+.1f}", plain(ci_text(w.diff_ci[i])), plain(w.verdict(kd)))
+        t.add_row(
+            plain(kd), pct(w.accuracy[i]), f"{100 * w.diff[i]:+.1f}", plain(ci_text(w.diff_ci[i])), plain(w.verdict(kd))
+        )
     console.print(t)
 
 
@@ -191,14 +213,39 @@ def render_blend(rows, console: Console, title: str = "blended runs") -> None:
     short = lambda m: Path(m).stem if m.endswith(".gguf") else m  # noqa: E731
     retok = any(r.retokenized for r in rows)
     t = _table(title)
-    _columns(t, ("base + guide", "variant", "γ", "α", "n", "accuracy % [95% CI]", "failed", "interv. rate", "mean α",
-                 "top-k overlap", *(["retokenized"] if retok else [])), ("base + guide", "variant"))
+    _columns(
+        t,
+        (
+            "base + guide",
+            "variant",
+            "γ",
+            "α",
+            "n",
+            "accuracy % [95% CI]",
+            "failed",
+            "interv. rate",
+            "mean α",
+            "top-k overlap",
+            *(["retokenized"] if retok else []),
+        ),
+        ("base + guide", "variant"),
+    )
     f = lambda x: "-" if x != x else f"{x:.3f}"  # noqa: E731  (nan -> '-')
     for r in rows:
         acc = "-" if not r.graded else f"{pct(r.accuracy)} {ci_text(r.ci)}"
-        t.add_row(plain(f"{short(r.base)} + {short(r.guide)}"), plain(r.variant), f"{r.gamma:g}", plain(r.alpha),
-                  str(r.samples), plain(acc), str(r.failed), f(r.intervention_rate), f(r.mean_alpha), f(r.topk_overlap),
-                  *([str(r.retokenized)] if retok else []))
+        t.add_row(
+            plain(f"{short(r.base)} + {short(r.guide)}"),
+            plain(r.variant),
+            f"{r.gamma:g}",
+            plain(r.alpha),
+            str(r.samples),
+            plain(acc),
+            str(r.failed),
+            f(r.intervention_rate),
+            f(r.mean_alpha),
+            f(r.topk_overlap),
+            *([str(r.retokenized)] if retok else []),
+        )
     console.print(t)
     blended = [r for r in rows if r.variant not in ("base", "guide")]
     c = correlation([r.intervention_rate for r in blended], [r.accuracy for r in blended])

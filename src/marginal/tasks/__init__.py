@@ -74,7 +74,9 @@ def _jsonl(path: str, o: TaskOptions) -> Task:
 TASKS: Registry[TaskFactory] = Registry("task")
 TASKS.add("gsm8k", _gsm8k, "GSM8K test: 1319 grade-school word problems; numeric answers")
 TASKS.add("math500", _math500, "MATH500: 500 competition problems; LaTeX answers, equivalence by math-verify")
-TASKS.add("gpqa-diamond", _gpqa, "GPQA Diamond: 198 graduate-level multiple-choice questions (options shuffled per seed)")
+TASKS.add(
+    "gpqa-diamond", _gpqa, "GPQA Diamond: 198 graduate-level multiple-choice questions (options shuffled per seed)"
+)
 TASKS.add("humaneval", _humaneval, "HumanEval: 164 Python functions; vote on behaviour, grade by running the tests")
 TASKS.add("jsonl:PATH", _jsonl, "your JSON Lines file, one problem per line; --grader " + GRADERS.choices())
 
@@ -87,7 +89,7 @@ def _resolve(name: str) -> tuple[TaskFactory, str] | None:
     for entry in TASKS:
         prefix, sep, _ = entry.name.partition(":")
         if sep and name.startswith(prefix + ":"):
-            return entry.value, name[len(prefix) + 1:]
+            return entry.value, name[len(prefix) + 1 :]
     return None
 
 
@@ -116,6 +118,15 @@ def load_task(
 
 
 __all__ = [
-    "GRADERS", "TASKS", "TASK_NAMES", "Chain", "Extraction", "Step", "Task", "TaskFactory", "TaskOptions",
-    "extract_all", "load_task",
+    "GRADERS",
+    "TASKS",
+    "TASK_NAMES",
+    "Chain",
+    "Extraction",
+    "Step",
+    "Task",
+    "TaskFactory",
+    "TaskOptions",
+    "extract_all",
+    "load_task",
 ]

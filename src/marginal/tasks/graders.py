@@ -60,12 +60,16 @@ RowReader = Callable[[Mapping[str, Any], str, str | None, str], tuple[str | None
 """(row, question, reference, where) -> (stored reference, problem meta); raises MarginalError on a bad row."""
 
 
-def plain_row(row: Mapping[str, Any], question: str, reference: str | None, where: str) -> tuple[str | None, dict[str, Any]]:
+def plain_row(
+    row: Mapping[str, Any], question: str, reference: str | None, where: str
+) -> tuple[str | None, dict[str, Any]]:
     """A row needs nothing besides its question; the reference is the answer field."""
     return reference, {}
 
 
-def code_row(row: Mapping[str, Any], question: str, reference: str | None, where: str) -> tuple[str | None, dict[str, Any]]:
+def code_row(
+    row: Mapping[str, Any], question: str, reference: str | None, where: str
+) -> tuple[str | None, dict[str, Any]]:
     """A HumanEval-style row: ``entry_point`` and ``test`` are required; the stored reference is
     ``canonical_solution`` when given, else the test (a readable copy: code is graded by running it)."""
     for f in ("entry_point", "test"):
@@ -96,16 +100,31 @@ CHOICE_LETTERS = "ABCDEFGHIJ"
 """The option letters ``--grader choice`` reads."""
 
 GRADERS: Registry[GraderSpec] = Registry("grader")
-GRADERS.add("numeric", GraderSpec(lambda: ChainGrader(NUMERIC, grade_number), banks.numeric_bank),
-            "a number: '#### N', \\boxed{N}, 'the answer is N' or the last number; exact rational equality")
-GRADERS.add("exact", GraderSpec(lambda: ChainGrader(TEXT, grade_text), banks.exact_bank),
-            "free text after 'Answer:'; equal after normalizing case, spaces, emphasis and quotes")
-GRADERS.add("math", GraderSpec(lambda: ChainGrader(MATH, grade_math), banks.math_bank),
-            "a LaTeX answer in \\boxed{}; equivalence by math-verify")
-GRADERS.add("choice", GraderSpec(lambda: ChainGrader(choice_chain(CHOICE_LETTERS), grade_letter), banks.choice_bank),
-            "an option letter A-J (the question lists the options)")
-GRADERS.add("code", GraderSpec(_code_grader, banks.code_bank, code_row),
-            "a Python function run in the sandbox; rows need entry_point and test (HumanEval style)")
+GRADERS.add(
+    "numeric",
+    GraderSpec(lambda: ChainGrader(NUMERIC, grade_number), banks.numeric_bank),
+    "a number: '#### N', \\boxed{N}, 'the answer is N' or the last number; exact rational equality",
+)
+GRADERS.add(
+    "exact",
+    GraderSpec(lambda: ChainGrader(TEXT, grade_text), banks.exact_bank),
+    "free text after 'Answer:'; equal after normalizing case, spaces, emphasis and quotes",
+)
+GRADERS.add(
+    "math",
+    GraderSpec(lambda: ChainGrader(MATH, grade_math), banks.math_bank),
+    "a LaTeX answer in \\boxed{}; equivalence by math-verify",
+)
+GRADERS.add(
+    "choice",
+    GraderSpec(lambda: ChainGrader(choice_chain(CHOICE_LETTERS), grade_letter), banks.choice_bank),
+    "an option letter A-J (the question lists the options)",
+)
+GRADERS.add(
+    "code",
+    GraderSpec(_code_grader, banks.code_bank, code_row),
+    "a Python function run in the sandbox; rows need entry_point and test (HumanEval style)",
+)
 
 
 __all__ = ["GRADERS", "AnswerGrader", "ChainGrader", "GraderSpec", "code_row", "plain_row"]

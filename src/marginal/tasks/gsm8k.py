@@ -38,10 +38,18 @@ class GSM8K:
         probs = []
         for i, r in enumerate(rows):
             try:
-                probs.append(Problem(id=f"gsm8k/{i}", question=str(r["question"]),
-                                     answer=reference_number(str(r["answer"])), meta={"solution": r["answer"]}))
+                probs.append(
+                    Problem(
+                        id=f"gsm8k/{i}",
+                        question=str(r["question"]),
+                        answer=reference_number(str(r["answer"])),
+                        meta={"solution": r["answer"]},
+                    )
+                )
             except (KeyError, ValueError) as e:
-                raise MarginalError(f"{self.source}: row {i + 1} is not a GSM8K row ({e}); expected fields question, answer with '#### N'") from None
+                raise MarginalError(
+                    f"{self.source}: row {i + 1} is not a GSM8K row ({e}); expected fields question, answer with '#### N'"
+                ) from None
         self._problems = probs
         self._bank: list[Prior] | None = None
 

@@ -76,10 +76,16 @@ def code_chain(entry_point: str) -> Chain[str]:
         m = _OPEN_FENCE.search(text)
         return m.group(1) if m else None
 
-    return Chain(f"code:{entry_point}", (
-        Step("fence-def", fence_def), Step("fence-longest", fence_longest),
-        Step("open-fence", open_fence), Step("whole-text", lambda text: text if text.strip() else None),
-    ), canonicalize=lambda code: code)
+    return Chain(
+        f"code:{entry_point}",
+        (
+            Step("fence-def", fence_def),
+            Step("fence-longest", fence_longest),
+            Step("open-fence", open_fence),
+            Step("whole-text", lambda text: text if text.strip() else None),
+        ),
+        canonicalize=lambda code: code,
+    )
 
 
 def program_of(code: str, prompt: str, entry_point: str) -> str:
@@ -110,7 +116,7 @@ def doctest_inputs(prompt: str, entry_point: str) -> list[str]:
         if depth:
             continue
         try:
-            call = ast.parse(prompt[m.start(): i].strip(), mode="eval").body
+            call = ast.parse(prompt[m.start() : i].strip(), mode="eval").body
         except SyntaxError:
             continue
         if not isinstance(call, ast.Call) or call.keywords:
@@ -125,7 +131,7 @@ def doctest_inputs(prompt: str, entry_point: str) -> list[str]:
     return out
 
 
-DRIVER = r'''
+DRIVER = r"""
 import ast as _ast, copy as _copy, hashlib as _hashlib, json as _json, math as _math, random as _random, re as _re
 EP, TEST, REF, DOC = {ep!r}, {test!r}, {ref!r}, {doc!r}
 ns = __ns__
@@ -204,12 +210,12 @@ for a, k in inputs:
         sig.append(["!", type(e).__name__])
 digest = _hashlib.blake2b(_json.dumps(sig, sort_keys=True).encode(), digest_size=8).hexdigest()
 __report__({{"sig": digest, "n": len(sig), "passed": passed, "why": why}})
-'''
+"""
 
 
 def _reason(r: RunResult) -> str:
     if r.status == "error":
-        return "crash: " + (r.reason or "error")[len("error: "):]
+        return "crash: " + (r.reason or "error")[len("error: ") :]
     if r.status == "timeout":
         return "timeout"
     return r.reason or r.status
@@ -290,7 +296,9 @@ class HumanEval:
 
     name = "humaneval"
 
-    def __init__(self, data: str | Path | None = None, limits: Limits | None = None, workers: int | None = None) -> None:
+    def __init__(
+        self, data: str | Path | None = None, limits: Limits | None = None, workers: int | None = None
+    ) -> None:
         rows, self.source = _data.resolve(_data.HUMANEVAL, data)
         probs = []
         for i, r in enumerate(rows):

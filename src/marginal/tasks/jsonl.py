@@ -38,8 +38,14 @@ def _scalar(v: Any) -> str:
 class JsonlTask:
     """A user JSONL dataset (see the module docstring)."""
 
-    def __init__(self, path: str | Path, *, question_field: str = "question", answer_field: str = "answer",
-                 grader: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        question_field: str = "question",
+        answer_field: str = "answer",
+        grader: str | None = None,
+    ) -> None:
         grader = grader or "numeric"
         spec = _TABLE.get(grader)
         path = Path(path).expanduser()
@@ -56,14 +62,18 @@ class JsonlTask:
         for i, r in enumerate(rows):
             where = f"{path}: row {i + 1}"
             if question_field not in r:
-                raise MarginalError(f"{where} has no field {question_field!r} (fields: {', '.join(map(str, r)) or 'none'}); "
-                                    "set --question-field")
+                raise MarginalError(
+                    f"{where} has no field {question_field!r} (fields: {', '.join(map(str, r)) or 'none'}); "
+                    "set --question-field"
+                )
             q = r[question_field]
             if not isinstance(q, str) or not q.strip():
                 raise MarginalError(f"{where}: field {question_field!r} must be a non-empty string, got {q!r}")
             a = r.get(answer_field)
             if a is not None and not isinstance(a, (str, int, float)):
-                raise MarginalError(f"{where}: field {answer_field!r} must be a string or number, got {type(a).__name__}")
+                raise MarginalError(
+                    f"{where}: field {answer_field!r} must be a string or number, got {type(a).__name__}"
+                )
             pid = _scalar(r["id"]) if "id" in r and r["id"] is not None else f"{path.stem}/{i}"
             if pid in seen:
                 raise MarginalError(f"{where}: duplicate id {pid!r}")

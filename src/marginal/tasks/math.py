@@ -31,9 +31,7 @@ from .base import Extraction
 from .chain import Chain, Step, unparseable
 from .numeric import last_boxed
 
-_FINAL_RE = re.compile(
-    r"(?:final answer|the answer)\s*(?:is|:)\s*[:]?\s*(\$\$?[^$]+\$\$?|[^\n]+)", re.IGNORECASE
-)
+_FINAL_RE = re.compile(r"(?:final answer|the answer)\s*(?:is|:)\s*[:]?\s*(\$\$?[^$]+\$\$?|[^\n]+)", re.IGNORECASE)
 
 
 MAX_PARSE = 400
@@ -126,10 +124,15 @@ def _math_failure(raw: str) -> str:
     return unparseable(raw) if raw.strip() else "unparseable: empty answer"
 
 
-MATH: Chain[str] = Chain("math", (
-    Step("boxed", last_boxed),
-    Step("final-answer", _final_answer),
-), canonicalize=_canonical_answer, fail=_math_failure)
+MATH: Chain[str] = Chain(
+    "math",
+    (
+        Step("boxed", last_boxed),
+        Step("final-answer", _final_answer),
+    ),
+    canonicalize=_canonical_answer,
+    fail=_math_failure,
+)
 
 
 def extract_math(text: str) -> Extraction:
@@ -166,12 +169,18 @@ class MATH500:
         probs = []
         for i, r in enumerate(rows):
             try:
-                probs.append(Problem(
-                    id=str(r.get("unique_id") or f"math500/{i}"), question=str(r["problem"]), answer=str(r["answer"]),
-                    meta={"solution": r.get("solution", ""), "subject": r.get("subject"), "level": r.get("level")},
-                ))
+                probs.append(
+                    Problem(
+                        id=str(r.get("unique_id") or f"math500/{i}"),
+                        question=str(r["problem"]),
+                        answer=str(r["answer"]),
+                        meta={"solution": r.get("solution", ""), "subject": r.get("subject"), "level": r.get("level")},
+                    )
+                )
             except KeyError as e:
-                raise MarginalError(f"{self.source}: row {i + 1} is not a MATH row (missing {e}); expected problem, answer") from None
+                raise MarginalError(
+                    f"{self.source}: row {i + 1} is not a MATH row (missing {e}); expected problem, answer"
+                ) from None
         self._problems = probs
 
     def problems(self) -> list[Problem]:

@@ -38,7 +38,7 @@ def boxed_contents(text: str) -> list[str]:
             depth += {"{": 1, "}": -1}.get(text[i], 0)
             i += 1
         if depth == 0:
-            out.append(text[m.end(): i - 1])
+            out.append(text[m.end() : i - 1])
     return out
 
 
@@ -101,6 +101,7 @@ def last_boxed(text: str) -> str | None:
 
 def _first_value_after(pattern: re.Pattern[str]) -> Callable[[str], Fraction | None]:
     """A step: the first number after the last match of ``pattern`` that has a parseable one."""
+
     def find(text: str) -> Fraction | None:
         for m in reversed(list(pattern.finditer(text))):
             nums = _numbers(m.group(1))
@@ -131,12 +132,16 @@ def _canonical_value(candidate: Fraction | str) -> str | None:
     return canonical(candidate) if isinstance(candidate, Fraction) else None
 
 
-NUMERIC: Chain[Fraction | str] = Chain("numeric", (
-    Step("hash", _first_value_after(_HASH_RE)),  # "#### N", the GSM8K convention
-    Step("boxed", _boxed_value),  # a box without a number is unparseable: it is the stated answer
-    Step("answer-is", _first_value_after(_ANSWER_RE)),
-    Step("last-number", _last_value),
-), canonicalize=_canonical_value)
+NUMERIC: Chain[Fraction | str] = Chain(
+    "numeric",
+    (
+        Step("hash", _first_value_after(_HASH_RE)),  # "#### N", the GSM8K convention
+        Step("boxed", _boxed_value),  # a box without a number is unparseable: it is the stated answer
+        Step("answer-is", _first_value_after(_ANSWER_RE)),
+        Step("last-number", _last_value),
+    ),
+    canonicalize=_canonical_value,
+)
 
 
 def extract_number(text: str) -> Extraction:

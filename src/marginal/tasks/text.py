@@ -36,6 +36,7 @@ def normalize(s: str) -> str:
 
 def _last_group(pattern: re.Pattern[str]) -> Callable[[str], str | None]:
     """A step: group 1 of the last match of ``pattern``."""
+
     def find(text: str) -> str | None:
         ms = list(pattern.finditer(text))
         return ms[-1].group(1) if ms else None
@@ -59,12 +60,17 @@ def _no_answer(candidate: str) -> str:
     return NO_ANSWER
 
 
-TEXT: Chain[str] = Chain("exact", (
-    Step("answer-line", _last_group(_ANSWER_RE)),
-    Step("boxed", last_boxed),
-    Step("answer-is", _last_group(_IS_RE)),
-    Step("last-line", _last_line),
-), canonicalize=_normalized, fail=_no_answer)
+TEXT: Chain[str] = Chain(
+    "exact",
+    (
+        Step("answer-line", _last_group(_ANSWER_RE)),
+        Step("boxed", last_boxed),
+        Step("answer-is", _last_group(_IS_RE)),
+        Step("last-line", _last_line),
+    ),
+    canonicalize=_normalized,
+    fail=_no_answer,
+)
 
 
 def extract_text(text: str) -> Extraction:
