@@ -24,7 +24,10 @@
   reported, never written silently.
 - Seeds derive from (spec seed, prompt, sample index) as in the one-process
   path, so a Ray run stores the same samples as ``execute`` up to llama.cpp's
-  batch-composition and thread-count numerics.
+  numerics, which depend on what each decode call holds: the other sequences
+  in it and the prompt prefixes served from the engine's prefix cache (a
+  worker's cache holds what that worker served before). Without the prefix
+  cache and with one call per (problem, prior), the texts are identical.
 
 `RayCluster` connects before anything touches the store: ``--address`` is
 checked with a TCP connection first, because ``ray.init`` on an address with
