@@ -1,4 +1,4 @@
-"""Margins, alignment drift, regimes and the bias-variance view (DESIGN.md "Reference definitions").
+"""Margins, alignment drift, regimes and the bias-variance view (docs/method.md).
 
 Per problem, p_c(a) is prior c's empirical answer distribution in the pool
 (its stored samples; a failed sample counts in the denominator and votes for

@@ -8,7 +8,7 @@ reference). When gold was never sampled it is an id no sample has.
 
 Failed samples never vote. By default they still occupy their slot of the
 budget (a draw of M samples may hit them: "abstain", what a real run of M
-samples would get); ``drop_failed`` removes them (the contract's "excluded"),
+samples would get); ``drop_failed`` removes them ("excluded" in docs/method.md),
 which makes cells ragged. Left out: answer strings beyond display, token
 counts and timings (the analyses only need answers and gold).
 """
