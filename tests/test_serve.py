@@ -276,23 +276,35 @@ def test_disconnect_mid_stream_cancels(server, client):
         "A train travels 60 km per hour for 3 hours. How far does it go?",
         stream=True,
         max_tokens=32,
-        marginal={"budget": 32, "threshold": 1.0},
+        marginal={"budget": 64, "threshold": 1.0},
     )
     for c in stream:
         if _mx(c) and "leader" in _mx(c):
             break
     stream.close()
+    _wait_idle(server)
+    assert server.metric("marginal_samples_cancelled_total") > cancelled
+
+
+def test_disconnect_without_stream_cancels(server):
+    cancelled = server.metric("marginal_samples_cancelled_total")
+    with (
+        openai.OpenAI(base_url=server.url, api_key="none", max_retries=0, timeout=3) as impatient,
+        pytest.raises(openai.APITimeoutError),
+    ):
+        _ask(impatient, "What is 81 divided by 9?", max_tokens=32, marginal={"budget": 64, "threshold": 1.0})
+    _wait_idle(server)
+    assert server.metric("marginal_samples_cancelled_total") > cancelled
+
+
+def _wait_idle(server: Served) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if (
-            server.metric("marginal_queue_depth") == 0
-            and json.loads(_get(f"{server.base}/health")[1])["engine_busy"] is False
-        ):
-            break
+        health = json.loads(_get(f"{server.base}/health")[1])
+        if server.metric("marginal_queue_depth") == 0 and health["engine_busy"] is False:
+            return
         time.sleep(0.2)
-    else:
-        pytest.fail("the disconnected request kept running")
-    assert server.metric("marginal_samples_cancelled_total") > cancelled
+    pytest.fail("the disconnected request kept running")
 
 
 BAD = [

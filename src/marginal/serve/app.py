@@ -23,6 +23,7 @@ import logging
 import re
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -194,8 +195,11 @@ def create_app(server: Server) -> FastAPI:
         created = int(time.time())
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            events = _stream(server, rs, rid, created, name, include_usage, t0)
+            # a stream that never starts (its client gone first) still leaves the queue
+            weakref.finalize(events, _finish, server, rs, "499", t0)
             return StreamingResponse(
-                _stream(server, rs, rid, created, name, include_usage, t0),
+                events,
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
@@ -247,6 +251,10 @@ async def _drain(server: Server, rs: RequestSolve, t0: float) -> None:
 
 
 def _finish(server: Server, rs: RequestSolve, status: str, t0: float) -> None:
+    """Count a finished request (once) and release its place in the queue."""
+    if rs.finished:
+        return
+    rs.finished = True
     m = server.metrics
     server.release()
     m.requests.labels(status).inc()

@@ -66,6 +66,8 @@ class RequestSolve:
         self.steps_used: list[int] = []
         self.cancelled = 0
         self.result: Result | None = None
+        self.finished = False
+        """The server has counted it and released its place in the queue."""
         self.t0 = time.perf_counter()
 
     def check(self) -> None:
