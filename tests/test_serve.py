@@ -254,7 +254,7 @@ def test_concurrent_distinct_questions_async(server):
                     c.chat.completions.create(
                         model="m",
                         messages=[{"role": "user", "content": q}],
-                        max_tokens=8,
+                        max_tokens=4,
                         extra_body={"marginal": {"budget": 2}},
                     )
                     for q in questions

@@ -80,6 +80,26 @@ class Server:
         self.metrics.queue.set(self.in_flight)
 
 
+class BearerAuth:
+    """``Authorization: Bearer KEY`` on every ``/v1`` route when the server has an API key (401 otherwise).
+
+    A plain ASGI middleware: it leaves ``receive`` as it is, so a handler still sees its client disconnect."""
+
+    def __init__(self, app, server: Server) -> None:
+        self.app, self.server = app, server
+
+    async def __call__(self, scope, receive, send) -> None:
+        key = self.server.config.api_key
+        if key and scope["type"] == "http" and scope["path"].startswith("/v1"):
+            got = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+            if got != f"Bearer {key}":
+                e = APIError(401, "invalid API key; send Authorization: Bearer KEY", code="invalid_api_key")
+                self.server.metrics.requests.labels("401").inc()
+                await JSONResponse(e.body(), status_code=401)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def _param(loc: tuple) -> str:
     return ".".join(str(x) for x in loc if x not in ("body",))
 
@@ -128,16 +148,7 @@ def create_app(server: Server) -> FastAPI:
         log.exception("marginal serve: request failed")
         return JSONResponse(APIError(500, f"internal error ({type(e).__name__})").body(), status_code=500)
 
-    @app.middleware("http")
-    async def _auth(request: Request, call_next):
-        key = server.config.api_key
-        if key and request.url.path.startswith("/v1"):
-            got = request.headers.get("authorization", "")
-            if got != f"Bearer {key}":
-                e = APIError(401, "invalid API key; send Authorization: Bearer KEY", code="invalid_api_key")
-                server.metrics.requests.labels("401").inc()
-                return JSONResponse(e.body(), status_code=401)
-        return await call_next(request)
+    app.add_middleware(BearerAuth, server=server)
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -308,4 +319,4 @@ async def _stream(
         _finish(server, rs, status, t0)
 
 
-__all__ = ["Server", "create_app", "parse_request", "pieces"]
+__all__ = ["BearerAuth", "Server", "create_app", "parse_request", "pieces"]
