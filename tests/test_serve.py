@@ -177,6 +177,24 @@ def test_system_text_combines_prior_first_then_user():
     assert [m.role for m in conversation([("user", "q")]).render(Prior("a")).messages] == ["user"]
 
 
+def test_without_the_extra_serve_prints_the_install_line(monkeypatch):
+    from typer.testing import CliRunner
+
+    import marginal.serve
+    from marginal.cli.app import app
+
+    monkeypatch.setattr(marginal.serve, "missing", lambda: "fastapi")
+    r = CliRunner().invoke(app, ["serve"])
+    assert r.exit_code == 2 and "pip install 'marginal[serve]'" in r.output
+
+
+def test_core_cli_does_not_import_the_server_stack():
+    stack = ("fastapi", "uvicorn", "prometheus_client")
+    code = f"import sys, marginal.cli.app; print(sorted(m for m in {stack!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_system_message_reaches_the_model(server, client):
     """The user's system text changes the prompt, hence the samples' seeds (they derive from the prompt)."""
     q = "What is 3 + 4?"
@@ -261,12 +279,29 @@ def test_concurrent_distinct_questions_async(server):
                 )
             )
 
+    waits: list[float] = []
+    stop = threading.Event()
+
+    def poll_health():  # the engine runs off the event loop: the server answers while it decodes
+        while not stop.is_set():
+            t = time.perf_counter()
+            assert _get(f"{server.base}/health")[0] == 200
+            waits.append(time.perf_counter() - t)
+            time.sleep(0.2)
+
+    poller = threading.Thread(target=poll_health, daemon=True)
+    poller.start()
     t0 = time.perf_counter()
-    responses = asyncio.run(main())
+    try:
+        responses = asyncio.run(main())
+    finally:
+        stop.set()
+        poller.join(15)
+    assert waits and max(waits) < 5, f"/health took up to {max(waits):.1f} s while 32 requests ran"
     assert len(responses) == 32 and len({r.id for r in responses}) == 32
     for q, r in zip(questions, responses):
         _check_result(r, q, 2)
-    print(f"32 concurrent requests x 2 samples: {time.perf_counter() - t0:.1f} s")
+    print(f"32 concurrent requests x 2 samples: {time.perf_counter() - t0:.1f} s; /health at most {max(waits):.2f} s")
 
 
 def test_disconnect_mid_stream_cancels(server, client):

@@ -102,7 +102,8 @@ def serve(
         )
     )
     try:
-        uvicorn.run(create_app(server), host=host, port=port, log_level=log_level)
+        # open streams get 10 s to finish on Ctrl-C / SIGTERM, then they are cut
+        uvicorn.run(create_app(server), host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
     finally:
         server.close()
 

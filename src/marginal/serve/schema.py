@@ -3,7 +3,8 @@
 Requests accept the fields the ``openai`` client sends; fields the server does not use
 (``logprobs``, ``user``, ``frequency_penalty``, ...) are accepted and ignored, except
 ``n`` other than 1 (one choice is the marginal answer) and tools (refused by `ChatRequest.check`).
-Per-request options go in ``marginal`` (``extra_body={"marginal": {...}}`` with the client).
+The request's ``model`` is not checked (the server serves its one ``--model``; responses name
+it). Per-request options go in ``marginal`` (``extra_body={"marginal": {...}}`` with the client).
 Responses are `ChatCompletion` or a stream of `ChatCompletionChunk`, each with a top-level
 ``marginal`` object the client keeps as an extra field (``response.marginal``, or
 ``response.model_extra["marginal"]``). Left out: tool calls, response formats, audio and images.
