@@ -195,6 +195,21 @@ def test_core_cli_does_not_import_the_server_stack():
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--policy", "adaptve"], "did you mean 'adaptive'"),
+        (["--budget", "0"], "--budget must be a positive integer"),
+        (["--task", "gsm8"], "did you mean 'gsm8k'"),
+        (["--task", "numeric", "--priors", "defalt"], "did you mean 'default'"),
+    ],
+)
+def test_bad_server_options_are_one_line(args, needle):
+    r = subprocess.run([sys.executable, "-m", "marginal", "serve", *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("error:") and needle in " ".join(r.stderr.split())
+
+
 def test_system_message_reaches_the_model(server, client):
     """The user's system text changes the prompt, hence the samples' seeds (they derive from the prompt)."""
     q = "What is 3 + 4?"
