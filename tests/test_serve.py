@@ -202,12 +202,23 @@ def test_core_cli_does_not_import_the_server_stack():
         (["--budget", "0"], "--budget must be a positive integer"),
         (["--task", "gsm8"], "did you mean 'gsm8k'"),
         (["--task", "numeric", "--priors", "defalt"], "did you mean 'default'"),
+        (["--port", "-1"], "--port must be in"),
     ],
 )
 def test_bad_server_options_are_one_line(args, needle):
     r = subprocess.run([sys.executable, "-m", "marginal", "serve", *args], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.startswith("error:") and needle in " ".join(r.stderr.split())
+
+
+def test_a_port_in_use_is_one_line(server):
+    r = subprocess.run(
+        [sys.executable, "-m", "marginal", "serve", "--task", "numeric", "--port", str(server.port)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2 and r.stderr.startswith("error: cannot listen on 127.0.0.1:"), r.stderr
 
 
 def test_system_message_reaches_the_model(server, client):

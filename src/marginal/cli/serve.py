@@ -15,6 +15,7 @@ from pathlib import Path
 import typer
 
 from ..config import sample_spec
+from ..errors import MarginalError
 from .common import err, names, out, plain, task_help
 
 
@@ -88,6 +89,7 @@ def serve(
         slots=slots,
         threads=threads,
     )
+    check_port(host, port)  # before the model loads
     options = slot_options(slots, max_tokens)
     if threads:
         options["n_threads"] = threads
@@ -108,4 +110,21 @@ def serve(
         server.close()
 
 
-__all__ = ["serve"]
+def check_port(host: str, port: int) -> None:
+    """A MarginalError when ``host:port`` cannot be listened on (in use, or not an address here)."""
+    import socket
+
+    if not 0 <= port <= 65535:
+        raise MarginalError(f"--port must be in 0..65535, got {port}")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(infos[0][4])
+    except OSError as e:
+        raise MarginalError(
+            f"cannot listen on {host}:{port} ({e.strerror or e}); pass another --port or --host"
+        ) from None
+
+
+__all__ = ["check_port", "serve"]

@@ -59,8 +59,13 @@ class Server:
         self.metrics = Metrics()
         self.in_flight = 0
         self.created = int(time.time())
+        self.closed = False
 
     def close(self) -> None:
+        """Stop the engines and the store writer (once; later calls do nothing)."""
+        if self.closed:
+            return
+        self.closed = True
         self.hub.close()
         if self.recorder is not None:
             self.recorder.close()
