@@ -288,6 +288,26 @@ def test_stream(client, include_usage):
         assert usage == []
 
 
+def test_stream_async_with_max_completion_tokens(server):
+    async def main():
+        async with openai.AsyncOpenAI(base_url=server.url, api_key="none", max_retries=0, timeout=120) as c:
+            stream = await c.chat.completions.create(
+                model="m",
+                messages=[{"role": "user", "content": "What is 6 + 6?"}],
+                max_completion_tokens=12,
+                stream=True,
+                stream_options={"include_usage": True},
+                extra_body={"marginal": {"budget": 2}},
+            )
+            return [ch async for ch in stream]
+
+    chunks = asyncio.run(main())
+    result = next(_mx(c) for c in chunks if c.choices and c.choices[0].finish_reason)
+    assert chunks[-1].usage.completion_tokens == sum(s["completion_tokens"] for s in result["samples"])
+    assert all(s["completion_tokens"] <= 12 for s in result["samples"])
+    assert any(_mx(c) and "leader" in _mx(c) for c in chunks)
+
+
 def test_concurrent_distinct_questions_async(server):
     questions = [f"What is {i} plus {2 * i + 1}?" for i in range(32)]
 
