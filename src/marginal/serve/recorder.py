@@ -6,7 +6,9 @@ beside it in the same file (``marginal analyze FILE --run ID`` then picks one). 
 request is one problem (its id is the response id, its question the last user message,
 no reference: analyses use the label-free measures), added when it arrives; each policy
 step's samples and decision are committed together, so a killed server loses at most the
-steps in flight. All writes run on one writer thread, in order, off the event loop.
+steps in flight. All writes run on one writer thread, in order, off the event loop; a failed
+write is logged and the request goes on (a run the file refuses, e.g. a prior changed since it
+was stored, gets nothing).
 Without ``--store`` nothing is written anywhere. Left out: the user's system text and
 earlier turns (not stored), and rotating the file.
 """
@@ -60,7 +62,13 @@ class Recorder:
         store.add_problems(plan.run_id, [problem])
 
     def step(self, run_id: str, samples: list[Sample], rows: StepRows) -> None:
-        self._pool.submit(self._guard, lambda: self._store().add_samples(run_id, samples, rows))
+        """Commit one policy step; a run that could not be registered (logged) gets nothing."""
+
+        def write() -> None:
+            if run_id in self._runs:
+                self._store().add_samples(run_id, samples, rows)
+
+        self._pool.submit(self._guard, write)
 
     @staticmethod
     def _guard(fn, *args) -> None:
