@@ -504,6 +504,9 @@ def test_upstream_http_model(smol_path, tmp_path_factory):
             assert [m.id for m in c.models.list()] == [f"{url}#smol"]
             r = _ask(c, "What is 4 + 4?", max_tokens=16, marginal={"budget": 2})
             assert r.marginal["used"] == 2 and r.usage.completion_tokens > 0 and r.choices[0].message.content
+            with pytest.raises(openai.BadRequestError) as info:  # the upstream's own context check
+                _ask(c, "word " * 3000, max_tokens=16, marginal={"budget": 2})
+            assert info.value.body["code"] == "context_length_exceeded"
             _stop(proc)
             with pytest.raises(openai.APIStatusError) as info:
                 _ask(c, "What is 5 + 5?", max_tokens=16, marginal={"budget": 2})
