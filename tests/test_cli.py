@@ -60,6 +60,7 @@ def test_every_command_is_registered_and_help_lists_the_tables():
         ("priors", ("task", "grader")),
         ("blend", ("task",)),
         ("ask", ("policy",)),
+        ("serve", ("task", "grader")),
     ):
         r = runner.invoke(app, [cmd, "--help"], env={"COLUMNS": "300"}, terminal_width=300)
         assert r.exit_code == 0, r.output

@@ -102,3 +102,17 @@ def test_concurrent_reader_while_writing(tmp_path):
     assert not errors
     assert seen == sorted(seen)  # a reader sees whole batches, never a count going back
     assert w.count("r1") == 200
+
+
+def test_add_problems_appends_after_the_stored_ones(tmp_path):
+    s = Store(tmp_path / "r.db")
+    s.create_run("r", {"task": "t"}, [Problem("a", "qa")], [Prior("p")], "0")
+    s.add_problems("r", [Problem("b", "qb"), Problem("c", "qc", "3")])
+    s.add_problems("r", [Problem("a", "changed"), Problem("d", "qd")])  # a stored id is kept as it was
+    assert [(p.id, p.question, p.answer) for p in s.problems("r")] == [
+        ("a", "qa", None),
+        ("b", "qb", None),
+        ("c", "qc", "3"),
+        ("d", "qd", None),
+    ]
+    s.close()

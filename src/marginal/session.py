@@ -51,7 +51,8 @@ class Result:
     """Whether the answer matches the reference, when one was given."""
 
 
-def _regime(decisions: Sequence[Decision]) -> str:
+def regime_of(decisions: Sequence[Decision]) -> str:
+    """What a question's decisions saw: 'aligned', 'misaligned', 'mixed' or 'fixed'."""
     seen = {d.regime for d in decisions}
     a, m = "aligned" in seen, "misaligned" in seen
     return "mixed" if a and m else "aligned" if a else "misaligned" if m else "fixed"
@@ -102,9 +103,7 @@ class Session:
         if isinstance(policy, str):
             if plan is not None:
                 plan.check(self.task.name, self.backend.name)
-            # "fixed" without a K: the largest K <= 4 (and <= the bank) that divides the budget.
-            k = max(d for d in range(1, min(4, len(self.priors), budget) + 1) if budget % d == 0) if budget > 0 else 1
-            return make_policy(policy, budget, len(self.priors), k=k, plan=plan)
+            return policy_for(policy, budget, len(self.priors), plan=plan)
         return policy
 
     def solve(
@@ -135,26 +134,38 @@ class Session:
         return [self._result(p, st, budget) for p, st in zip(problems, states)]
 
     def _result(self, problem: Problem, state: QuestionState, budget: int) -> Result:
-        samples, decisions = state.samples, state.decisions
-        counts = tally(state.answers)
-        total = sum(counts.values())
-        answer = winner(counts)
-        correct = None
-        if answer is not None and problem.answer is not None:
-            correct = self.task.grade(answer, problem)
-        return Result(
-            question=problem.question,
-            answer=answer,
-            shares={a: counts[a] / total for a in ranked(counts)},
-            margin=label_free_margin(counts),
-            used=len(samples),
-            budget=budget,
-            stop_reason=decisions[-1].reason,
-            regime=_regime(decisions),
-            decisions=tuple(decisions),
-            samples=tuple(samples),
-            correct=correct,
-        )
+        return result_of(self.task, problem, state, budget)
+
+
+def policy_for(name: str, budget: int, bank: int, *, plan: SplitPlan | None = None, threshold: float = 0.95) -> Policy:
+    """The policy ``name`` for ``budget`` samples over a bank of ``bank`` priors, as a session sizes it:
+    "fixed" without a K takes the largest K <= 4 (and <= the bank) that divides the budget."""
+    k = max(d for d in range(1, min(4, bank, budget) + 1) if budget % d == 0) if budget > 0 else 1
+    return make_policy(name, budget, bank, k=k, plan=plan, threshold=threshold)
+
+
+def result_of(task: Task, problem: Problem, state: QuestionState, budget: int) -> Result:
+    """The `Result` of one question's policy run (its samples and decisions in ``state``)."""
+    samples, decisions = state.samples, state.decisions
+    counts = tally(state.answers)
+    total = sum(counts.values())
+    answer = winner(counts)
+    correct = None
+    if answer is not None and problem.answer is not None:
+        correct = task.grade(answer, problem)
+    return Result(
+        question=problem.question,
+        answer=answer,
+        shares={a: counts[a] / total for a in ranked(counts)},
+        margin=label_free_margin(counts),
+        used=len(samples),
+        budget=budget,
+        stop_reason=decisions[-1].reason,
+        regime=regime_of(decisions),
+        decisions=tuple(decisions),
+        samples=tuple(samples),
+        correct=correct,
+    )
 
 
 def solve(

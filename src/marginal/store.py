@@ -227,6 +227,26 @@ class Store:
                 [(run_id, i, c.name, json.dumps(asdict(c))) for i, c in enumerate(priors)],
             )
 
+    def add_problems(self, run_id: str, problems: Sequence[Problem]) -> None:
+        """Append problems to a run after the ones it holds (a server adds each request's question
+        as it comes); a problem id the run already holds is kept as it was."""
+        with self.transaction() as db:
+            (start,) = db.execute("SELECT COALESCE(MAX(position) + 1, 0) FROM problems WHERE run_id=?", (run_id,))
+            db.executemany(
+                "INSERT OR IGNORE INTO problems VALUES (?,?,?,?,?,?)",
+                [
+                    (
+                        run_id,
+                        start[0] + i,
+                        p.id,
+                        "" if p.meta.get("redact") else p.question,
+                        p.answer,
+                        int(bool(p.meta.get("redact"))),
+                    )
+                    for i, p in enumerate(problems)
+                ],
+            )
+
     def problems(self, run_id: str) -> list[Problem]:
         rows = self.db.execute(
             "SELECT problem_id, question, reference FROM problems WHERE run_id=? ORDER BY position", (run_id,)

@@ -12,7 +12,7 @@ import sys
 import typer
 
 from ..errors import MarginalError
-from . import analysis, ask, blend, demo, importing, listing, pool, run
+from . import analysis, ask, blend, demo, importing, listing, pool, run, serve
 from .common import err, print_error
 
 COMMANDS = (
@@ -27,6 +27,7 @@ COMMANDS = (
     ("analyze", analysis.analyze),
     ("report", analysis.report),
     ("blend", blend.blend),
+    ("serve", serve.serve),
 )
 """(name, function) of every command, in the order `marginal --help` lists them."""
 
