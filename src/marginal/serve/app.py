@@ -132,13 +132,56 @@ def pieces(text: str) -> list[str]:
 
 
 def create_app(server: Server) -> FastAPI:
+    """The FastAPI app serving ``server`` (closed when the app shuts down)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
         server.close()
 
     app = FastAPI(title="marginal serve", lifespan=lifespan, docs_url=None, redoc_url=None)
-    name = server.hub.name
+    _add_error_handlers(app)
+    app.add_middleware(BearerAuth, server=server)
+    _add_info_routes(app, server)
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        t0 = time.perf_counter()
+        req, rs, rid = await _admit(server, request)
+        created = int(time.time())
+        if req.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            events = _stream(server, rs, rid, created, server.hub.name, include_usage, t0)
+            # a stream that never starts (its client gone first) still leaves the queue
+            weakref.finalize(events, _finish, server, rs, "499", t0)
+            return StreamingResponse(
+                events,
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        if not await _solve_unless_gone(server, request, rs, t0):
+            return Response(status_code=499)
+        best = rs.best_sample()
+        body = ChatCompletion(
+            id=rid,
+            created=created,
+            model=server.hub.name,
+            choices=[
+                {
+                    "message": {"content": best.text},
+                    "finish_reason": "length" if best.finish_reason == "length" else "stop",
+                }
+            ],
+            usage=rs.usage(),
+            marginal=rs.summary(),
+        )
+        return JSONResponse(body.model_dump())
+
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error as OpenAI's error JSON, never a traceback."""
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, e: APIError) -> JSONResponse:
@@ -153,7 +196,10 @@ def create_app(server: Server) -> FastAPI:
         log.exception("marginal serve: request failed")
         return JSONResponse(APIError(500, f"internal error ({type(e).__name__})").body(), status_code=500)
 
-    app.add_middleware(BearerAuth, server=server)
+
+def _add_info_routes(app: FastAPI, server: Server) -> None:
+    """``/health``, ``/metrics`` and ``/v1/models``."""
+    name = server.hub.name
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -181,81 +227,58 @@ def create_app(server: Server) -> FastAPI:
             raise APIError(404, f"model {model_id!r} is not served; this server serves {name!r}", param="model")
         return JSONResponse(Model(id=name, created=server.created).model_dump())
 
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request):
-        t0 = time.perf_counter()
-        try:
-            req = parse_request(await request.body())
-            conv = conversation(req.turns())
-            ask = server.resolver.resolve(req)
-        except MarginalError as e:
-            server.metrics.requests.labels(str(getattr(e, "status", 400))).inc()
-            raise e if isinstance(e, APIError) else invalid(str(e)) from None
-        rid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-        problem = Problem(rid, conv.question)
-        run: list[str] = []
 
-        def on_step(samples, rows) -> None:
-            if server.recorder and run:
-                server.recorder.step(run[0], samples, rows)
+async def _admit(server: Server, request: Request) -> tuple[ChatRequest, RequestSolve, str]:
+    """Parse and check a chat request, take its place in the queue and open its store run:
+    the request, its solve and its id (an `APIError` for bad input or a full queue)."""
+    try:
+        req = parse_request(await request.body())
+        conv = conversation(req.turns())
+        ask = server.resolver.resolve(req)
+    except MarginalError as e:
+        server.metrics.requests.labels(str(getattr(e, "status", 400))).inc()
+        raise e if isinstance(e, APIError) else invalid(str(e)) from None
+    rid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+    problem = Problem(rid, conv.question)
+    run: list[str] = []
 
-        rs = RequestSolve(server.hub, ask, conv, problem, on_step=on_step)
-        try:
-            await asyncio.to_thread(rs.check)
-            server.admit()
-        except APIError as e:
-            server.metrics.requests.labels(str(e.status)).inc()
-            raise
-        if server.recorder:
-            run.append(server.recorder.begin(ask, problem))
-        created = int(time.time())
-        if req.stream:
-            include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            events = _stream(server, rs, rid, created, name, include_usage, t0)
-            # a stream that never starts (its client gone first) still leaves the queue
-            weakref.finalize(events, _finish, server, rs, "499", t0)
-            return StreamingResponse(
-                events,
-                media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-            )
-        task = asyncio.ensure_future(_drain(server, rs, t0))
-        status = "200"
-        try:
-            while not task.done():
-                await asyncio.wait({task}, timeout=0.25)
-                if not task.done() and await request.is_disconnected():
-                    task.cancel()
-                    status = "499"
-                    break
-            await asyncio.gather(task, return_exceptions=status == "499")
-            if status == "499":
-                return Response(status_code=499)
-        except APIError as e:
-            status = str(e.status)
-            raise
-        except BaseException:
-            status = "500"
-            raise
-        finally:
-            _finish(server, rs, status, t0)
-        best = rs.best_sample()
-        body = ChatCompletion(
-            id=rid,
-            created=created,
-            model=name,
-            choices=[
-                {
-                    "message": {"content": best.text},
-                    "finish_reason": "length" if best.finish_reason == "length" else "stop",
-                }
-            ],
-            usage=rs.usage(),
-            marginal=rs.summary(),
-        )
-        return JSONResponse(body.model_dump())
+    def on_step(samples, rows) -> None:
+        if server.recorder and run:
+            server.recorder.step(run[0], samples, rows)
 
-    return app
+    rs = RequestSolve(server.hub, ask, conv, problem, on_step=on_step)
+    try:
+        await asyncio.to_thread(rs.check)
+        server.admit()
+    except APIError as e:
+        server.metrics.requests.labels(str(e.status)).inc()
+        raise
+    if server.recorder:
+        run.append(server.recorder.begin(ask, problem))
+    return req, rs, rid
+
+
+async def _solve_unless_gone(server: Server, request: Request, rs: RequestSolve, t0: float) -> bool:
+    """Solve a non-streaming request; False (its samples cancelled) if its client disconnects first."""
+    task = asyncio.ensure_future(_drain(server, rs, t0))
+    status = "200"
+    try:
+        while not task.done():
+            await asyncio.wait({task}, timeout=0.25)
+            if not task.done() and await request.is_disconnected():
+                task.cancel()
+                status = "499"
+                break
+        await asyncio.gather(task, return_exceptions=status == "499")
+        return status != "499"
+    except APIError as e:
+        status = str(e.status)
+        raise
+    except BaseException:
+        status = "500"
+        raise
+    finally:
+        _finish(server, rs, status, t0)
 
 
 async def _drain(server: Server, rs: RequestSolve, t0: float) -> None:
