@@ -6,8 +6,9 @@ and at random, fixed K, the best cell within the budget, the oracle) with
 95% bands; the (K, M) heatmap; Γ_K with its bootstrap band, dominance and the
 label-free margin; histograms of per-problem margins for two allocations
 (K = 1 and all priors); per-prior accuracy and the agreement matrix; the normal approximation
-against the exact accuracy (bias-variance theory check); the planner's choice against the baselines on held-out problems; for blended
-runs (any file given), accuracy against intervention rate per pair, variant
+against the exact accuracy (bias-variance theory check); the planner's choice against the
+baselines on held-out problems; for blended runs (any file given), accuracy against
+intervention rate per pair, variant
 and gamma. A label-free run gets the label-free sections only. Matplotlib runs on the Agg backend.
 Left out: interactive plots, external assets (the file needs nothing else).
 """
@@ -61,6 +62,11 @@ def _png(fig) -> str:
 
 def _e(x) -> str:
     return html.escape(str(x))
+
+
+def _signed_ci(diff: float, ci: tuple[float, float]) -> str:
+    """A difference and its interval in percentage points, signed: ``+1.2 [-0.5, +3.0]``."""
+    return f"{100 * diff:+.1f} [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]"
 
 
 # -- plots -----------------------------------------------------------------------------
@@ -292,11 +298,14 @@ def _summary_table(a: Analysis) -> str:
 
 def _plan_table(a: Analysis) -> str:
     pl = a.plan
-    head = "<tr><th class='l'>allocation</th><th>K</th><th>M</th><th>held-out %</th><th>95% CI</th><th>vs planner</th></tr>"
+    head = (
+        "<tr><th class='l'>allocation</th><th>K</th><th>M</th><th>held-out %</th><th>95% CI</th>"
+        "<th>vs planner</th></tr>"
+    )
     body = "".join(
         f"<tr><td class='l'>{_e(s.name)}</td><td>{s.k}</td><td>{s.m}</td><td>{100 * s.accuracy:.1f}</td>"
         f"<td>[{100 * s.ci[0]:.1f}, {100 * s.ci[1]:.1f}]</td>"
-        f"<td>{'' if s.name == 'planner' else f'{100 * s.diff:+.1f} [{100 * s.diff_ci[0]:+.1f}, {100 * s.diff_ci[1]:+.1f}]'}</td></tr>"
+        f"<td>{'' if s.name == 'planner' else _signed_ci(s.diff, s.diff_ci)}</td></tr>"
         for s in pl.scored
     )
     bk = ""
@@ -305,7 +314,8 @@ def _plan_table(a: Analysis) -> str:
             "<table><tr><th class='l'>difficulty</th><th>n test</th><th>its K,M</th><th>its %</th><th>planner %</th>"
             "<th>K=1 %</th><th>M=1 %</th></tr>"
             + "".join(
-                f"<tr><td class='l'>{_e(b.name)} ({b.lo:.2f}-{b.hi:.2f})</td><td>{b.n_test}</td><td>{b.choice[0]},{b.choice[1]}</td>"
+                f"<tr><td class='l'>{_e(b.name)} ({b.lo:.2f}-{b.hi:.2f})</td><td>{b.n_test}</td>"
+                f"<td>{b.choice[0]},{b.choice[1]}</td>"
                 f"<td>{100 * b.accuracy:.1f}</td><td>{100 * b.global_choice_accuracy:.1f}</td>"
                 f"<td>{100 * b.repetition_accuracy:.1f}</td><td>{100 * b.diversity_accuracy:.1f}</td></tr>"
                 for b in pl.buckets
@@ -372,7 +382,8 @@ def _blend_table(rows) -> str:
     )
     f = lambda x: "–" if x != x else f"{x:.3f}"  # noqa: E731
     body = "".join(
-        f"<tr><td class='l'>{_e(r.base)} + {_e(r.guide)}</td><td class='l'>{_e(r.task)}</td><td class='l'>{_e(r.variant)}</td>"
+        f"<tr><td class='l'>{_e(r.base)} + {_e(r.guide)}</td><td class='l'>{_e(r.task)}</td>"
+        f"<td class='l'>{_e(r.variant)}</td>"
         f"<td>{r.gamma:g}</td><td>{_e(r.alpha)}</td><td>{r.samples}</td><td>{f(r.accuracy)}</td><td>{f(r.intervention_rate)}</td>"
         f"<td>{f(r.mean_alpha)}</td><td>{f(r.topk_overlap)}</td></tr>"
         for r in rows

@@ -243,7 +243,7 @@ def load_pool(path, run: str | None = None, *, failed: str = "abstain") -> Pool:
     for pid, pr, idx, ans, cor in rows:
         cells[prob_pos[pid]][prior_pos[pr]].append((idx, ans, cor))
     golden: list[set[str]] = [set() for _ in prob_pos]
-    for pid, pr, idx, ans, cor in rows:
+    for pid, _pr, _idx, ans, cor in rows:
         if cor == 1 and ans is not None:
             golden[prob_pos[pid]].add(ans)
     lists, golds = [], []

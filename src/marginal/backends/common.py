@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import fields
 from typing import Any, Generic, TypeVar
 
@@ -175,10 +175,8 @@ class Lifecycle:
         self.close()
 
     def __del__(self) -> None:
-        try:
+        with suppress(Exception):  # half-built objects, interpreter shutdown
             self.close()
-        except Exception:  # pragma: no cover - half-built objects, interpreter shutdown
-            pass
 
 
 def ensure_open(handle: object, what: str) -> None:

@@ -264,7 +264,8 @@ class OpenAIBackend(Lifecycle):
             if model:  # a server without /models: the name is checked by the first request
                 return model
             raise MarginalError(
-                f"model server {self.base_url} does not list its models ({e.status_code}); name one: {self.base_url}#model-name"
+                f"model server {self.base_url} does not list its models ({e.status_code}); "
+                f"name one: {self.base_url}#model-name"
             ) from None
         if not model:
             if len(listed) == 1:

@@ -13,13 +13,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal
 
 from ..errors import MarginalError
 from ..registry import Registry
 
 Combine = Literal["linear", "geometric"]
-Alpha = Union[float, Literal["auto"]]
+Alpha = float | Literal["auto"]
 Match = Literal["auto", "id", "string"]
 
 
@@ -76,7 +76,10 @@ VARIANTS = BLEND_VARIANTS.names()
 
 
 def variant_config(name: str, *, gamma: float = 0.4, alpha: Alpha = "auto", top_k: int = 100) -> BlendConfig:
-    """The config of a named variant (`BLEND_VARIANTS`); ``gamma``/``alpha`` apply where the variant does not fix them."""
+    """The config of a named variant (`BLEND_VARIANTS`).
+
+    ``gamma``/``alpha`` apply where the variant does not fix them.
+    """
     return BLEND_VARIANTS.get(name)(gamma, alpha, top_k)
 
 

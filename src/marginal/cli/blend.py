@@ -60,9 +60,7 @@ def blend(
         help="blend|base|guide|nudge|always|geometric|alpha0.25|alpha0.5|alpha0.75|all (repeatable)",
     ),
     match: str = typer.Option("auto", help="token matching: auto|id|string"),
-    prior_name: str | None = typer.Option(
-        None, "--prior", help="the task's prior to prompt with (default: its first)"
-    ),
+    prior_name: str | None = typer.Option(None, "--prior", help="the task's prior to prompt with (default: its first)"),
     limit: int | None = typer.Option(None, "--limit", "-n", help="first N problems only"),
     subset_seed: int | None = typer.Option(
         None, help="with --limit N: a random subset of N problems drawn with this seed"

@@ -250,7 +250,8 @@ def read_jsonl_lines(path: str | Path) -> list[tuple[int, Row]]:
                     row = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise MarginalError(
-                        f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno}); expected one JSON object per line"
+                        f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno}); "
+                        "expected one JSON object per line"
                     ) from None
                 if not isinstance(row, dict):
                     raise MarginalError(f"{path}:{lineno}: expected a JSON object per line, got {type(row).__name__}")
