@@ -116,7 +116,8 @@ class AnswerRow(NamedTuple):
 
     problem_id: str
     prior: str
-    index: int
+    idx: int
+    """The sample's index (``Sample.index``; a field ``index`` would shadow ``tuple.index``)."""
     answer: str | None
     correct: bool | None
 

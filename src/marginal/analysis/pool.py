@@ -263,9 +263,10 @@ def load_pool(path, run: str | None = None, *, failed: str = "abstain") -> Pool:
     pool = pool_from_lists(lists, None if label_free else golds, priors, run_id=run_id)
     names = []
     for i, nm in enumerate(pool.answer_names):
-        ref = refs[i] if refs[i] is not None else (sorted(golden[i])[0] if golden[i] else "")
+        r = refs[i]
+        ref = r if r is not None else (sorted(golden[i])[0] if golden[i] else "")
         names.append(tuple(ref if n == str(gold_token) else n for n in nm))
-    ids = [None] * len(prob_pos)
+    ids = [""] * len(prob_pos)
     for pid, i in prob_pos.items():
         ids[i] = pid
     pool = Pool(pool.answers, pool.gold, pool.priors, tuple(ids), run_id, tuple(names))

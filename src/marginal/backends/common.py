@@ -120,7 +120,7 @@ def prepare_prompts(
 def filled(results: Sequence[Sequence[C | None]]) -> list[list[C]]:
     """The results table once every cell holds a completion."""
     assert all(c is not None for row in results for c in row)
-    return [list(row) for row in results]  # type: ignore[misc]
+    return [[c for c in row if c is not None] for row in results]
 
 
 class Counters(dict[str, Any], Generic[S]):

@@ -64,7 +64,7 @@ from .common import Counted, Counters, Lifecycle, check_prompt, ensure_open, err
 try:
     import torch
 except ImportError:  # pragma: no cover - exercised where torch is absent
-    torch = None  # type: ignore[assignment]
+    torch = None
 
 __all__ = ["HFBackend", "HFStats", "sample_tokens", "step_uniforms", "render_plain", "render_prompt"]
 
@@ -365,7 +365,7 @@ class HFBackend(TemplatedPrompts, Counted[HFStats], Lifecycle):
         c["prompt_tokens_encoded"] += sum(lens)
 
         # expand each prompt's cache rows, mask and last logits to its sequences
-        first_of = {}
+        first_of: dict[int, _Seq] = {}
         for s in seqs:
             first_of.setdefault(s.prompt, s)
             if first_of[s.prompt] is not s:

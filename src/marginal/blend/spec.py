@@ -67,8 +67,14 @@ BLEND_VARIANTS.add(
 )
 BLEND_VARIANTS.add("always", lambda g, a, k: BlendConfig(1.0, a, k), "always blend (gamma = 1)")
 BLEND_VARIANTS.add("geometric", lambda g, a, k: BlendConfig(g, a, k, "geometric"), "log-linear mixing")
+
+
+def _fixed_alpha(f: float) -> MakeConfig:
+    return lambda g, a, k: BlendConfig(g, f, k)
+
+
 for _fixed in (0.25, 0.5, 0.75):
-    BLEND_VARIANTS.add(f"alpha{_fixed:g}", lambda g, a, k, f=_fixed: BlendConfig(g, f, k), f"fixed alpha {_fixed:g}")
+    BLEND_VARIANTS.add(f"alpha{_fixed:g}", _fixed_alpha(_fixed), f"fixed alpha {_fixed:g}")
 del _fixed
 
 VARIANTS = BLEND_VARIANTS.names()

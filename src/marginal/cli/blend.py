@@ -103,7 +103,7 @@ def blend(
         )
     )
     store = Store(out_path)
-    with BlendBackend.load(base, guide, match=match, n_ctx=n_ctx, max_seqs=max_seqs, n_threads=threads) as pair:  # type: ignore[arg-type]
+    with BlendBackend.load(base, guide, match=match, n_ctx=n_ctx, max_seqs=max_seqs, n_threads=threads) as pair:
         out.print(
             f"[bold]{escape(task.name)}[/]: {len(plan.problems)} problems, base {escape(base)}, guide {escape(guide)}, "
             f"match by {pair.match}, {mode}, prior {escape(plan.priors[0].name)}"
