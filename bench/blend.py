@@ -151,7 +151,8 @@ def main() -> None:
         print(
             f"{r['setting']:<24}{r['tokens_per_s']:>8.1f}{r['overhead']:>9.2f}x{r['cpu_overhead']:>8.2f}x{r['intervention_rate']:>9.3f}"
             f"{r['guide_calls']:>13}{r['guide_tokens']:>12}{r['base_tokens']:>11}"
-            f"{r['base_engine_seconds'] + r['guide_engine_seconds']:>7.1f}/{r['seconds']:<4.0f}{str(r['texts_equal_base']):>9}"
+            f"{r['base_engine_seconds'] + r['guide_engine_seconds']:>7.1f}/{r['seconds']:<4.0f}"
+            f"{str(r['texts_equal_base']):>9}"
         )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

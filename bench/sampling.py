@@ -193,7 +193,10 @@ def main(argv: list[str] | None = None) -> int:
         f"T={args.temperature}, {len(QUESTIONS)} prompts",
         flush=True,
     )
-    head = f"{'n':>3} {'seqs':>4} | {'(a) batched tok/s':>17} {'(b) naive tok/s':>15} {'(c) raw tok/s':>13} | {'a/b':>5} {'a/c':>5} {'smpl%':>5} | prompt tokens evaluated a/b/c"
+    head = (
+        f"{'n':>3} {'seqs':>4} | {'(a) batched tok/s':>17} {'(b) naive tok/s':>15} {'(c) raw tok/s':>13} | "
+        f"{'a/b':>5} {'a/c':>5} {'smpl%':>5} | prompt tokens evaluated a/b/c"
+    )
     print(head)
     print("-" * len(head))
     for n in ns:
@@ -228,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         ab = f"{row['a_over_b']:5.2f}" if b else f"{'-':>5}"
         pb = b["prompt_tokens_evaluated"] if b else "-"
         print(
-            f"{n:>3} {n * len(QUESTIONS):>4} | {a['tok_s']:17.1f} {bs} {c['tok_s']:13.1f} | {ab} {row['a_over_c']:5.2f} {100 * a['sampler_share']:5.1f} | "
+            f"{n:>3} {n * len(QUESTIONS):>4} | {a['tok_s']:17.1f} {bs} {c['tok_s']:13.1f} | "
+            f"{ab} {row['a_over_c']:5.2f} {100 * a['sampler_share']:5.1f} | "
             f"{a['prompt_tokens_evaluated']}/{pb}/{c['prompt_tokens_evaluated']}",
             flush=True,
         )

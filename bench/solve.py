@@ -96,7 +96,8 @@ def main() -> None:
     print(f"{'solve_many (adaptive)':<28}{n_policy:>9}{tok_policy:>9}{t_policy:>9.1f}{row['policy_tok_s']:>9.1f}")
     print(f"{'same samples, fixed batch':<28}{n_policy:>9}{tok_fixed:>9}{t_fixed:>9.1f}{row['fixed_tok_s']:>9.1f}")
     print(
-        f"throughput ratio (target >= 0.90): {row['ratio']:.2f}; adaptive decision: {per_decision_ms:.3f} ms (target < 1 ms)"
+        f"throughput ratio (target >= 0.90): {row['ratio']:.2f}; "
+        f"adaptive decision: {per_decision_ms:.3f} ms (target < 1 ms)"
     )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(row, indent=2))

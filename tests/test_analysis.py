@@ -278,9 +278,9 @@ def test_weighting_helps_when_one_prior_is_reliable():
     # prior 0 is right 90% of the time, the rest are noise with scattered answers
     rng = np.random.default_rng(0)
     A, G = [], []
-    for i in range(120):
+    for _ in range(120):
         row = [["g" if rng.random() < 0.9 else "w" for _ in range(4)]]
-        for c in range(1, 5):
+        for _c in range(1, 5):
             row.append([f"n{int(rng.integers(0, 3))}" for _ in range(4)])
         A.append(row)
         G.append("g")

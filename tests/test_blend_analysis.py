@@ -190,7 +190,8 @@ def test_a_file_with_the_five_blend_columns_reads_them_as_diagnostics(tmp_path):
         "retokenized": 1,
     }
     assert b.diagnostics == {"interventions": 0, "intervention_rate": 0.0, "retokenized": 0}
-    rows = [__import__("json").loads(line) for line in open(ro.export("r", tmp_path / "x.jsonl"))]
+    with open(ro.export("r", tmp_path / "x.jsonl")) as fh:
+        rows = [__import__("json").loads(line) for line in fh]
     assert [r["topk_overlap"] for r in rows] == [0.75, None] and list(rows[0])[-5:] == list(BLEND_COLUMNS)
     ro.close()
     (r,) = blend_rows(db)

@@ -65,13 +65,12 @@ def _start_llama_server(model: Path, log: Path) -> tuple[subprocess.Popen, str]:
         "--n_threads",
         "1",
     ]
-    f = open(log, "wb")
-    proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
+    with open(log, "wb") as f:  # the server writes to its own copy of the descriptor
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            f.close()
             raise RuntimeError(f"llama_cpp.server exited with {proc.returncode}: {log.read_text()[-2000:]}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
@@ -190,9 +189,11 @@ def test_text_prompt_uses_completions_endpoint_and_stop(backend, smol):
 
 
 def test_use_n_true_on_a_server_without_n(server):
-    with OpenAIBackend(server, "smol", use_n=True, retries=0) as b:
-        with pytest.raises(MarginalError, match="does not return n=2 choices"):
-            b.generate([_chat("Hi")], SampleSpec(n=2, max_tokens=4))
+    with (
+        OpenAIBackend(server, "smol", use_n=True, retries=0) as b,
+        pytest.raises(MarginalError, match="does not return n=2 choices"),
+    ):
+        b.generate([_chat("Hi")], SampleSpec(n=2, max_tokens=4))
 
 
 def test_unreachable_server():
@@ -434,7 +435,8 @@ def _rows(db):
 
     with sqlite3.connect(db) as c:
         return c.execute(
-            "SELECT problem_id, prior, idx, seed, text, prompt_tokens, completion_tokens, finish_reason FROM samples ORDER BY 1, 2, 3"
+            "SELECT problem_id, prior, idx, seed, text, prompt_tokens, completion_tokens, finish_reason "
+            "FROM samples ORDER BY 1, 2, 3"
         ).fetchall()
 
 

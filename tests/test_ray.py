@@ -48,7 +48,8 @@ def keys(db):
 def rows(db):
     with sqlite3.connect(db) as c:
         return c.execute(
-            "SELECT problem_id, prior, idx, seed, text, answer, correct, error, completion_tokens FROM samples ORDER BY 1, 2, 3"
+            "SELECT problem_id, prior, idx, seed, text, answer, correct, error, completion_tokens "
+            "FROM samples ORDER BY 1, 2, 3"
         ).fetchall()
 
 

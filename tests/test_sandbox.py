@@ -89,7 +89,8 @@ def test_write_outside_the_sandbox(outside):
 
 def test_ok_run_reports_and_may_use_its_own_folder():
     r = run_python(
-        "import os, json\nopen('scratch.txt', 'w').write('hi')\nx = open('scratch.txt').read()\nos.remove('scratch.txt')",
+        "import os, json\nopen('scratch.txt', 'w').write('hi')\n"
+        "x = open('scratch.txt').read()\nos.remove('scratch.txt')",
         "__report__({'x': __ns__['x'], 'pid_seen': __import__('os').getpid()})",
         LIM,
     )
@@ -144,7 +145,8 @@ def test_nothing_left_behind():
     mine = []
     for d in glob.glob("/proc/[0-9]*/cmdline"):
         try:
-            cmd = open(d, "rb").read()
+            with open(d, "rb") as fh:
+                cmd = fh.read()
         except OSError:
             continue
         if b"cfg = json.loads(sys.argv[1])" in cmd:

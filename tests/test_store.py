@@ -50,7 +50,8 @@ def test_redacted_question_not_written(tmp_path):
     s.create_run("r1", {}, [Problem("p1", "SECRET QUESTION", "B", meta={"redact": True})], [Prior("a")], "0")
     s.add_samples("r1", [Sample("p1", "a", 0, "The SECRET QUESTION asks... B", "B", True, None)])
     assert s.samples("r1")[0].text == "The SECRET QUESTION asks... B"
-    rows = [json.loads(l) for l in open(s.export("r1", tmp_path / "x.jsonl"))]
+    with open(s.export("r1", tmp_path / "x.jsonl")) as fh:
+        rows = [json.loads(line) for line in fh]
     assert rows[0]["text"].startswith("zlib:")  # exports keep it compressed too
     s.close()
     assert b"SECRET QUESTION" not in (tmp_path / "r.db").read_bytes()
@@ -61,7 +62,8 @@ def test_export_jsonl_and_parquet(tmp_path):
     s = Store(tmp_path / "r.db")
     s.create_run("r1", {}, [Problem("p1", "q", "1")], [Prior("a")], "0")
     s.add_samples("r1", [_sample("p1", "a", i) for i in range(2)])
-    rows = [json.loads(l) for l in open(s.export("r1", tmp_path / "x.jsonl"))]
+    with open(s.export("r1", tmp_path / "x.jsonl")) as fh:
+        rows = [json.loads(line) for line in fh]
     assert [r["index"] for r in rows] == [0, 1] and rows[0]["run_id"] == "r1"
     pq = pytest.importorskip("pyarrow.parquet")
     t = pq.read_table(s.export("r1", tmp_path / "x.parquet"))

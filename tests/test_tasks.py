@@ -66,7 +66,8 @@ def test_gsm8k_data_file_and_bank(monkeypatch):
     shots = [set(q for q, _ in p.fewshot) for p in bank if p.fewshot]
     assert len(shots) == 4 and all(len(s) == 4 for s in shots)  # fewshot-a, -b, -c and the weak fewshot-wrong
     assert all(not (a & b) for i, a in enumerate(shots) for b in shots[i + 1 :])
-    rows = [json.loads(ln) for ln in open(DATA / "gsm8k_train_head64.jsonl")]
+    with open(DATA / "gsm8k_train_head64.jsonl") as fh:
+        rows = [json.loads(ln) for ln in fh]
     train = [r["question"] for r in rows]
     assert all(q in train for s in shots for q in s)
     # the weak priors are last, and fewshot-wrong's stated answers are all wrong

@@ -46,7 +46,10 @@ PROB = Problem(
 )
 
 FULL = "def add_evens(xs):\n    return sum(x for x in xs if x % 2 == 0)\n"
-ALT = "def add_evens(xs):\n    total = 0\n    for x in xs:\n        if not x & 1:\n            total += x\n    return total\n"
+ALT = (
+    "def add_evens(xs):\n    total = 0\n    for x in xs:\n"
+    "        if not x & 1:\n            total += x\n    return total\n"
+)
 WRONG = "def add_evens(xs):\n    return sum(x for x in xs if x % 2 == 1)\n"
 
 # (completion, expected: "right" = passes and votes with the canonical, "wrong" = runs but fails,
@@ -176,7 +179,8 @@ def flip_first_operator(prompt: str, body: str, entry_point: str) -> str | None:
 EQUIVALENT_MUTANTS = {
     "HumanEval/40": "range(i + 1, len(l)) -> range(i - 1, len(l)) lets j reuse an index; no test list has a "
     "zero-sum triple that needs a reused index",
-    "HumanEval/129": "the sentinel val = n * n + 1 becomes n * n - 1, still above every neighbour of cell 1 in the test grids",
+    "HumanEval/129": "the sentinel val = n * n + 1 becomes n * n - 1, still above every neighbour "
+    "of cell 1 in the test grids",
     "HumanEval/147": "i*i - i + 1 -> i*i - i - 1 shifts every a[i] by -2, so each triple sum moves by -6 and "
     "divisibility by 3 is unchanged (a true equivalent mutant)",
 }

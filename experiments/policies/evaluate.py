@@ -315,7 +315,7 @@ def evaluate_pool(db: str, budgets, thresholds, n_orders: int, n_boot: int, seed
                 pols.append(cell_entry(f"fixed {k}x{B // k}", "fixed", k, B // k, B, cells, grid_vals, boot, seed))
         # best fixed split in hindsight, from the exact grid
         for label, rel, pick in (
-            ("best fixed (K*M = B)", "=", lambda c: c[0] * c[1] == B),
+            ("best fixed (K*M = B)", "=", lambda c, b=B: c[0] * c[1] == b),
             ("best fixed (K*M <= B)", "<=", lambda c: True),
         ):
             cand = [c for c in cells_B if pick(c)]
@@ -509,7 +509,8 @@ def goals(res: dict, rep: np.ndarray, B: int, n: int, boot: Boot) -> dict:
             g["repetition at equal samples"] = {
                 "holds": None,
                 "adaptive_mean_used": _r(u, 3),
-                "why": f"adaptive uses {u:.2f} samples on average; repetition is measurable up to {n} samples of one prior here",
+                "why": f"adaptive uses {u:.2f} samples on average; "
+                f"repetition is measurable up to {n} samples of one prior here",
             }
         else:
             lo_m = max(1, int(math.floor(u)))
@@ -570,7 +571,8 @@ def markdown(results: list[dict]) -> str:
             lines.append(r["error"] + "\n")
             continue
         lines.append(
-            "| B | policy | K x M | expected acc % | 95% CI | mean samples | live-order acc % | 95% CI | samples | exhausted |"
+            "| B | policy | K x M | expected acc % | 95% CI | mean samples "
+            "| live-order acc % | 95% CI | samples | exhausted |"
         )
         lines.append("|---|---|---|---|---|---|---|---|---|---|")
         for B, res in r["budgets"].items():
@@ -586,7 +588,9 @@ def markdown(results: list[dict]) -> str:
         lines.append("")
         lines.append("Goals (adaptive, expected values; paired bootstrap over problems):\n")
         lines.append(
-            "| B | policy | reaches best fixed (K*M = B) within its CI using <= 70% of its samples | adaptive - best: diff [CI] | beats repetition at equal mean samples | adaptive - repetition: diff [CI] |"
+            "| B | policy | reaches best fixed (K*M = B) within its CI using <= 70% of its samples "
+            "| adaptive - best: diff [CI] | beats repetition at equal mean samples "
+            "| adaptive - repetition: diff [CI] |"
         )
         lines.append("|---|---|---|---|---|---|")
         for B, res in r["budgets"].items():
@@ -599,7 +603,10 @@ def markdown(results: list[dict]) -> str:
                     else f" ({b.get('why', '')})"
                 )
                 if b.get("paired_diff") is not None:
-                    bd = f"{100 * b['paired_diff']:+.1f} [{100 * b['paired_diff_ci'][0]:+.1f}, {100 * b['paired_diff_ci'][1]:+.1f}]"
+                    bd = (
+                        f"{100 * b['paired_diff']:+.1f} "
+                        f"[{100 * b['paired_diff_ci'][0]:+.1f}, {100 * b['paired_diff_ci'][1]:+.1f}]"
+                    )
                 elif "paired_diff_bounds" in b:
                     lo_, hi_ = b["paired_diff_bounds"]
                     bd = (
@@ -614,7 +621,8 @@ def markdown(results: list[dict]) -> str:
                     else f" ({rp.get('why', '')})"
                 )
                 rd = (
-                    f"{100 * rp['paired_diff']:+.1f} [{100 * rp['paired_diff_ci'][0]:+.1f}, {100 * rp['paired_diff_ci'][1]:+.1f}]"
+                    f"{100 * rp['paired_diff']:+.1f} "
+                    f"[{100 * rp['paired_diff_ci'][0]:+.1f}, {100 * rp['paired_diff_ci'][1]:+.1f}]"
                     if "paired_diff" in rp
                     else ""
                 )
@@ -771,7 +779,9 @@ def main(argv=None) -> int:
         budgets = [int(b) for b in a.budgets.split(",")]
         thresholds = [float(t) for t in a.thresholds.split(",")]
     except ValueError:
-        raise SystemExit(f"--budgets/--thresholds expect comma-separated numbers, got {a.budgets!r} / {a.thresholds!r}")
+        raise SystemExit(
+            f"--budgets/--thresholds expect comma-separated numbers, got {a.budgets!r} / {a.thresholds!r}"
+        ) from None
     if a.orders < 1:
         raise SystemExit(f"--orders must be >= 1, got {a.orders}")
     out = Path(a.out)

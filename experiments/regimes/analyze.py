@@ -180,7 +180,8 @@ def analyse(db: Path, tmp: Path) -> dict:
             "plot": png.name,
         }
         print(
-            f"{regime} example: {','.join(bank)}: λ = {st.lam[s]:+.3f} [{st.lo[s]:+.3f}, {st.hi[s]:+.3f}], held-out gain "
+            f"{regime} example: {','.join(bank)}: "
+            f"λ = {st.lam[s]:+.3f} [{st.lo[s]:+.3f}, {st.hi[s]:+.3f}], held-out gain "
             + ", ".join(f"B={B}: {100 * st.gain[s, b]:+.1f}" for b, B in enumerate(rt.budgets))
             + f" -> {png.name}"
         )

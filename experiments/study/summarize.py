@@ -108,7 +108,8 @@ def fmt_cell(c) -> str:
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| task · model | problems × K × M | 1 sample (default prior) | B | best split | repetition (K=1) | diversity (M=1) | λ [95% CI] · regime |",
+        "| task · model | problems × K × M | 1 sample (default prior) | B | best split "
+        "| repetition (K=1) | diversity (M=1) | λ [95% CI] · regime |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -178,7 +179,8 @@ def plots(rows: list[dict]) -> None:
         if d:
             ax.fill_between(k, d["gamma_ci"][0], d["gamma_ci"][1], alpha=0.2, lw=0, label="95% bootstrap band")
             ax.set_title(
-                f"{r['task']}: λ = {d['lambda']:+.2f} [{d['lambda_ci'][0]:+.2f}, {d['lambda_ci'][1]:+.2f}], {d['regime']}",
+                f"{r['task']}: λ = {d['lambda']:+.2f} "
+                f"[{d['lambda_ci'][0]:+.2f}, {d['lambda_ci'][1]:+.2f}], {d['regime']}",
                 fontsize=8,
             )
         ax2 = ax.twinx()

@@ -201,20 +201,22 @@ def execute_policy(
     for smp in store.samples(run_id):
         known[smp.problem_id].append(smp)
     total = budget * len(plan.problems)
-    counter = {"done": sum(len(v) for v in known.values()), "finished": set()}
+    done = sum(len(v) for v in known.values())
+    finished: set[str] = set()
 
     def on_batch(samples: list[Sample], steps: list[tuple[str, int, Decision]]) -> None:
+        nonlocal done
         t0 = time.perf_counter()
         rows = [(pid, used, json.dumps(d.requests), d.reason, d.record()) for pid, used, d in steps]
         store.add_samples(run_id, samples, rows)
-        counter["done"] += len(samples)
-        counter["finished"] |= {pid for pid, _, d in steps if d.stop}
+        done += len(samples)
+        finished.update(pid for pid, _, d in steps if d.stop)
         if on_progress:
             on_progress(
                 Progress(
-                    len(counter["finished"]),
+                    len(finished),
                     len(plan.problems),
-                    counter["done"],
+                    done,
                     total,
                     len(samples),
                     sum(s.completion_tokens for s in samples),

@@ -58,6 +58,7 @@ from .errors import MarginalError
 from .runner import Group, Progress, RunPlan, Tracker, generate_groups, missing_groups, open_run
 from .runner import batches as runner_batches
 from .store import Store
+from .tasks.base import Task
 from .types import Sample, SampleSpec
 
 INSTALL = "pip install 'marginal[ray]'"
@@ -114,7 +115,7 @@ class _Worker:
         self.task_args = task_args
         self.model = model
         self.engines = Engines(**backend_options)
-        self.task = None
+        self.task: Task | None = None
 
     def pid(self) -> int:
         return os.getpid()

@@ -98,7 +98,7 @@ def _dist_file(dist: str, member: str) -> Path | None:
         return None
     for f in d.files or ():
         if str(f) == member or str(f).endswith("/" + member):
-            p = Path(d.locate_file(f))
+            p = Path(str(d.locate_file(f)))
             return p if p.exists() else None
     return None
 
@@ -165,10 +165,10 @@ def resolve_model(name: str) -> Path:
     entry = CATALOG[name]
     if entry.parts:
         return _assemble_parts(entry)
-    p = _dist_file(entry.dist, entry.member)
-    if p is None:
+    found = _dist_file(entry.dist, entry.member)
+    if found is None:
         raise MarginalError(f"model {name!r} is not installed; install it with: {entry.install}")
-    return p
+    return found
 
 
 def bundled_model_path() -> Path:

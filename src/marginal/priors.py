@@ -79,7 +79,8 @@ def parse_bank(data: Any, path: Path) -> list[Prior]:
         data = data["priors"]
     if not isinstance(data, list) or not data:
         raise MarginalError(
-            f"{path}: expected a non-empty list of priors (or a mapping with a 'priors:' list), got {type(data).__name__ if data is not None else 'an empty file'}"
+            f"{path}: expected a non-empty list of priors (or a mapping with a 'priors:' list), "
+            f"got {type(data).__name__ if data is not None else 'an empty file'}"
         )
     out: list[Prior] = []
     seen: dict[str, int] = {}
@@ -116,7 +117,8 @@ def parse_bank(data: Any, path: Path) -> list[Prior]:
                 and isinstance(s["answer"], str)
             ):
                 raise MarginalError(
-                    f"{label}: fewshot item {j + 1} must be a mapping with string keys 'question' and 'answer' only, got {s!r}"
+                    f"{label}: fewshot item {j + 1} must be a mapping with string keys 'question' and 'answer' only, "
+                    f"got {s!r}"
                 )
             shots.append((s["question"], s["answer"]))
         out.append(

@@ -6,8 +6,9 @@ and at random, fixed K, the best cell within the budget, the oracle) with
 95% bands; the (K, M) heatmap; Γ_K with its bootstrap band, dominance and the
 label-free margin; histograms of per-problem margins for two allocations
 (K = 1 and all priors); per-prior accuracy and the agreement matrix; the normal approximation
-against the exact accuracy (bias-variance theory check); the planner's choice against the baselines on held-out problems; for blended
-runs (any file given), accuracy against intervention rate per pair, variant
+against the exact accuracy (bias-variance theory check); the planner's choice against the
+baselines on held-out problems; for blended runs (any file given), accuracy against
+intervention rate per pair, variant
 and gamma. A label-free run gets the label-free sections only. Matplotlib runs on the Agg backend.
 Left out: interactive plots, external assets (the file needs nothing else).
 """
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .analysis.summary import Analysis
+from .analysis.summary import Analysis, labelled_part
 from .errors import MarginalError
 
 CSS = """
@@ -63,13 +64,19 @@ def _e(x) -> str:
     return html.escape(str(x))
 
 
+def _signed_ci(diff: float, ci: tuple[float, float]) -> str:
+    """A difference and its interval in percentage points, signed: ``+1.2 [-0.5, +3.0]``."""
+    return f"{100 * diff:+.1f} [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]"
+
+
 # -- plots -----------------------------------------------------------------------------
 def plot_budget_curves(a: Analysis) -> str:
     plt = _plt()
-    g, gr, og = a.grid, a.grid_random, a.oracle
+    g = labelled_part(a.grid, "the accuracy grid")
+    gr = labelled_part(a.grid_random, "the accuracy grid with random priors")
+    og = labelled_part(a.oracle, "the oracle grid")
     P, n, B = a.pool.n_priors, a.pool.n_slots, a.budget
     fig, ax = plt.subplots(figsize=(6.2, 4.0))
-    se = g.sampling_se
     mean = g.mean
 
     def series(grid, pairs):
@@ -96,13 +103,11 @@ def plot_budget_curves(a: Analysis) -> str:
             lw=0,
         )
     budgets = np.arange(1, B + 1)
-    env, env_se = [], []
+    best_j = []
     for b in budgets:
         js = [j for j, (k, m) in enumerate(g.cells) if k * m <= b]
-        j = max(js, key=lambda j: mean[j])
-        env.append(mean[j])
-        env_se.append(se[j])
-    env, env_se = np.array(env), np.array(env_se)
+        best_j.append(max(js, key=lambda j: mean[j]))
+    env = mean[best_j]
     ax.plot(budgets, 100 * env, "k--", lw=1.2, label="best K x M <= B (in hindsight)")
     oj = [og.index(1, m) for m in range(1, min(n, B) + 1)]
     ax.plot(np.arange(1, len(oj) + 1), 100 * og.mean[oj], ":", color="gray", lw=1.2, label="oracle, K=1 (gold drawn)")
@@ -116,10 +121,11 @@ def plot_budget_curves(a: Analysis) -> str:
 
 def plot_heatmap(a: Analysis) -> str:
     plt = _plt()
-    t = a.grid.table()
+    g = labelled_part(a.grid, "the accuracy grid")
+    t = g.table()
     fig, ax = plt.subplots(figsize=(0.42 * t.shape[1] + 2.2, 0.34 * t.shape[0] + 1.6))
     im = ax.imshow(100 * t, origin="lower", cmap="viridis", aspect="auto")
-    best = a.grid.best()
+    best = g.best()
     lo, hi = np.nanmin(t), np.nanmax(t)
     if t.size <= 400:
         for k in range(t.shape[0]):
@@ -153,7 +159,7 @@ def plot_gamma(a: Analysis) -> str:
     fig, ax = plt.subplots(figsize=(6.2, 3.8))
     lfm = a.label_free_margin.mean(axis=0)
     if not a.label_free:
-        d, m = a.drift, a.margins
+        d, m = a.drift, labelled_part(a.margins, "margins")
         gm = m.gamma.mean(axis=0)
         ax.plot(K, gm, "o-", color=COLORS[0], label="mean Γ_K (effective margin)")
         if d is not None:
@@ -181,7 +187,7 @@ def plot_gamma(a: Analysis) -> str:
 def plot_margin_hist(a: Analysis) -> str:
     plt = _plt()
     P = a.pool.n_priors
-    vals = a.label_free_margin if a.label_free else a.margins.gamma
+    vals = a.label_free_margin if a.label_free else labelled_part(a.margins, "margins").gamma
     what = "label-free margin" if a.label_free else "Γ"
     fig, ax = plt.subplots(figsize=(6.2, 3.4))
     bins = np.linspace(-1, 1, 41) if not a.label_free else np.linspace(0, 1, 21)
@@ -219,7 +225,7 @@ def plot_priors(a: Analysis) -> str:
 
 def plot_normal(a: Analysis) -> str:
     plt = _plt()
-    bv = a.bias_variance
+    bv = labelled_part(a.bias_variance, "the normal approximation")
     ex, nm = 100 * bv.exact.mean(axis=0), 100 * bv.normal.mean(axis=0)
     km = np.array([k * m for k, m in bv.cells])
     fig, ax = plt.subplots(figsize=(4.6, 3.8))
@@ -236,7 +242,7 @@ def plot_normal(a: Analysis) -> str:
 
 def plot_plan(a: Analysis) -> str:
     plt = _plt()
-    pl = a.plan
+    pl = labelled_part(a.plan, "the plan")
     fig, ax = plt.subplots(figsize=(6.2, 2.8))
     names = [f"{s.name} ({s.k}x{s.m})" for s in pl.scored]
     acc = np.array([s.accuracy for s in pl.scored])
@@ -260,7 +266,7 @@ def _summary_table(a: Analysis) -> str:
     if a.label_free:
         rows.append(("gold", "none: label-free measures only"))
     else:
-        g = a.grid
+        g = labelled_part(a.grid, "the accuracy grid")
         b = g.best()
         rows += [
             ("best cell (K, M)", f"{b}: {100 * g.at(*b):.1f}%"),
@@ -291,12 +297,15 @@ def _summary_table(a: Analysis) -> str:
 
 
 def _plan_table(a: Analysis) -> str:
-    pl = a.plan
-    head = "<tr><th class='l'>allocation</th><th>K</th><th>M</th><th>held-out %</th><th>95% CI</th><th>vs planner</th></tr>"
+    pl = labelled_part(a.plan, "the plan")
+    head = (
+        "<tr><th class='l'>allocation</th><th>K</th><th>M</th><th>held-out %</th><th>95% CI</th>"
+        "<th>vs planner</th></tr>"
+    )
     body = "".join(
         f"<tr><td class='l'>{_e(s.name)}</td><td>{s.k}</td><td>{s.m}</td><td>{100 * s.accuracy:.1f}</td>"
         f"<td>[{100 * s.ci[0]:.1f}, {100 * s.ci[1]:.1f}]</td>"
-        f"<td>{'' if s.name == 'planner' else f'{100 * s.diff:+.1f} [{100 * s.diff_ci[0]:+.1f}, {100 * s.diff_ci[1]:+.1f}]'}</td></tr>"
+        f"<td>{'' if s.name == 'planner' else _signed_ci(s.diff, s.diff_ci)}</td></tr>"
         for s in pl.scored
     )
     bk = ""
@@ -305,7 +314,8 @@ def _plan_table(a: Analysis) -> str:
             "<table><tr><th class='l'>difficulty</th><th>n test</th><th>its K,M</th><th>its %</th><th>planner %</th>"
             "<th>K=1 %</th><th>M=1 %</th></tr>"
             + "".join(
-                f"<tr><td class='l'>{_e(b.name)} ({b.lo:.2f}-{b.hi:.2f})</td><td>{b.n_test}</td><td>{b.choice[0]},{b.choice[1]}</td>"
+                f"<tr><td class='l'>{_e(b.name)} ({b.lo:.2f}-{b.hi:.2f})</td><td>{b.n_test}</td>"
+                f"<td>{b.choice[0]},{b.choice[1]}</td>"
                 f"<td>{100 * b.accuracy:.1f}</td><td>{100 * b.global_choice_accuracy:.1f}</td>"
                 f"<td>{100 * b.repetition_accuracy:.1f}</td><td>{100 * b.diversity_accuracy:.1f}</td></tr>"
                 for b in pl.buckets
@@ -372,7 +382,8 @@ def _blend_table(rows) -> str:
     )
     f = lambda x: "–" if x != x else f"{x:.3f}"  # noqa: E731
     body = "".join(
-        f"<tr><td class='l'>{_e(r.base)} + {_e(r.guide)}</td><td class='l'>{_e(r.task)}</td><td class='l'>{_e(r.variant)}</td>"
+        f"<tr><td class='l'>{_e(r.base)} + {_e(r.guide)}</td><td class='l'>{_e(r.task)}</td>"
+        f"<td class='l'>{_e(r.variant)}</td>"
         f"<td>{r.gamma:g}</td><td>{_e(r.alpha)}</td><td>{r.samples}</td><td>{f(r.accuracy)}</td><td>{f(r.intervention_rate)}</td>"
         f"<td>{f(r.mean_alpha)}</td><td>{f(r.topk_overlap)}</td></tr>"
         for r in rows

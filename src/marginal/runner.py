@@ -192,6 +192,8 @@ def to_samples(
     for g, comps in zip(groups, outs):
         for j, comp in enumerate(comps):
             ex = extracted.get((g, j))
+            answer: str | None
+            error: str | None
             if ex is None:
                 answer = None
                 error = TRUNCATED if comp.finish_reason == "length" else comp.error or "generation failed"
@@ -350,9 +352,11 @@ def execute(
             in_flight[id(engine)] += g.n
             started[id(g)] = time.perf_counter()
             prompt, spec = request(g, plan.spec)
-            driver.submit(engine, prompt, spec, g).add_done_callback(
-                lambda _f, e=id(engine), n=g.n: in_flight.__setitem__(e, in_flight[e] - n)
-            )
+
+            def release(_f: object, e: int = id(engine), n: int = g.n) -> None:
+                in_flight[e] -= n
+
+            driver.submit(engine, prompt, spec, g).add_done_callback(release)
 
     top_up()
     driver.run()

@@ -38,6 +38,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -210,7 +211,8 @@ def _result(status, reason):
     _send({"status": status, "reason": reason, "report": reports[-1] if reports else None, "isolation": iso})
     _exit(0)
 
-import copy, math, random, re, string, itertools, functools, collections, heapq, hashlib, typing, ast, fractions  # warm, before limits bite
+# warm, before limits bite
+import copy, math, random, re, string, itertools, functools, collections, heapq, hashlib, typing, ast, fractions
 import subprocess
 subprocess._fork_exec = None  # the raw fork primitive; the module stays importable
 sys.modules.pop("_posixsubprocess", None)
@@ -323,22 +325,16 @@ def run_python(program: str, driver: str = "", limits: Limits = Limits()) -> Run
                     s.close()
         for fd in (rfd, wfd):
             if fd >= 0:
-                try:
+                with suppress(OSError):
                     os.close(fd)
-                except OSError:
-                    pass
         shutil.rmtree(root, ignore_errors=True)
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
+    with suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
+    with suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        pass
 
 
 def _collect(proc: subprocess.Popen[bytes], rfd: int, limits: Limits, t0: float) -> RunResult:

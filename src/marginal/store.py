@@ -116,7 +116,8 @@ class AnswerRow(NamedTuple):
 
     problem_id: str
     prior: str
-    index: int
+    idx: int
+    """The sample's index (``Sample.index``; a field ``index`` would shadow ``tuple.index``)."""
     answer: str | None
     correct: bool | None
 
@@ -311,7 +312,8 @@ class Store:
             self._add_diagnostics(names)
             before = db.total_changes
             db.executemany(
-                f"INSERT OR IGNORE INTO samples ({columns}) VALUES ({','.join('?' * (len(_INSERT_COLUMNS) + len(names)))})",
+                f"INSERT OR IGNORE INTO samples ({columns}) "
+                f"VALUES ({','.join('?' * (len(_INSERT_COLUMNS) + len(names)))})",
                 rows,
             )
             added = db.total_changes - before
@@ -362,7 +364,8 @@ class Store:
     def answers(self, run_id: str) -> list[AnswerRow]:
         """Each sample's answer and grade, ordered by problem id, prior and index (no texts read)."""
         rows = self.db.execute(
-            "SELECT problem_id, prior, idx, answer, correct FROM samples WHERE run_id=? ORDER BY problem_id, prior, idx",
+            "SELECT problem_id, prior, idx, answer, correct FROM samples WHERE run_id=? "
+            "ORDER BY problem_id, prior, idx",
             (run_id,),
         ).fetchall()
         return [AnswerRow(p, c, i, a, None if g is None else bool(g)) for p, c, i, a, g in rows]
@@ -412,7 +415,10 @@ class Store:
         return 0 if row[0] is None else row[0] + 1
 
     def prior_counts(self, run_id: str) -> dict[str, tuple[int, int, int, int]]:
-        """Per prior name: (samples, failed samples, correct samples, graded samples); priors without samples are absent."""
+        """Per prior name: (samples, failed samples, correct samples, graded samples).
+
+        Priors without samples are absent.
+        """
         rows = self.db.execute(
             "SELECT prior, count(*), sum(answer IS NULL), sum(correct), count(correct) FROM samples "
             "WHERE run_id=? GROUP BY prior",

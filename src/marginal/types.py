@@ -12,7 +12,7 @@ import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 FinishReason = Literal["stop", "length", "error"]
 
@@ -47,7 +47,7 @@ class SampleSpec:
     lets a run add samples to a prompt later with the seeds it would have had."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.stop, str) or isinstance(self.stop, list):
+        if isinstance(self.stop, (str, list)):
             object.__setattr__(self, "stop", (self.stop,) if isinstance(self.stop, str) else tuple(self.stop))
         _check(isinstance(self.n, int) and self.n >= 1, f"n must be an integer >= 1, got {self.n!r}")
         _check(
@@ -105,7 +105,7 @@ class Chat:
         return repr([(m.role, m.content) for m in self.messages])
 
 
-Prompt = Union[str, Chat]
+Prompt = str | Chat
 """A raw text prompt (sent as is) or a chat (templated by the backend)."""
 
 

@@ -103,7 +103,7 @@ class Grid:
         """The cell with the highest dataset accuracy (ties: fewer samples, then more priors)."""
         order = sorted(
             range(len(self.cells)),
-            key=lambda j: (-round(self.mean[j], 12), self.cells[j][0] * self.cells[j][1], -self.cells[j][0]),
+            key=lambda j: (-round(float(self.mean[j]), 12), self.cells[j][0] * self.cells[j][1], -self.cells[j][0]),
         )
         return self.cells[order[0]]
 
@@ -133,7 +133,7 @@ class _LogFact:
         return self.t[n] - self.t[k] - self.t[n - k]
 
 
-def _prior_dist(m, f, n, M, replace, pows, lf, cap):
+def _prior_dist(m, f, n, M, replace, pows, lf, cap) -> tuple[np.ndarray, np.ndarray]:
     """Distribution of one prior's vote vector for M draws: (keys, probs)."""
     if n == 0:
         return np.zeros(1, np.int64), np.ones(1)
@@ -167,7 +167,7 @@ def _prior_dist(m, f, n, M, replace, pows, lf, cap):
     return key[ok], np.exp(lp[ok])
 
 
-def _accumulate(k, p, space):
+def _accumulate(k, p, space) -> tuple[np.ndarray, np.ndarray]:
     """Sum probabilities of equal keys: dense bincount when the key space is small, else sort."""
     if space <= max(4096, 4 * len(k)):
         dense = np.bincount(k, weights=p, minlength=space)
@@ -177,7 +177,7 @@ def _accumulate(k, p, space):
     return u, np.bincount(inv.ravel(), weights=p, minlength=len(u))
 
 
-def _conv(k1, p1, k2, p2, cap, space=1 << 62):
+def _conv(k1, p1, k2, p2, cap, space=1 << 62) -> tuple[np.ndarray, np.ndarray]:
     if len(k1) * len(k2) > 20 * cap:
         raise _TooBig
     k = (k1[:, None] + k2[None, :]).ravel()
@@ -188,7 +188,7 @@ def _conv(k1, p1, k2, p2, cap, space=1 << 62):
     return u, q
 
 
-def _merge(k1, p1, k2, p2, space=1 << 62):
+def _merge(k1, p1, k2, p2, space=1 << 62) -> tuple[np.ndarray, np.ndarray]:
     return _accumulate(np.concatenate([k1, k2]), np.concatenate([p1, p2]), space)
 
 
@@ -255,17 +255,21 @@ def _exact_problem(m, f, n, gold, cells, mode, replace, ties, max_states, lf):
                         out[col[c + 1]] = value(keys, probs)
                         ok[col[c + 1]] = True
             else:
-                D: list = [(np.zeros(1, np.int64), np.ones(1))] + [None] * kmax
+                D: list[tuple[np.ndarray, np.ndarray] | None] = [None] * (kmax + 1)
+                D[0] = (np.zeros(1, np.int64), np.ones(1))
                 for c in range(P):
                     for j in range(min(c + 1, kmax), 0, -1):
-                        if D[j - 1] is None:
+                        prev, cur = D[j - 1], D[j]
+                        if prev is None:
                             continue
-                        add = _conv(*D[j - 1], *dists[c], max_states, space)
-                        D[j] = add if D[j] is None else _merge(*D[j], *add, space)
-                        if len(D[j][0]) > max_states:
+                        add = _conv(*prev, *dists[c], max_states, space)
+                        D[j] = cur = add if cur is None else _merge(*cur, *add, space)
+                        if len(cur[0]) > max_states:
                             raise _TooBig
                 for k, j in col.items():
-                    out[j] = value(*D[k]) / math.comb(P, k)
+                    dk = D[k]
+                    assert dk is not None  # K <= kmax <= P priors: every K was reached
+                    out[j] = value(*dk) / math.comb(P, k)
                     ok[j] = True
         except _TooBig:
             continue

@@ -243,7 +243,7 @@ def load_pool(path, run: str | None = None, *, failed: str = "abstain") -> Pool:
     for pid, pr, idx, ans, cor in rows:
         cells[prob_pos[pid]][prior_pos[pr]].append((idx, ans, cor))
     golden: list[set[str]] = [set() for _ in prob_pos]
-    for pid, pr, idx, ans, cor in rows:
+    for pid, _pr, _idx, ans, cor in rows:
         if cor == 1 and ans is not None:
             golden[prob_pos[pid]].add(ans)
     lists, golds = [], []
@@ -263,9 +263,10 @@ def load_pool(path, run: str | None = None, *, failed: str = "abstain") -> Pool:
     pool = pool_from_lists(lists, None if label_free else golds, priors, run_id=run_id)
     names = []
     for i, nm in enumerate(pool.answer_names):
-        ref = refs[i] if refs[i] is not None else (sorted(golden[i])[0] if golden[i] else "")
+        r = refs[i]
+        ref = r if r is not None else (sorted(golden[i])[0] if golden[i] else "")
         names.append(tuple(ref if n == str(gold_token) else n for n in nm))
-    ids = [None] * len(prob_pos)
+    ids = [""] * len(prob_pos)
     for pid, i in prob_pos.items():
         ids[i] = pid
     pool = Pool(pool.answers, pool.gold, pool.priors, tuple(ids), run_id, tuple(names))

@@ -227,7 +227,10 @@ def classify(
 
 
 def evaluate(cache: RegimeCache, cal_idx: np.ndarray, test_idx: np.ndarray) -> BankStats:
-    """Every sub-bank's statistics on (possibly resampled) calibration and held-out problems (positions in each half)."""
+    """Every sub-bank's statistics on (possibly resampled) calibration and held-out problems.
+
+    The problems are given as positions in each half.
+    """
     lam_p = cache.lam_problem[:, cal_idx]
     boots = lam_p @ cache.inner.T  # drift's inner bootstrap, on these problems
     q = (1 - cache.level) / 2
@@ -439,7 +442,10 @@ def regime_test(
     level: float = 0.95,
     reps: int = 128,
 ) -> RegimeTest:
-    """Draw sub-banks, measure drift on calibration and the diversity-first gain held out, bootstrap (module docstring)."""
+    """Draw sub-banks, measure drift on calibration and the diversity-first gain held out, bootstrap.
+
+    The module docstring describes each step.
+    """
     lab = covered(pool, "the regime test")
     if lab.n_problems < 4:
         raise MarginalError(f"the regime test needs at least 4 labelled problems (2 per half), got {lab.n_problems}")

@@ -231,7 +231,8 @@ def select_bank(
     half_a, half_b = split_problems(lab.n_problems, 0.5, seed)
     folds = ((half_a, half_b), (half_b, half_a))
     first, every = lab.priors[:k], lab.priors
-    chosen = tuple(greedy_bank(lab, k, budget, cal, seed=seed, reps=reps) for cal, _ in folds)
+    chosen_a, chosen_b = (greedy_bank(lab, k, budget, cal, seed=seed, reps=reps) for cal, _ in folds)
+    chosen = (chosen_a, chosen_b)
     g_first, g_all = _bank_grid(lab, first, budget, seed, reps), _bank_grid(lab, every, budget, seed, reps)
     specs = [
         ("selected", chosen, [_bank_grid(lab, c, budget, seed, reps) for c in chosen]),
@@ -244,19 +245,29 @@ def select_bank(
     rng = np.random.default_rng(seed)
     cis = paired_boot(np.concatenate([credits, diff]), n_boot, level, rng)
     fold_cis = [paired_boot(diff[:, test], n_boot, level, rng) for _, test in folds]
-    arms = tuple(
+    arms = [
         Arm(name, banks, tuple(sp), tuple(ca), tuple(ho), float(cr.mean()), cis[i], cr)
         for i, ((name, banks, _), (sp, ca, ho, cr, _)) in enumerate(zip(specs, scores))
-    )
-    diffs = tuple(
+    ]
+    diffs = [
         Paired(
             name,
-            tuple(float(diff[i, test].mean()) for _, test in folds),
+            (float(diff[i, half_b].mean()), float(diff[i, half_a].mean())),  # test half of fold 0, of fold 1
             (fold_cis[0][i], fold_cis[1][i]),
             float(diff[i].mean()),
             cis[3 + i],
         )
         for i, name in enumerate(("selected - first-k", "selected - all"))
-    )
+    ]
     halves = (tuple(lab.problems[i] for i in half_a), tuple(lab.problems[i] for i in half_b))
-    return BankSelection(int(k), int(budget), seed, halves, arms, diffs, max(s[4] for s in scores), n_boot, level)
+    return BankSelection(
+        int(k),
+        int(budget),
+        seed,
+        halves,
+        (arms[0], arms[1], arms[2]),
+        (diffs[0], diffs[1]),
+        max(s[4] for s in scores),
+        n_boot,
+        level,
+    )

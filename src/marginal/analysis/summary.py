@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
+from ..errors import MarginalError
 from .accuracy import Grid, accuracy_grid, oracle_grid, pool_pass_at_k
 from .margins import (
     BiasVariance,
@@ -32,6 +34,18 @@ from .planner import PlannerResult, plan
 from .pool import Pool
 from .subbank import sub_bank
 from .weights import WeightComparison, compare_weights
+
+T = TypeVar("T")
+
+
+def labelled_part(value: T | None, what: str) -> T:
+    """``value``, an `Analysis` field that needs gold; a MarginalError naming ``what`` where it is None.
+
+    None means a label-free pool (or, for drift, plan and weights, a pool too small for them).
+    """
+    if value is None:
+        raise MarginalError(f"{what} needs gold answers; this analysis has none (a label-free pool)")
+    return value
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,7 +92,8 @@ class Analysis:
         }
         if self.label_free:
             return out
-        for name, g in (("grid", self.grid), ("grid_random", self.grid_random), ("oracle", self.oracle)):
+        for name, grid in (("grid", self.grid), ("grid_random", self.grid_random), ("oracle", self.oracle)):
+            g = labelled_part(grid, name)
             out[name] = {
                 "cells": [list(c) for c in g.cells],
                 "accuracy": _f(g.mean),
@@ -90,7 +105,7 @@ class Analysis:
                 "ties": g.ties,
             }
         out["pass_at_k"] = self.pass_at
-        m = self.margins
+        m = labelled_part(self.margins, "margins")
         out["margins"] = {
             "gamma_mean": _f(m.gamma.mean(axis=0)),
             "dominance": _f(m.dominance),
@@ -192,9 +207,8 @@ def analyze(
     ps = prior_stats(pool)
     if pool.label_free:
         return Analysis(pool, int(budget), lfm, ps)
-    kw = dict(ties=ties, replace=replace, method=method, reps=reps, seed=seed)
-    g = accuracy_grid(pool, budget, mode="first", **kw)
-    gr = accuracy_grid(pool, budget, mode="random", **kw)
+    g = accuracy_grid(pool, budget, mode="first", ties=ties, replace=replace, method=method, reps=reps, seed=seed)
+    gr = accuracy_grid(pool, budget, mode="random", ties=ties, replace=replace, method=method, reps=reps, seed=seed)
     og = oracle_grid(pool, budget, replace=replace)
     n_min = int(pool.sizes[pool.labelled].sum(axis=1).min())
     pak = {str(k): pool_pass_at_k(pool, k) for k in (1, 2, 4, 8, 16, 32, 64) if k <= n_min}

@@ -68,6 +68,7 @@ def prior_weights(calib: Pool, kind: str) -> np.ndarray:
     if kind == "agreement":
         return _transform(st.plurality_agreement, n_alt, n_obs)
     calib.require_gold("calibrated weights")
+    assert st.accuracy is not None  # a labelled pool's priors have accuracies
     return _transform(st.accuracy, n_alt, n_obs)
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import fields
 from typing import Any, Generic, TypeVar
 
@@ -120,7 +120,7 @@ def prepare_prompts(
 def filled(results: Sequence[Sequence[C | None]]) -> list[list[C]]:
     """The results table once every cell holds a completion."""
     assert all(c is not None for row in results for c in row)
-    return [list(row) for row in results]  # type: ignore[misc]
+    return [[c for c in row if c is not None] for row in results]
 
 
 class Counters(dict[str, Any], Generic[S]):
@@ -175,10 +175,8 @@ class Lifecycle:
         self.close()
 
     def __del__(self) -> None:
-        try:
+        with suppress(Exception):  # half-built objects, interpreter shutdown
             self.close()
-        except Exception:  # pragma: no cover - half-built objects, interpreter shutdown
-            pass
 
 
 def ensure_open(handle: object, what: str) -> None:

@@ -64,7 +64,7 @@ from .common import Counted, Counters, Lifecycle, check_prompt, ensure_open, err
 try:
     import torch
 except ImportError:  # pragma: no cover - exercised where torch is absent
-    torch = None  # type: ignore[assignment]
+    torch = None
 
 __all__ = ["HFBackend", "HFStats", "sample_tokens", "step_uniforms", "render_plain", "render_prompt"]
 
@@ -311,7 +311,10 @@ class HFBackend(TemplatedPrompts, Counted[HFStats], Lifecycle):
                     self._counters["oom_retries"] += 1
                     continue
                 s = chunk[0]
-                msg = f"out of memory with one sequence of {len(toks[s.prompt])} prompt tokens: {' '.join(str(e).split())[:200]}"
+                msg = (
+                    f"out of memory with one sequence of {len(toks[s.prompt])} prompt tokens: "
+                    f"{' '.join(str(e).split())[:200]}"
+                )
                 s.result = error_completion(msg, s.seed, len(toks[s.prompt]))
             a += len(chunk)
         out: list[list[Completion]] = [[] for _ in prompts]
@@ -362,7 +365,7 @@ class HFBackend(TemplatedPrompts, Counted[HFStats], Lifecycle):
         c["prompt_tokens_encoded"] += sum(lens)
 
         # expand each prompt's cache rows, mask and last logits to its sequences
-        first_of = {}
+        first_of: dict[int, _Seq] = {}
         for s in seqs:
             first_of.setdefault(s.prompt, s)
             if first_of[s.prompt] is not s:
@@ -386,10 +389,10 @@ class HFBackend(TemplatedPrompts, Counted[HFStats], Lifecycle):
             tok_l = tok.tolist()
             c["tokens_generated"] += len(live)
             keep: list[int] = []
-            for r, (k, t, l) in enumerate(zip(live, tok_l, lp)):
+            for r, (k, t, lpt) in enumerate(zip(live, tok_l, lp)):
                 s = seqs[k]
                 s.tokens.append(t)
-                s.logprob += l
+                s.logprob += lpt
                 done = self._finished(s, t, budgets[k], stop, window, len(toks[s.prompt]), s is first_of[s.prompt])
                 if not done:
                     keep.append(r)

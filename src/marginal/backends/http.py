@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -157,7 +157,7 @@ class OpenAIBackend(Lifecycle):
         self._openai = openai
         self.base_url = base_url.rstrip("/")
         self.max_concurrency = max_concurrency
-        self._client = openai.OpenAI(
+        self._client: openai.OpenAI | None = openai.OpenAI(
             base_url=self.base_url,
             api_key=api_key or os.environ.get("OPENAI_API_KEY") or "none",
             timeout=timeout,
@@ -251,6 +251,7 @@ class OpenAIBackend(Lifecycle):
     # --------------------------------------------------------------- helpers
 
     def _check_model(self, model: str | None) -> str:
+        assert self._client is not None  # called from __init__, before any close
         o = self._openai
         try:
             listed = [m.id for m in self._client.models.list()]
@@ -264,7 +265,8 @@ class OpenAIBackend(Lifecycle):
             if model:  # a server without /models: the name is checked by the first request
                 return model
             raise MarginalError(
-                f"model server {self.base_url} does not list its models ({e.status_code}); name one: {self.base_url}#model-name"
+                f"model server {self.base_url} does not list its models ({e.status_code}); "
+                f"name one: {self.base_url}#model-name"
             ) from None
         if not model:
             if len(listed) == 1:
@@ -366,19 +368,22 @@ class OpenAIBackend(Lifecycle):
             args["extra_body"] = extra
         if n == 1:
             del args["n"]
+        client = self._client
+        assert client is not None  # _fill checked that the backend is open
         while True:
             with self._lock:
                 logprobs = self._logprobs
             kw = dict(args)
+            call: Callable[..., Any]
             if isinstance(prompt, Chat):
                 if logprobs:
                     kw.update(logprobs=True, top_logprobs=1)
-                call = self._client.chat.completions.create
+                call = client.chat.completions.create
                 kw["messages"] = [{"role": m.role, "content": m.content} for m in prompt.messages]
             else:
                 if logprobs:
                     kw["logprobs"] = 1
-                call = self._client.completions.create
+                call = client.completions.create
                 kw["prompt"] = prompt
             try:
                 with self._inflight:

@@ -20,7 +20,7 @@ from ..types import SampleSpec
 try:
     import llama_cpp as _ll
 except ImportError:  # pragma: no cover - llama-cpp-python is a core dependency
-    _ll = None
+    _ll = None  # type: ignore[assignment]  # None marks it absent; mypy has no optional-module type
 
 TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
 
@@ -98,7 +98,7 @@ def make_batch(n: int):
         seq_id=ctypes.cast(ptrs, ctypes.POINTER(ctypes.POINTER(_ll.llama_seq_id))),
         logits=out.ctypes.data_as(ctypes.POINTER(ctypes.c_int8)),
     )
-    batch._keep = (tok, pos, nseq, seq, out, ptrs)  # type: ignore[attr-defined]  # keep the buffers alive
+    batch._keep = (tok, pos, nseq, seq, out, ptrs)  # keep the buffers alive
     return batch, (tok, pos, seq, out)
 
 

@@ -74,7 +74,7 @@ from .streaming import drain
 try:
     import llama_cpp as _ll
 except ImportError:  # pragma: no cover - llama-cpp-python is a core dependency
-    _ll = None
+    _ll = None  # type: ignore[assignment]  # None marks it absent; mypy has no optional-module type
 
 FALLBACK_TEMPLATE = "plain"
 """How a Chat is rendered for a model without a chat template: the system text
@@ -211,7 +211,7 @@ class LlamaCppBackend(Lifecycle):
         """``spec.n`` completions for each prompt, in input order (see the module docstring)."""
         engine = self._engine()
         engine.begin_run()
-        return drain(engine, engine.submit_many(list(prompts), spec))
+        return drain(self, engine.submit_many(list(prompts), spec))
 
     def next_logprobs(self, prompts: Sequence[Prompt]) -> list[np.ndarray]:
         """The next-token log-probabilities (log-softmax of the raw logits, float32,

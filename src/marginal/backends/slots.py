@@ -58,7 +58,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, InvalidStateError
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -549,20 +549,16 @@ class SlotEngine(Counted[SlotStats]):
         if r.done == r.spec.n:
             self._cells_free += r.reserved
             r.reserved = 0
-            try:
+            with suppress(InvalidStateError):  # cancelled meanwhile
                 r.future.set_result(list(r.results))
-            except InvalidStateError:  # cancelled meanwhile
-                pass
 
     def _fail(self, r: _Request, msg: str) -> None:
         out = [
             c if c is not None else error_completion(msg, r.spec.sequence_seed(r.key, j), len(r.tokens))
             for j, c in enumerate(r.results)
         ]
-        try:
+        with suppress(InvalidStateError):
             r.future.set_result(out)
-        except InvalidStateError:
-            pass
 
     # ---------------------------------------------------------- prefix cache
 

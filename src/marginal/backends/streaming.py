@@ -34,7 +34,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
-from typing import Protocol, runtime_checkable
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from ..types import Completion, Prompt, SampleSpec
 from .base import Backend
@@ -119,7 +119,11 @@ def streaming(backend: Backend) -> Streaming:
     return backend if isinstance(backend, Streaming) else Barrier(backend)
 
 
-class Driver:
+Tag = TypeVar("Tag")
+"""What a `Driver`'s caller attaches to each request (handed back to ``on_done``)."""
+
+
+class Driver(Generic[Tag]):
     """Steps engines until their requests are done, calling ``on_done`` as each finishes.
 
     ``submit(engine, prompt, spec, tag)`` sends a request; ``run()`` steps
@@ -128,12 +132,12 @@ class Driver:
     in submission order, until none is left. ``on_done`` may submit more.
     """
 
-    def __init__(self, on_done: Callable[[object, list[Completion]], None]) -> None:
+    def __init__(self, on_done: Callable[[Tag, list[Completion]], None]) -> None:
         self.on_done = on_done
         self._engines: dict[int, Streaming] = {}
-        self._out: dict[int, list[tuple[Future, object]]] = {}
+        self._out: dict[int, list[tuple[Future, Tag]]] = {}
 
-    def submit(self, engine: Streaming, prompt: Prompt, spec: SampleSpec, tag: object) -> Future:
+    def submit(self, engine: Streaming, prompt: Prompt, spec: SampleSpec, tag: Tag) -> Future:
         if id(engine) not in self._engines:
             begin = getattr(engine, "begin_run", None)  # an idle engine starts the run afresh
             if begin is not None:
@@ -160,7 +164,7 @@ class Driver:
                     if not f.cancelled():
                         self.on_done(t, f.result())
 
-    def cancel(self, tags: Iterable[object]) -> int:
+    def cancel(self, tags: Iterable[Tag]) -> int:
         """Cancel the outstanding requests with these tags; how many were cancelled."""
         wanted = set(map(id, tags))
         n = 0

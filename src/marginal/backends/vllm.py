@@ -182,9 +182,18 @@ class VLLMBackend(TemplatedPrompts, Lifecycle):
                 "drop enable_prefix_caching=False"
             )
         kw.update(engine_args)
+        load_errors: tuple[type[BaseException], ...] = (
+            OSError,
+            ValueError,
+            RuntimeError,
+            ImportError,
+            NotImplementedError,
+            TypeError,
+            *_client_errors(),
+        )
         try:
             llm = vllm.LLM(**kw)
-        except (OSError, ValueError, RuntimeError, ImportError, NotImplementedError, TypeError, *_client_errors()) as e:
+        except load_errors as e:
             raise MarginalError(f"vLLM could not load model {src!r}: {_line(e)}") from None
         self._setup(vllm, llm, name=name or src)
 
@@ -222,7 +231,7 @@ class VLLMBackend(TemplatedPrompts, Lifecycle):
         """``spec.n`` completions for each prompt, in input order (see the module docstring)."""
         ensure_open(self._llm, "vLLM backend")
         prompts = list(prompts)
-        ready, results = prepare_prompts(prompts, spec, self._checked_tokens)
+        ready, results = prepare_prompts(prompts, spec, self._checked_tokens, Completion)
         requests: list[dict[str, Any]] = []
         params: list[Any] = []
         where: list[tuple[int, int, int, int]] = []  # (prompt, j, prompt tokens, seed)

@@ -276,7 +276,7 @@ class BlendBackend(Counted[BlendStats], Lifecycle):
         sec: NextTokenLogprobs | None,
         cross: bool,
         factor: int,
-        results: list[list[Completion | None]],
+        results: list[list[BlendCompletion | None]],
     ) -> None:
         sids = prim.open(len(group))
         seqs = [Seq(it, sid, np.random.default_rng(it.seed)) for it, sid in zip(group, sids)]

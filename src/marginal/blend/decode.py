@@ -28,7 +28,7 @@ import numpy as np
 
 from ..backends.common import error_completion, find_stop
 from ..errors import MarginalError
-from ..types import Completion, FinishReason, SampleSpec
+from ..types import FinishReason, SampleSpec
 from .completion import BlendCompletion
 from .engine import NextTokenLogprobs
 from .mix import EOG, StringVocab, alpha_for, mix, sample, union_by_id, union_by_string
@@ -143,7 +143,7 @@ class GroupDecode:
         factor: int,
         vocabs: tuple[StringVocab | None, StringVocab | None],
         counters: dict[str, Any],
-        results: list[list[Completion | None]],
+        results: list[list[BlendCompletion | None]],
     ) -> None:
         self.seqs, self.spec, self.cfg = seqs, spec, config
         self.prim, self.sec = prim, sec
@@ -256,11 +256,11 @@ class GroupDecode:
                 )
             s.logprob += float(row[token])
             return token, b"", prim.is_eog(token)
-        cand = (
-            union_by_string(row, grow, cfg.top_k, self.vb, self.vg)
-            if self.cross  # type: ignore[arg-type]
-            else union_by_id(row, grow, cfg.top_k)
-        )
+        if self.cross:
+            assert self.vb is not None and self.vg is not None  # string matching comes with both vocabularies
+            cand = union_by_string(row, grow, cfg.top_k, self.vb, self.vg)
+        else:
+            cand = union_by_id(row, grow, cfg.top_k)
         a = alpha_for(cand, cfg.alpha)
         p = mix(cand.pb, cand.pg, a, cfg.combine)
         idx = sample(p, s.rng, spec.temperature, spec.top_k, spec.top_p, spec.min_p)

@@ -144,7 +144,10 @@ class LlamaCppEngine(Counted[EngineStats], Lifecycle):
 
     @classmethod
     def load(cls, model: str, **options) -> LlamaCppEngine:
-        """An engine for a catalog name, ``.gguf`` path or ``hf:`` spec (options: n_ctx, max_seqs, n_batch, n_threads)."""
+        """An engine for a catalog name, ``.gguf`` path or ``hf:`` spec.
+
+        Options: n_ctx, max_seqs, n_batch, n_threads.
+        """
         from ..backends.llamacpp import LlamaCppBackend
         from ..models import resolve_model
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal
 
 from ..errors import MarginalError
 from ..registry import Registry
 
 Combine = Literal["linear", "geometric"]
-Alpha = Union[float, Literal["auto"]]
+Alpha = float | Literal["auto"]
 Match = Literal["auto", "id", "string"]
 
 
@@ -67,8 +67,14 @@ BLEND_VARIANTS.add(
 )
 BLEND_VARIANTS.add("always", lambda g, a, k: BlendConfig(1.0, a, k), "always blend (gamma = 1)")
 BLEND_VARIANTS.add("geometric", lambda g, a, k: BlendConfig(g, a, k, "geometric"), "log-linear mixing")
+
+
+def _fixed_alpha(f: float) -> MakeConfig:
+    return lambda g, a, k: BlendConfig(g, f, k)
+
+
 for _fixed in (0.25, 0.5, 0.75):
-    BLEND_VARIANTS.add(f"alpha{_fixed:g}", lambda g, a, k, f=_fixed: BlendConfig(g, f, k), f"fixed alpha {_fixed:g}")
+    BLEND_VARIANTS.add(f"alpha{_fixed:g}", _fixed_alpha(_fixed), f"fixed alpha {_fixed:g}")
 del _fixed
 
 VARIANTS = BLEND_VARIANTS.names()
@@ -76,7 +82,10 @@ VARIANTS = BLEND_VARIANTS.names()
 
 
 def variant_config(name: str, *, gamma: float = 0.4, alpha: Alpha = "auto", top_k: int = 100) -> BlendConfig:
-    """The config of a named variant (`BLEND_VARIANTS`); ``gamma``/``alpha`` apply where the variant does not fix them."""
+    """The config of a named variant (`BLEND_VARIANTS`).
+
+    ``gamma``/``alpha`` apply where the variant does not fix them.
+    """
     return BLEND_VARIANTS.get(name)(gamma, alpha, top_k)
 
 

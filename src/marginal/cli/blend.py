@@ -60,9 +60,7 @@ def blend(
         help="blend|base|guide|nudge|always|geometric|alpha0.25|alpha0.5|alpha0.75|all (repeatable)",
     ),
     match: str = typer.Option("auto", help="token matching: auto|id|string"),
-    prior_name: str | None = typer.Option(
-        None, "--prior", help="the task's prior to prompt with (default: its first)"
-    ),
+    prior_name: str | None = typer.Option(None, "--prior", help="the task's prior to prompt with (default: its first)"),
     limit: int | None = typer.Option(None, "--limit", "-n", help="first N problems only"),
     subset_seed: int | None = typer.Option(
         None, help="with --limit N: a random subset of N problems drawn with this seed"
@@ -105,7 +103,7 @@ def blend(
         )
     )
     store = Store(out_path)
-    with BlendBackend.load(base, guide, match=match, n_ctx=n_ctx, max_seqs=max_seqs, n_threads=threads) as pair:  # type: ignore[arg-type]
+    with BlendBackend.load(base, guide, match=match, n_ctx=n_ctx, max_seqs=max_seqs, n_threads=threads) as pair:
         out.print(
             f"[bold]{escape(task.name)}[/]: {len(plan.problems)} problems, base {escape(base)}, guide {escape(guide)}, "
             f"match by {pair.match}, {mode}, prior {escape(plan.priors[0].name)}"

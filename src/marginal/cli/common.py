@@ -16,7 +16,6 @@ from rich.console import Console
 from rich.text import Text
 
 from ..config import check_positive
-from ..registry import Registry
 
 out = Console()
 err = Console(stderr=True)
@@ -39,8 +38,9 @@ def names(kind: Literal["task", "grader", "policy"]) -> tuple[str, ...]:
     from .. import policies, tasks
     from ..tasks import jsonl
 
-    table = {"task": tasks.TASK_NAMES, "grader": jsonl.GRADERS, "policy": policies.POLICIES}[kind]
-    return table.names() if isinstance(table, Registry) else tuple(table)
+    if kind == "policy":
+        return policies.POLICIES.names()
+    return tuple({"task": tasks.TASK_NAMES, "grader": jsonl.GRADERS}[kind])
 
 
 def task_help() -> str:

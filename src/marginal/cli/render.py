@@ -151,7 +151,8 @@ def _drift(a, console: Console) -> None:
     bv = a.bias_variance
     if bv is not None and np.isfinite(bv.sigma2_w).any():
         console.print(
-            f"bias-variance (strongest competitor): mean Γ_b {np.nanmean(bv.gamma):+.3f}, σ²_w {np.nanmean(bv.sigma2_w):.3f}, "
+            f"bias-variance (strongest competitor): mean Γ_b {np.nanmean(bv.gamma):+.3f}, "
+            f"σ²_w {np.nanmean(bv.sigma2_w):.3f}, "
             f"σ²_btw {np.nanmean(bv.sigma2_btw):.3f}; normal approximation vs exact (random K, bootstrap): "
             f"mean |diff| {100 * bv.mean_abs_error:.1f} points"
         )

@@ -56,7 +56,8 @@ _NUMERIC: list[tuple[str, str | None, str, str]] = [
     (
         "format-hash",
         None,
-        "{question}\n\nWork it out, then write the final numeric answer on its own line after '#### ' (for example '#### 42').",
+        "{question}\n\nWork it out, then write the final numeric answer on its own line after '#### ' "
+        "(for example '#### 42').",
         "output-format hint: GSM8K '#### N'",
     ),
     (
@@ -138,7 +139,8 @@ _MATH_SHOTS_A = (
     ),
     (
         "Simplify $\\sqrt{50} - \\sqrt{8}$.",
-        "$\\sqrt{50} = 5\\sqrt{2}$ and $\\sqrt{8} = 2\\sqrt{2}$, so the difference is $3\\sqrt{2}$.\n\\boxed{3\\sqrt{2}}",
+        "$\\sqrt{50} = 5\\sqrt{2}$ and $\\sqrt{8} = 2\\sqrt{2}$, so the difference is $3\\sqrt{2}$.\n"
+        "\\boxed{3\\sqrt{2}}",
     ),
     (
         "Solve for $x$: $\\frac{x+1}{3} = \\frac{x-1}{2}$.",
@@ -147,8 +149,10 @@ _MATH_SHOTS_A = (
 )
 _MATH_SHOTS_B = (
     (
-        "A fair coin is flipped 4 times. What is the probability of getting exactly 2 heads? Express your answer as a common fraction.",
-        "There are $2^4 = 16$ outcomes and $\\binom{4}{2} = 6$ have exactly two heads, so the probability is $\\frac{6}{16} = \\frac{3}{8}$.\n\\boxed{\\frac{3}{8}}",
+        "A fair coin is flipped 4 times. What is the probability of getting exactly 2 heads? "
+        "Express your answer as a common fraction.",
+        "There are $2^4 = 16$ outcomes and $\\binom{4}{2} = 6$ have exactly two heads, "
+        "so the probability is $\\frac{6}{16} = \\frac{3}{8}$.\n\\boxed{\\frac{3}{8}}",
     ),
     (
         "Find all real $x$ with $x^2 - 5x + 6 < 0$. Express your answer in interval notation.",
@@ -260,7 +264,8 @@ _MC_SHOTS_B = (
         "cycle enzymes sit in the mitochondrial matrix.\nThe answer is (B)",
     ),
     (
-        "A photon has a wavelength of 500 nm. Approximately what is its energy?\n\nA) 0.25 eV\nB) 2.5 eV\nC) 25 eV\nD) 250 eV",
+        "A photon has a wavelength of 500 nm. Approximately what is its energy?\n\n"
+        "A) 0.25 eV\nB) 2.5 eV\nC) 25 eV\nD) 250 eV",
         "E = hc / lambda = 1240 eV nm / 500 nm = 2.48 eV, about 2.5 eV.\nThe answer is (B)",
     ),
 )
@@ -335,7 +340,8 @@ _CODE_SHOTS = (
         "from typing import List\n\n\ndef running_max(xs: List[int]) -> List[int]:\n"
         '    """Return the running maximum of xs.\n    >>> running_max([1, 3, 2, 5])\n    [1, 3, 3, 5]\n    """\n',
         "```python\nfrom typing import List\n\n\ndef running_max(xs: List[int]) -> List[int]:\n    out = []\n"
-        "    best = None\n    for x in xs:\n        best = x if best is None else max(best, x)\n        out.append(best)\n"
+        "    best = None\n    for x in xs:\n"
+        "        best = x if best is None else max(best, x)\n        out.append(best)\n"
         "    return out\n```",
     ),
 )

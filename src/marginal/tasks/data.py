@@ -154,12 +154,12 @@ def _hub_rows(source: Source, tried: list[str]) -> list[Row] | None:
         return None
     try:
         if importlib.util.find_spec("datasets") is not None:
-            import datasets  # type: ignore[import-not-found]
+            import datasets
 
             ds = datasets.load_dataset(source.hf_repo, source.hf_config, split=source.hf_split)
             return [dict(r) for r in ds]
         if importlib.util.find_spec("huggingface_hub") is not None and source.hf_file:
-            from huggingface_hub import hf_hub_download  # type: ignore[import-not-found]
+            from huggingface_hub import hf_hub_download
 
             path = Path(hf_hub_download(source.hf_repo, source.hf_file, repo_type="dataset"))
             rows = read_rows(path)
@@ -250,7 +250,8 @@ def read_jsonl_lines(path: str | Path) -> list[tuple[int, Row]]:
                     row = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise MarginalError(
-                        f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno}); expected one JSON object per line"
+                        f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno}); "
+                        "expected one JSON object per line"
                     ) from None
                 if not isinstance(row, dict):
                     raise MarginalError(f"{path}:{lineno}: expected a JSON object per line, got {type(row).__name__}")
@@ -265,7 +266,7 @@ def read_rows(path: str | Path) -> list[Row]:
     path = Path(path)
     if path.suffix == ".parquet":
         try:
-            import pyarrow.parquet as pq  # type: ignore[import-not-found]
+            import pyarrow.parquet as pq
         except ImportError:
             raise MarginalError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow)") from None
         return pq.read_table(path).to_pylist()

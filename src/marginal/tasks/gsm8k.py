@@ -48,7 +48,8 @@ class GSM8K:
                 )
             except (KeyError, ValueError) as e:
                 raise MarginalError(
-                    f"{self.source}: row {i + 1} is not a GSM8K row ({e}); expected fields question, answer with '#### N'"
+                    f"{self.source}: row {i + 1} is not a GSM8K row ({e}); "
+                    "expected fields question, answer with '#### N'"
                 ) from None
         self._problems = probs
         self._bank: list[Prior] | None = None
