@@ -18,6 +18,8 @@ from ..config import sample_spec
 from ..errors import MarginalError
 from .common import err, names, out, plain, task_help
 
+_POLICIES = [name for name in names("policy") if name != "planned"]
+
 
 def serve(
     model: str = typer.Option(
@@ -30,9 +32,7 @@ def serve(
     task: str = typer.Option(
         "gsm8k", help=f"default task ({task_help()}) or grader ({'|'.join(names('grader'))}): how answers are read"
     ),
-    policy: str = typer.Option(
-        "adaptive", help="default policy: " + "|".join(n for n in names("policy") if n != "planned")
-    ),
+    policy: str = typer.Option("adaptive", help="default policy: " + "|".join(_POLICIES)),
     budget: int = typer.Option(16, "--budget", "-B", help="default samples per request"),
     max_budget: int = typer.Option(256, help="the largest budget a request may ask for"),
     priors: str | None = typer.Option(

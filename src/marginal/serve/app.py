@@ -26,7 +26,7 @@ import uuid
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -35,14 +35,25 @@ from starlette.exceptions import HTTPException
 
 from ..backends.base import Backend
 from ..errors import MarginalError
-from ..types import Problem
+from ..types import Problem, Sample
 from .engines import EngineHub
 from .errors import APIError, invalid
 from .metrics import Metrics
 from .options import Resolver, ServeConfig
 from .prompt import conversation
 from .recorder import Recorder
-from .schema import ChatCompletion, ChatCompletionChunk, ChatRequest, ChunkChoice, Delta, Model, ModelList
+from .schema import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatRequest,
+    Choice,
+    ChunkChoice,
+    Delta,
+    Model,
+    ModelList,
+    ResponseMessage,
+    Usage,
+)
 from .solver import RequestSolve
 
 log = logging.getLogger("marginal.serve")
@@ -126,6 +137,11 @@ def parse_request(raw: bytes) -> ChatRequest:
     return req
 
 
+def finish_reason(sample: Sample) -> Literal["stop", "length"]:
+    """OpenAI's finish reason of the winning sample."""
+    return "length" if sample.finish_reason == "length" else "stop"
+
+
 def pieces(text: str) -> list[str]:
     """The winning text cut into content deltas (a word with its following space each)."""
     return re.findall(r"\s*\S+\s*", text) or ([text] if text else [])
@@ -166,13 +182,8 @@ def create_app(server: Server) -> FastAPI:
             id=rid,
             created=created,
             model=server.hub.name,
-            choices=[
-                {
-                    "message": {"content": best.text},
-                    "finish_reason": "length" if best.finish_reason == "length" else "stop",
-                }
-            ],
-            usage=rs.usage(),
+            choices=[Choice(message=ResponseMessage(content=best.text), finish_reason=finish_reason(best))],
+            usage=Usage.model_validate(rs.usage()),
             marginal=rs.summary(),
         )
         return JSONResponse(body.model_dump())
@@ -328,8 +339,7 @@ async def _stream(
         best = rs.best_sample()
         for piece in pieces(best.text):
             yield chunk(choices=[ChunkChoice(delta=Delta(content=piece))])
-        finish = "length" if best.finish_reason == "length" else "stop"
-        yield chunk(choices=[ChunkChoice(finish_reason=finish)], marginal=rs.summary())
+        yield chunk(choices=[ChunkChoice(finish_reason=finish_reason(best))], marginal=rs.summary())
         if include_usage:
             yield chunk(choices=[], usage=rs.usage())
         yield "data: [DONE]\n\n"
