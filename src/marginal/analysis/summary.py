@@ -74,6 +74,7 @@ class Analysis:
         return self.grid is None
 
     def to_dict(self) -> dict:
+        """Everything as JSON-ready values (the ``--json`` output)."""
         p = self.pool
         out: dict = {
             "run_id": p.run_id,
@@ -92,6 +93,26 @@ class Analysis:
         }
         if self.label_free:
             return out
+        for name, grid in (("grid", self.grid), ("grid_random", self.grid_random), ("oracle", self.oracle)):
+            out[name] = _grid_dict(labelled_part(grid, name))
+        out["pass_at_k"] = self.pass_at
+        m = labelled_part(self.margins, "margins")
+        out["margins"] = {
+            "gamma_mean": _f(m.gamma.mean(axis=0)),
+            "dominance": _f(m.dominance),
+            "gold_sampled": int(m.gold_sampled.sum()),
+            "outvoted": int(m.outvoted.sum()),
+            "tied": int(m.tied.sum()),
+        }
+        if self.drift is not None:
+            out["drift"] = _drift_dict(self.drift, self.budget, p.n_slots)
+        if self.bias_variance is not None:
+            out["bias_variance"] = _bias_variance_dict(self.bias_variance)
+        if self.weights is not None:
+            out["weights"] = _weights_dict(self.weights)
+        if self.plan is not None:
+            out["plan"] = _plan_dict(self.plan)
+        return out
         for name, grid in (("grid", self.grid), ("grid_random", self.grid_random), ("oracle", self.oracle)):
             g = labelled_part(grid, name)
             out[name] = {
@@ -223,3 +244,83 @@ def analyze(
         mm = mm or max(1, min(budget // k, pool.n_slots))
         wc = compare_weights(pool, k, mm, split=split, seed=seed, reps=min(reps, 200))
     return Analysis(pool, int(budget), lfm, ps, g, gr, og, pak, m, dr, bv, wc, pl)
+
+
+def _grid_dict(g: Grid) -> dict:
+    return {
+        "cells": [list(c) for c in g.cells],
+        "accuracy": _f(g.mean),
+        "mc_se": _f(g.se),
+        "ci95": _f(np.clip(np.stack([g.mean - 1.96 * g.sampling_se, g.mean + 1.96 * g.sampling_se], 1), 0, 1)),
+        "exact_share": float(g.exact.mean()),
+        "mode": g.mode,
+        "replace": g.replace,
+        "ties": g.ties,
+    }
+
+
+def _drift_dict(d: Drift, budget: int, n_slots: int) -> dict:
+    return {
+        "lambda": d.lam,
+        "lambda_ci": list(d.lam_ci),
+        "level": d.level,
+        "regime": d.regime,
+        "k95": d.k95,
+        "kappa_mean": _f(d.kappa_mean),
+        "gamma_mean": _f(d.gamma_mean),
+        "gamma_ci": _f(d.gamma_ci),
+        "recommend": list(d.recommend(budget, n_slots)),
+    }
+
+
+def _bias_variance_dict(bv: BiasVariance) -> dict:
+    return {
+        "sigma2_within_mean": float(np.nanmean(bv.sigma2_w)) if np.isfinite(bv.sigma2_w).any() else None,
+        "sigma2_between_mean": float(np.nanmean(bv.sigma2_btw)) if np.isfinite(bv.sigma2_btw).any() else None,
+        "cells": [list(c) for c in bv.cells],
+        "normal": _f(bv.normal.mean(axis=0)),
+        "exact": _f(bv.exact.mean(axis=0)),
+        "mean_abs_error": bv.mean_abs_error,
+    }
+
+
+def _weights_dict(w: WeightComparison) -> dict:
+    return {
+        "allocation": list(w.allocation),
+        "n_test": w.n_test,
+        "kinds": {
+            k: {
+                "weights": _f(w.weights[i]),
+                "accuracy": float(w.accuracy[i]),
+                "diff_vs_uniform": float(w.diff[i]),
+                "diff_ci": _f(w.diff_ci[i]),
+                "verdict": w.verdict(k),
+            }
+            for i, k in enumerate(w.kinds)
+        },
+    }
+
+
+def _plan_dict(pl: PlannerResult) -> dict:
+    return {
+        "choice": list(pl.choice),
+        "calib_accuracy": pl.calib_accuracy,
+        "regime": pl.regime,
+        "n_calib": pl.n_calib,
+        "n_test": pl.n_test,
+        "split": pl.split,
+        "seed": pl.seed,
+        "held_out": [
+            {
+                "name": s.name,
+                "K": s.k,
+                "M": s.m,
+                "accuracy": s.accuracy,
+                "ci": list(s.ci),
+                "diff_vs_planner": s.diff,
+                "diff_ci": list(s.diff_ci),
+            }
+            for s in pl.scored
+        ],
+        "buckets": [b.__dict__ | {"choice": list(b.choice)} for b in pl.buckets],
+    }
