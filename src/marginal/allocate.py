@@ -128,59 +128,81 @@ def allocate(
     samples taken from ``stored`` are not in it.
     """
     solves = [Solve(p, priors, policy, budget, (known or {}).get(p.id, ())) for p in problems]
-    engines = Engines(backend_for, max_batch)
-    got: dict[int, list[list[Sample] | None]] = {}
-    new_samples: list[Sample] = []
-    out_steps: list[tuple[str, int, Decision]] = []
+    run = _Allocation(solves, task, spec, Engines(backend_for, max_batch), stored, on_batch, commit_samples)
+    for q in range(len(problems)):
+        run.ask(q)
+    run.driver.run()
+    run.flush()
+    return [sv.state for sv in solves]
 
-    def flush() -> None:
-        if on_batch and (new_samples or out_steps):
-            on_batch(list(new_samples), list(out_steps))
-        new_samples.clear()
-        out_steps.clear()
 
-    def ask(q: int) -> None:
+_Pending = tuple[int, int, Group, list[Sample], float]
+"""A request in flight: (question, request index in its step, the group generated, stored samples before it,
+start time)."""
+
+
+class _Allocation:
+    """The moving parts of one `allocate` call: the solves, their pending steps and the driver."""
+
+    def __init__(
+        self,
+        solves: list[Solve],
+        task: Task,
+        spec: SampleSpec,
+        engines: Engines,
+        stored: StoredLookup | None,
+        on_batch: Callable[[list[Sample], list[tuple[str, int, Decision]]], None] | None,
+        commit_samples: int,
+    ) -> None:
+        self.solves, self.task, self.spec, self.engines, self.stored = solves, task, spec, engines, stored
+        self.on_batch, self.commit_samples = on_batch, commit_samples
+        self.got: dict[int, list[list[Sample] | None]] = {}
+        self.new_samples: list[Sample] = []
+        self.out_steps: list[tuple[str, int, Decision]] = []
+        self.driver: Driver[_Pending] = Driver(self.on_done)
+
+    def flush(self) -> None:
+        if self.on_batch and (self.new_samples or self.out_steps):
+            self.on_batch(list(self.new_samples), list(self.out_steps))
+        self.new_samples.clear()
+        self.out_steps.clear()
+
+    def ask(self, q: int) -> None:
+        """Ask question ``q``'s policy for its next step and send what the pool does not hold."""
         while True:  # steps served from ``stored`` alone go on without the engine
-            sv = solves[q]
+            sv = self.solves[q]
             groups = sv.next()
-            out_steps.append((sv.problem.id, sv.used, sv.state.decisions[-1]))
+            self.out_steps.append((sv.problem.id, sv.used, sv.state.decisions[-1]))
             if groups is None:
                 return
-            got[q] = [None] * len(groups)
+            got = self.got[q] = [None] * len(groups)
             for r, g in enumerate(groups):
-                have = list(stored(g))[: g.n] if stored else []
+                have = list(self.stored(g))[: g.n] if self.stored else []
                 if len(have) == g.n:
-                    got[q][r] = have
+                    got[r] = have
                     continue
                 rest = Group(g.problem, g.prior, g.first + len(have), g.n - len(have))
-                prompt, call_spec = request(rest, spec)
-                driver.submit(engines(g.prior), prompt, call_spec, (q, r, rest, have, time.perf_counter()))
-            if any(x is None for x in got[q]):
+                prompt, call_spec = request(rest, self.spec)
+                self.driver.submit(self.engines(g.prior), prompt, call_spec, (q, r, rest, have, time.perf_counter()))
+            if any(x is None for x in got):
                 return
-            finish(q)
+            self.finish(q)
 
-    def finish(q: int) -> None:
-        done = [x for x in got.pop(q) if x is not None]
-        solves[q].feed(done)  # in request order, whatever order they finished in
+    def finish(self, q: int) -> None:
+        done = [x for x in self.got.pop(q) if x is not None]
+        self.solves[q].feed(done)  # in request order, whatever order they finished in
 
-    def on_done(tag: tuple[int, int, Group, list[Sample], float], comps: list[Completion]) -> None:
+    def on_done(self, tag: _Pending, comps: list[Completion]) -> None:
         q, r, rest, have, t0 = tag
-        fresh = to_samples(task, [rest], [comps], time.perf_counter() - t0)
-        new_samples.extend(fresh)
-        got[q][r] = have + fresh
-        if any(x is None for x in got[q]):
+        fresh = to_samples(self.task, [rest], [comps], time.perf_counter() - t0)
+        self.new_samples.extend(fresh)
+        self.got[q][r] = have + fresh
+        if any(x is None for x in self.got[q]):
             return
-        finish(q)
-        ask(q)
-        if len(new_samples) >= commit_samples:
-            flush()
-
-    driver = Driver(on_done)
-    for q in range(len(problems)):
-        ask(q)
-    driver.run()
-    flush()
-    return [sv.state for sv in solves]
+        self.finish(q)
+        self.ask(q)
+        if len(self.new_samples) >= self.commit_samples:
+            self.flush()
 
 
 def execute_policy(
