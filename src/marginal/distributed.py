@@ -259,6 +259,20 @@ def execute_ray(
         )
 
 
+def _store_batch(
+    store: Store, run_id: str, chunk: Sequence[Group], samples: list[Sample], stored: set
+) -> tuple[list[Sample], int]:
+    """Check that a worker returned exactly the keys of its batch, store those not stored yet
+    (``stored`` is updated): the fresh samples and how many rows were added."""
+    got = [(s.problem_id, s.prior, s.index) for s in samples]
+    if len(got) != len(set(got)) or set(got) != _keys(chunk):
+        raise RuntimeError(f"Ray worker returned samples {sorted(got)} for keys {sorted(_keys(chunk))}")
+    fresh = [s for s, key in zip(samples, got) if key not in stored]
+    added = store.add_samples(run_id, fresh)
+    stored.update(got)
+    return fresh, added
+
+
 def _drive(
     ray,
     plan,
@@ -332,13 +346,8 @@ def _drive(
             idle.append(k)
             dispatch()  # keep the worker busy while the driver writes
             chunk, _ = batches[b]
-            got = [(s.problem_id, s.prior, s.index) for s in samples]
-            if len(got) != len(set(got)) or set(got) != _keys(chunk):
-                raise RuntimeError(f"Ray worker returned samples {sorted(got)} for keys {sorted(_keys(chunk))}")
-            fresh = [s for s, key in zip(samples, got) if key not in stored]
+            fresh, added = _store_batch(store, run_id, chunk, samples, stored)
             duplicates += len(samples) - len(fresh)
-            added = store.add_samples(run_id, fresh)
-            stored.update(got)
             new += added
             stored_batches += 1
             track.stored(chunk, fresh, added, time.perf_counter() - t0)
