@@ -149,7 +149,29 @@ def plan(
                 _ci(d, V[test, j] + V[test, j_choice]) if j != j_choice else (0.0, 0.0),
             )
         )
-    # difficulty buckets: share of gold samples in the problem's whole pool
+    buckets = _buckets(sub, g, cal, test, j_choice, budget, n_buckets)
+    return PlannerResult(
+        int(budget),
+        choice,
+        float(A[cal, j_choice].mean()),
+        tuple(scored),
+        dr.regime if dr is not None else "n/a",
+        len(cal),
+        len(test),
+        buckets,
+        split,
+        seed,
+    )
+
+
+def _buckets(
+    sub: Pool, g: Grid, cal: np.ndarray, test: np.ndarray, j_choice: int, budget: int, n_buckets: int
+) -> tuple[Bucket, ...]:
+    """The best split per difficulty bucket (share of gold samples in the problem's whole pool), chosen on the
+    calibration problems of the bucket and scored on its held-out ones, beside the planner's choice,
+    repetition and diversity."""
+    A, cells = g.acc, g.cells
+    P, n = sub.n_priors, sub.n_slots
     a = sub.answers
     diff = (a == sub.gold[:, None, None]).sum(axis=(1, 2)) / np.maximum((a != MISSING).sum(axis=(1, 2)), 1)
     edges = np.quantile(diff[cal], np.linspace(0, 1, n_buckets + 1)) if len(cal) else np.linspace(0, 1, n_buckets + 1)
@@ -177,15 +199,4 @@ def plan(
                 float(A[bt, j_div].mean()),
             )
         )
-    return PlannerResult(
-        int(budget),
-        choice,
-        float(A[cal, j_choice].mean()),
-        tuple(scored),
-        dr.regime if dr is not None else "n/a",
-        len(cal),
-        len(test),
-        tuple(buckets),
-        split,
-        seed,
-    )
+    return tuple(buckets)
