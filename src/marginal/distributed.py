@@ -259,6 +259,13 @@ def execute_ray(
         )
 
 
+def _reraise_bad_input(e: Exception) -> None:
+    """A worker's `MarginalError` (bad task, model or option) as the driver's own one-line error."""
+    cause = getattr(e, "cause", None)
+    if isinstance(cause, MarginalError):
+        raise MarginalError(str(cause)) from None
+
+
 def _store_batch(
     store: Store, run_id: str, chunk: Sequence[Group], samples: list[Sample], stored: set
 ) -> tuple[list[Sample], int]:
@@ -324,9 +331,7 @@ def _drive(
             try:
                 samples = ray.get(ref)
             except RayTaskError as e:
-                cause = getattr(e, "cause", None)
-                if isinstance(cause, MarginalError):
-                    raise MarginalError(str(cause)) from None
+                _reraise_bad_input(e)
                 raise
             except (RayActorError, WorkerCrashedError) as e:
                 attempts[b] += 1
