@@ -19,6 +19,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .backends.base import Backend
 from .backends.streaming import Driver
@@ -136,6 +137,13 @@ def allocate(
     return [sv.state for sv in solves]
 
 
+def allocate_plan(
+    plan: RunPlan, policy: Policy, budget: int, task: Task, backend_for: Callable[[Prior], Backend], **kw: Any
+) -> list[QuestionState]:
+    """`allocate` over a plan's problems, priors and sampling settings (``kw`` as there)."""
+    return allocate(plan.problems, plan.priors, policy, budget, task, backend_for, plan.spec, **kw)
+
+
 _Pending = tuple[int, int, Group, list[Sample], float]
 """A request in flight: (question, request index in its step, the group generated, stored samples before it,
 start time)."""
@@ -246,16 +254,5 @@ def execute_policy(
                 )
             )
 
-    allocate(
-        plan.problems,
-        plan.priors,
-        policy,
-        budget,
-        task,
-        backend_for,
-        plan.spec,
-        known=known,
-        on_batch=on_batch,
-        commit_samples=batch_samples,
-    )
+    allocate_plan(plan, policy, budget, task, backend_for, known=known, on_batch=on_batch, commit_samples=batch_samples)
     return run_id

@@ -241,22 +241,10 @@ def execute_ray(
                 f"{cpus_per_worker:g} CPUs and {gpus_per_worker:g} GPUs"
             )
         n_actors = min(workers or fit, fit, len(batches))
-        return _drive(
-            ray,
-            plan,
-            run_id,
-            store,
-            groups,
-            batches,
-            n_actors,
-            _absolute(task_args),
-            model,
-            dict(backend_options or {}),
-            on_progress,
-            cpus_per_worker,
-            gpus_per_worker,
-            max_retries,
+        fleet = _Fleet(
+            n_actors, _absolute(task_args), model, dict(backend_options or {}), cpus_per_worker, gpus_per_worker
         )
+        return _drive(ray, plan, run_id, store, groups, batches, fleet, on_progress, max_retries)
 
 
 def _reraise_bad_input(e: Exception) -> None:
@@ -280,37 +268,44 @@ def _store_batch(
     return fresh, added
 
 
+@dataclass(frozen=True)
+class _Fleet:
+    """The actors of one Ray run: how many, what each loads, what each reserves."""
+
+    n_actors: int
+    task_args: dict
+    model: str
+    backend_options: dict
+    cpus_per_worker: float
+    gpus_per_worker: float
+
+
 def _drive(
-    ray,
-    plan,
-    run_id,
-    store,
-    groups,
-    batches,
-    n_actors,
-    task_args,
-    model,
-    backend_options,
-    on_progress,
-    cpus_per_worker,
-    gpus_per_worker,
-    max_retries,
+    ray: Any,
+    plan: RunPlan,
+    run_id: str,
+    store: Store,
+    groups: list[Group],
+    batches: list[tuple[list[Group], SampleSpec]],
+    fleet: _Fleet,
+    on_progress: Callable[[Progress], None] | None,
+    max_retries: int,
 ) -> RayReport:
     from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
 
-    actor_cls = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=0)(_Worker)
+    actor_cls = ray.remote(num_cpus=fleet.cpus_per_worker, num_gpus=fleet.gpus_per_worker, max_restarts=0)(_Worker)
     tag = f"marginal-{run_id}-{os.getpid()}-{os.urandom(3).hex()}"
     started = 0
 
     def new_actor():
         nonlocal started
         started += 1
-        return actor_cls.options(name=f"{tag}-w{started}").remote(task_args, model, backend_options)
+        return actor_cls.options(name=f"{tag}-w{started}").remote(fleet.task_args, fleet.model, fleet.backend_options)
 
     track = Tracker(plan, groups, on_progress)
     stored = store.done_keys(run_id)
 
-    actors = {k: new_actor() for k in range(n_actors)}
+    actors = {k: new_actor() for k in range(fleet.n_actors)}
     idle = deque(actors)
     queue = deque(range(len(batches)))
     attempts: dict[int, int] = defaultdict(int)
@@ -359,4 +354,4 @@ def _drive(
     finally:
         for a in actors.values():
             ray.kill(a, no_restart=True)
-    return RayReport(run_id, n_actors, stored_batches, new, retried, restarts, duplicates)
+    return RayReport(run_id, fleet.n_actors, stored_batches, new, retried, restarts, duplicates)

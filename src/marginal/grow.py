@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from .allocate import QuestionState, allocate
+from .allocate import QuestionState, allocate_plan
 from .backends.base import Backend
 from .config import RunConfig, build_plan
 from .policies import Policy
@@ -66,16 +66,7 @@ def grow_for_policy(
                 )
             )
 
-    states = allocate(
-        plan.problems,
-        plan.priors,
-        policy,
-        budget,
-        task,
-        backend_for,
-        plan.spec,
-        stored=stored,
-        on_batch=on_batch,
-        commit_samples=batch_samples,
+    states = allocate_plan(
+        plan, policy, budget, task, backend_for, stored=stored, on_batch=on_batch, commit_samples=batch_samples
     )
     return states, added[0]

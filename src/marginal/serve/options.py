@@ -15,7 +15,6 @@ serves its ``--model``) and plan files (policy ``planned``).
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,8 +22,9 @@ from ..errors import MarginalError, suggest
 from ..policies import POLICIES, Policy
 from ..priors import load_bank, select_priors
 from ..tasks import GRADERS, TASKS
-from ..tasks.base import Extraction, Task
-from ..types import Prior, Problem, SampleSpec
+from ..tasks.base import Task
+from ..tasks.jsonl import GraderTask
+from ..types import Prior, SampleSpec
 from .errors import invalid
 from .schema import ChatRequest
 
@@ -79,31 +79,6 @@ class Ask:
     threshold: float
     budget: int
     spec: SampleSpec
-
-
-class GraderTask:
-    """A task made of a grader alone: its extraction, grading and bank; no problems."""
-
-    def __init__(self, grader: str) -> None:
-        spec = GRADERS.get(grader)
-        self.name = grader
-        self._grader = spec.make()
-        self._bank = spec.bank
-
-    def problems(self) -> list[Problem]:
-        return []
-
-    def bank(self) -> list[Prior]:
-        return self._bank()
-
-    def extract(self, text: str, problem: Problem) -> Extraction:
-        return self._grader.extract(text, problem)
-
-    def extract_batch(self, items: Sequence[tuple[str, Problem]]) -> list[Extraction]:
-        return self._grader.extract_batch(items)
-
-    def grade(self, answer: str, problem: Problem) -> bool | None:
-        return self._grader.grade(answer, problem)
 
 
 def load_served_task(name: str, *, allow_files: bool) -> Task:

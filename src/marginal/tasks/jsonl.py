@@ -35,7 +35,34 @@ def _scalar(v: Any) -> str:
     return v if isinstance(v, str) else str(v)
 
 
-class JsonlTask:
+class GraderTask:
+    """A task made of a grader of `GRADERS` alone: its extraction, grading and bank; no problems
+    (what `marginal serve` uses for ``"task": "numeric"`` and the like, and the base of `JsonlTask`)."""
+
+    def __init__(self, grader: str) -> None:
+        spec = _TABLE.get(grader)
+        self.name = grader
+        self.grader = grader
+        self._grader = spec.make()
+        self._bank = spec.bank
+
+    def problems(self) -> list[Problem]:
+        return []
+
+    def bank(self) -> list[Prior]:
+        return self._bank()
+
+    def extract(self, text: str, problem: Problem) -> Extraction:
+        return self._grader.extract(text, problem)
+
+    def extract_batch(self, items: Sequence[tuple[str, Problem]]) -> list[Extraction]:
+        return self._grader.extract_batch(items)
+
+    def grade(self, answer: str, problem: Problem) -> bool | None:
+        return self._grader.grade(answer, problem)
+
+
+class JsonlTask(GraderTask):
     """A user JSONL dataset (see the module docstring)."""
 
     def __init__(
@@ -47,12 +74,12 @@ class JsonlTask:
         grader: str | None = None,
     ) -> None:
         grader = grader or "numeric"
+        super().__init__(grader)
         spec = _TABLE.get(grader)
         path = Path(path).expanduser()
         if not path.is_file():
             raise MarginalError(f"jsonl:{path}: no such file; expected a JSON Lines file with one problem per line")
         self.name = f"jsonl:{path}"
-        self.grader = grader
         self.path = path
         rows = read_jsonl(path)
         if not rows:
@@ -80,20 +107,6 @@ class JsonlTask:
             seen.add(pid)
             ref, meta = spec.row(r, q, None if a is None else _scalar(a), where)
             self._problems.append(Problem(id=pid, question=q, answer=ref, meta=meta))
-        self._bank = spec.bank
-        self._grader = spec.make()
 
     def problems(self) -> list[Problem]:
         return list(self._problems)
-
-    def bank(self) -> list[Prior]:
-        return self._bank()
-
-    def extract(self, text: str, problem: Problem) -> Extraction:
-        return self._grader.extract(text, problem)
-
-    def extract_batch(self, items: Sequence[tuple[str, Problem]]) -> list[Extraction]:
-        return self._grader.extract_batch(items)
-
-    def grade(self, answer: str, problem: Problem) -> bool | None:
-        return self._grader.grade(answer, problem)
