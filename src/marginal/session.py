@@ -104,7 +104,8 @@ class Session:
                 plan.check(self.task.name, self.backend.name)
             # "fixed" without a K: the largest K <= 4 (and <= the bank) that divides the budget.
             k = max(d for d in range(1, min(4, len(self.priors), budget) + 1) if budget % d == 0) if budget > 0 else 1
-            return make_policy(policy, budget, len(self.priors), k=k, plan=plan)
+            names = [p.name for p in self.priors]
+            return make_policy(policy, budget, len(self.priors), k=k, plan=plan, names=names)
         return policy
 
     def solve(

@@ -472,6 +472,31 @@ def mc_cell(
     return out, var
 
 
+TARGET_SE = 0.001
+"""Default largest Monte Carlo standard error of a cell's dataset accuracy (0.1 points)."""
+MAX_REPS = 1 << 16
+"""Default cap on Monte Carlo replicates per problem when drawing towards ``TARGET_SE``."""
+
+
+def _mc_adaptive(pool, todo, miss, cells, mode, replace, ties, reps, seed, target_se, max_reps):
+    """`_mc_problems` with more replicates, in rounds, until the largest cell SE over the labelled
+    problems (only the cells left to Monte Carlo, ``miss``) is <= ``target_se`` or ``max_reps`` are drawn."""
+    rng = np.random.default_rng(seed)
+    est, v = _mc_problems(pool, todo, cells, mode, replace, ties, reps, rng)
+    total, n_lab = reps, int(pool.labelled.sum())
+    while target_se is not None and total < max_reps:
+        se = float(np.sqrt(np.where(miss, v, 0.0).sum(axis=0)).max()) / n_lab
+        if se <= target_se:
+            break
+        # var ~ 1/reps: aim 20% past the target (the SE seen is itself an estimate)
+        more = min(max_reps - total, max(reps, math.ceil(total * (1.2 * (se / target_se) ** 2 - 1))))
+        e2, v2 = _mc_problems(pool, todo, cells, mode, replace, ties, more, rng)
+        w = more / (total + more)
+        est, v = (1 - w) * est + w * e2, (1 - w) ** 2 * v + w**2 * v2
+        total += more
+    return est, v
+
+
 # -- public --------------------------------------------------------------------------
 def accuracy_grid(
     pool: Pool,
@@ -486,6 +511,8 @@ def accuracy_grid(
     seed: int = 0,
     max_states: int = 4_000,
     exact_cells: int = 5_000,
+    target_se: float | None = TARGET_SE,
+    max_reps: int = MAX_REPS,
 ) -> Grid:
     """Expected majority-vote accuracy for every (K, M) with K*M <= budget (see module docstring).
 
@@ -497,6 +524,14 @@ def accuracy_grid(
     at most ``exact_cells`` (problem, cell) pairs, fewest answers first,
     leaving the rest to Monte Carlo (a deterministic work bound). ``budget``
     defaults to the largest the pool supports.
+
+    Monte Carlo starts with ``reps`` replicates and, while the largest
+    standard error of a cell's dataset accuracy (`Grid.se`) is above
+    ``target_se`` (a fraction: 0.001 is 0.1 points, so a cell is within 0.2
+    points at 2 SE), draws more for the same problems, sized from the
+    standard error seen, up to ``max_reps`` in all; ``target_se=None`` draws
+    exactly ``reps``. Left out: spending the extra draws only on the
+    problems with the largest variance.
     """
     _check_opts(mode, ties, method)
     pool.require_gold("vote accuracy")
@@ -552,8 +587,8 @@ def accuracy_grid(
                 )
     todo = np.flatnonzero(lab & ~done.all(axis=1))
     if len(todo):
-        est, v = _mc_problems(pool, todo, cells, mode, replace, ties, reps, np.random.default_rng(seed))
         miss = ~done[todo]
+        est, v = _mc_adaptive(pool, todo, miss, cells, mode, replace, ties, reps, seed, target_se, max_reps)
         acc[todo] = np.where(miss, est, acc[todo])
         var[todo] = np.where(miss, v, 0.0)
     keep = np.flatnonzero(lab)
