@@ -28,7 +28,7 @@ from marginal.analysis import (
     prior_stats,
     weighted_credit,
 )
-from marginal.analysis.accuracy import MODES, TIES
+from marginal.analysis.accuracy import MODES, TARGET_SE, TIES
 from marginal.errors import MarginalError
 from marginal.store import Store
 from marginal.types import Prior, Problem, Sample
@@ -132,6 +132,20 @@ def test_monte_carlo_within_four_standard_errors(mode, replace, ties):
     for k, mm in [(1, 2), (2, 3), (3, 1)]:
         a, v = mc_cell(pool, k, mm, reps=300, mode=mode, replace=replace, ties=ties, seed=5)
         assert abs(a.mean() - e.at(k, mm)) <= 4 * math.sqrt(v.sum()) / len(a) + 1e-12
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_default_monte_carlo_error_is_within_a_fifth_of_a_point(mode):
+    # the cells left to Monte Carlo (here all multi-answer problems: no exact work) draw until SE <= TARGET_SE
+    rng = np.random.default_rng(11)
+    pool = rand_pool(rng, N=10, P=3, n=4, A=5, ragged=False)
+    g = accuracy_grid(pool, 12, mode=mode, exact_cells=0)
+    assert (~g.exact).sum() > 10
+    assert g.se.max() <= TARGET_SE < 0.001
+    for j, (k, m) in enumerate(g.cells):
+        assert abs(g.mean[j] - brute_force_accuracy(pool, k, m, mode=mode).mean()) <= 0.002, (k, m)
+    fixed = accuracy_grid(pool, 12, mode=mode, exact_cells=0, target_se=None)  # 128 draws, as before
+    assert fixed.se.max() > 0.002
 
 
 def test_monte_carlo_is_not_first_m_samples():

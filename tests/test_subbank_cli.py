@@ -199,3 +199,11 @@ def test_run_policy_resolves_the_plan_priors_in_the_run_bank(tmp_path):
     SplitPlan(f"jsonl:{DEMO}", "smollm2-135m", {4: (2, 2)}, (names[-1], names[0])).save(path)
     pol = make_run_policy(cfg, run_plan)
     assert pol == Fixed(2, 2, "planned", (len(names) - 1, 0))
+
+
+def test_analyze_prints_the_largest_monte_carlo_se(db):
+    text = ok("analyze", db, "-B", "8", "--method", "mc")
+    line = next(x for x in text.splitlines() if x.startswith("largest Monte Carlo standard error:"))
+    se = float(line.split(":")[1].split()[0])
+    g = analyze(load_pool(db), 8, method="mc")
+    assert 0 < se <= 0.07 and se == round(100 * max(g.grid.se.max(), g.grid_random.se.max()), 2)

@@ -54,8 +54,7 @@ class AnalysisSettings:
         """The analysis of ``pool`` at ``budget`` (default: the largest the pool supports, at most 64)."""
         from ..analysis import analyze
 
-        b = min(pool.max_budget, DEFAULT_MAX_BUDGET) if budget is None else budget
-        return analyze(pool, b, **asdict(self))
+        return analyze(pool, _default_budget(pool, budget), **asdict(self))
 
 
 def _side_by_side(rows, run: str | None) -> bool:
