@@ -28,10 +28,11 @@ from marginal.analysis import (
     prior_stats,
     weighted_credit,
 )
-from marginal.analysis.accuracy import MODES, TIES
+from marginal.analysis.accuracy import MODES, TARGET_SE, TIES, compact, lumped_credit, relabel
 from marginal.errors import MarginalError
 from marginal.store import Store
 from marginal.types import Prior, Problem, Sample
+from marginal.vote import credit_array
 
 
 def rand_pool(rng, N=3, P=3, n=3, A=3, fail=0.15, ragged=True):
@@ -132,6 +133,47 @@ def test_monte_carlo_within_four_standard_errors(mode, replace, ties):
     for k, mm in [(1, 2), (2, 3), (3, 1)]:
         a, v = mc_cell(pool, k, mm, reps=300, mode=mode, replace=replace, ties=ties, seed=5)
         assert abs(a.mean() - e.at(k, mm)) <= 4 * math.sqrt(v.sum()) / len(a) + 1e-12
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_default_monte_carlo_error_is_within_a_fifth_of_a_point(mode):
+    # the cells left to Monte Carlo (here all multi-answer problems: no exact work) draw until SE <= TARGET_SE
+    rng = np.random.default_rng(11)
+    pool = rand_pool(rng, N=10, P=3, n=4, A=5, ragged=False)
+    g = accuracy_grid(pool, 12, mode=mode, exact_cells=0)
+    assert (~g.exact).sum() > 10
+    assert g.se.max() <= TARGET_SE < 0.001
+    for j, (k, m) in enumerate(g.cells):
+        assert abs(g.mean[j] - brute_force_accuracy(pool, k, m, mode=mode).mean()) <= 0.002, (k, m)
+    fixed = accuracy_grid(pool, 12, mode=mode, exact_cells=0, target_se=None)  # 128 draws, as before
+    assert fixed.se.max() > 0.002
+
+
+@pytest.mark.parametrize("ties", TIES)
+def test_lumping_answers_stored_once_is_exact(ties):
+    # a long tail of answers stored once each: Monte Carlo counts them in one lump column
+    rng = np.random.default_rng(12)
+    ans, gold = [], []
+    for i in range(6):
+        row = [
+            [str(rng.choice(["g", "w"])) if rng.random() < 0.5 else f"t{i}-{c}-{j}" for j in range(4)] for c in range(3)
+        ]
+        row[0][0] = None
+        ans.append(row)
+        gold.append("g")
+    pool = pool_from_lists(ans, gold)
+    ids, W = relabel(pool.answers, pool.gold)
+    lumped, widths = compact(ids, W, lump=True)
+    assert (widths < W).all() and lumped.max() == W
+    for mode in MODES:
+        g = accuracy_grid(pool, 12, mode=mode, ties=ties, method="mc", seed=4)
+        for j, (k, m) in enumerate(g.cells):
+            ref = brute_force_accuracy(pool, k, m, mode=mode, ties=ties).mean()
+            assert abs(g.mean[j] - ref) <= 4 * g.se[j] + 1e-12, (mode, k, m)
+    cnt = rng.integers(0, 4, size=(200, 5))
+    lump = rng.integers(0, 3, size=200)
+    spread = np.concatenate([cnt, (np.arange(3)[None, :] < lump[:, None]).astype(int)], axis=1)
+    np.testing.assert_array_equal(lumped_credit(np.c_[cnt, lump], ties), credit_array(spread, 0, ties))
 
 
 def test_monte_carlo_is_not_first_m_samples():

@@ -276,7 +276,8 @@ def make_run_policy(config: RunConfig, plan: RunPlan) -> Policy | None:
     if split_plan is not None:
         split_plan.check(plan.task, config.model)
     k = len(plan.priors)
-    return make_policy(pol.name, pol.budget, k, k=k, plan=split_plan, threshold=pol.threshold)
+    names = [c.name for c in plan.priors]
+    return make_policy(pol.name, pol.budget, k, k=k, plan=split_plan, threshold=pol.threshold, names=names)
 
 
 __all__ = [

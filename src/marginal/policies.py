@@ -10,7 +10,8 @@ policy talks to a backend, so a logged run replays to the same decisions.
 
 Policies (the ``POLICIES`` registry): ``fixed`` (K x M), ``repetition``
 (K = 1), ``diversity`` (M = 1), ``planned`` (K x M read from a
-``SplitPlan`` file made by ``marginal analyze --save-plan``), ``adaptive``
+``SplitPlan`` file made by ``marginal analyze --save-plan``, on the plan's selected priors
+when it names them), ``adaptive``
 (label-free, sequential, early stopping). Votes and their tie rule are
 ``marginal.vote``'s. Left out: weighted votes inside the adaptive rule (it
 votes uniformly).
@@ -129,15 +130,19 @@ def _check_budget(budget: int) -> None:
 
 @dataclass(frozen=True)
 class Fixed:
-    """K priors (first in bank order) x M samples each."""
+    """K priors x M samples each: the first K in bank order, or the bank positions ``priors``."""
 
     k: int
     m: int
     name: str = "fixed"
+    priors: tuple[int, ...] | None = None
+    """Bank positions of the K priors, in order (a plan's selected priors); None: the first K."""
 
     def __post_init__(self) -> None:
         if self.k <= 0 or self.m <= 0:
             raise MarginalError(f"fixed policy needs K >= 1 and M >= 1, got K={self.k}, M={self.m}")
+        if self.priors is not None and len(self.priors) != self.k:
+            raise MarginalError(f"fixed policy with K={self.k} names {len(self.priors)} priors {self.priors}")
 
     def decide(self, answers: Answers, budget: int) -> Decision:
         _check_budget(budget)
@@ -145,9 +150,10 @@ class Fixed:
             raise MarginalError(
                 f"policy {self.name} asks for K x M = {self.k * self.m} samples, over the budget {budget}"
             )
-        if self.k > len(answers):
-            raise MarginalError(f"policy {self.name} needs {self.k} priors, the bank has {len(answers)}")
-        missing = tuple((i, self.m - len(answers[i])) for i in range(self.k) if len(answers[i]) < self.m)
+        chosen = range(self.k) if self.priors is None else self.priors
+        if max(chosen) >= len(answers):
+            raise MarginalError(f"policy {self.name} needs {max(chosen) + 1} priors, the bank has {len(answers)}")
+        missing = tuple((i, self.m - len(answers[i])) for i in chosen if len(answers[i]) < self.m)
         if missing:
             return Decision(missing, f"fixed split K={self.k} x M={self.m}", "probe")
         return Decision((), "fixed split complete", stop_kind="fixed split complete")
@@ -166,26 +172,36 @@ def diversity(budget: int, bank: int) -> Fixed:
 
 @dataclass(frozen=True)
 class SplitPlan:
-    """A recommended split per budget, fitted on a calibration run (``marginal analyze --save-plan``)."""
+    """A recommended split per budget, fitted on a calibration run (``marginal analyze --save-plan``).
+
+    With ``priors`` (``--select-bank``): a split's K priors are the first K of these, by name, wherever
+    they sit in the bank it runs on; without, the first K of that bank."""
 
     task: str
     model: str
     splits: Mapping[int, tuple[int, int]]
     """budget -> (K, M)."""
+    priors: tuple[str, ...] | None = None
+    """The selected priors, in selection order (None: bank order)."""
 
     @classmethod
     def load(cls, path: str | Path) -> SplitPlan:
         try:
             d = json.loads(Path(path).read_text())
             splits = {int(b): (int(k), int(m)) for b, (k, m) in d["splits"].items()}
-            return cls(d["task"], d["model"], splits)
+            priors = d.get("priors")
+            if priors is not None and not (isinstance(priors, list) and all(isinstance(p, str) for p in priors)):
+                raise TypeError(f"priors must be a list of prior names, got {priors!r}")
+            return cls(d["task"], d["model"], splits, None if priors is None else tuple(priors))
         except FileNotFoundError:
             raise MarginalError(f"plan file not found: {path}") from None
         except (ValueError, KeyError, TypeError) as e:
             raise MarginalError(f"{path} is not a plan file (expected task, model, splits): {e}") from None
 
     def save(self, path: str | Path) -> None:
-        d = {"task": self.task, "model": self.model, "splits": {str(b): list(s) for b, s in self.splits.items()}}
+        d: dict = {"task": self.task, "model": self.model, "splits": {str(b): list(s) for b, s in self.splits.items()}}
+        if self.priors is not None:
+            d["priors"] = list(self.priors)
         Path(path).write_text(json.dumps(d, indent=2))
 
     def check(self, task: str, model: str) -> None:
@@ -194,14 +210,24 @@ class SplitPlan:
                 f"the plan was made for task {self.task!r} with model {self.model!r}, not {task!r} with {model!r}"
             )
 
-    def policy(self, budget: int) -> Fixed:
+    def policy(self, budget: int, bank: Sequence[str] | None = None) -> Fixed:
+        """The plan's split for ``budget`` (the largest planned budget <= it); ``bank``: the prior
+        names of the bank it runs on, needed when the plan names its priors."""
         fits = [b for b in self.splits if b <= budget]
         if not fits:
             raise MarginalError(
                 f"the plan has no split for a budget of {budget} or less (it has {sorted(self.splits)})"
             )
         k, m = self.splits[max(fits)]
-        return Fixed(k, m, "planned")
+        if self.priors is None:
+            return Fixed(k, m, "planned")
+        if bank is None:
+            raise MarginalError(f"the plan selects priors ({', '.join(self.priors)}): give the bank's prior names")
+        if k > len(self.priors):
+            raise MarginalError(f"the plan's split K={k} needs more priors than it selects ({len(self.priors)})")
+        from .analysis.subbank import pick_priors
+
+        return Fixed(k, m, "planned", pick_priors(self.priors[:k], bank, "the bank"))
 
 
 @dataclass(frozen=True)
@@ -323,7 +349,7 @@ def _agreement(ans: Sequence[str | None], leader: str | None) -> float:
 
 # -- the policy registry ------------------------------------------------------------------
 PolicyFactory = Callable[..., Policy]
-"""``factory(budget, bank, *, k, plan, threshold) -> Policy`` (see ``make_policy``)."""
+"""``factory(budget, bank, *, k, plan, threshold, names) -> Policy`` (see ``make_policy``)."""
 
 
 def _adaptive(budget: int, bank: int, *, threshold: float, **_) -> Policy:
@@ -336,10 +362,10 @@ def _fixed(budget: int, bank: int, *, k: int | None, **_) -> Policy:
     return Fixed(k, budget // k)
 
 
-def _planned(budget: int, bank: int, *, plan: SplitPlan | None, **_) -> Policy:
+def _planned(budget: int, bank: int, *, plan: SplitPlan | None, names: Sequence[str] | None = None, **_) -> Policy:
     if plan is None:
         raise MarginalError("policy 'planned' needs --plan plan.json (from marginal analyze --save-plan)")
-    return plan.policy(budget)
+    return plan.policy(budget, names)
 
 
 POLICIES: Registry[PolicyFactory] = Registry("policy")
@@ -357,8 +383,16 @@ POLICIES.add("planned", _planned, "the K x M that marginal analyze --save-plan c
 
 
 def make_policy(
-    name: str, budget: int, bank: int, *, k: int | None = None, plan: SplitPlan | None = None, threshold: float = 0.95
+    name: str,
+    budget: int,
+    bank: int,
+    *,
+    k: int | None = None,
+    plan: SplitPlan | None = None,
+    threshold: float = 0.95,
+    names: Sequence[str] | None = None,
 ) -> Policy:
-    """The policy a CLI name stands for (``POLICIES``), sized for ``budget`` and a bank of ``bank`` priors."""
+    """The policy a CLI name stands for (``POLICIES``), sized for ``budget`` and a bank of ``bank`` priors
+    (``names``: theirs, in bank order, for a plan that selects priors by name)."""
     _check_budget(budget)
-    return POLICIES.get(name)(budget, bank, k=k, plan=plan, threshold=threshold)
+    return POLICIES.get(name)(budget, bank, k=k, plan=plan, threshold=threshold, names=names)

@@ -3,8 +3,8 @@
 Sections, each with the runs side by side: a summary table; accuracy versus
 budget per allocation family (repetition-only, diversity-only in bank order
 and at random, fixed K, the best cell within the budget, the oracle) with
-95% bands; the (K, M) heatmap; Γ_K with its bootstrap band, dominance and the
-label-free margin; histograms of per-problem margins for two allocations
+95% bands; the (K, M) heatmap with its largest Monte Carlo standard error;
+Γ_K with its bootstrap band, dominance and the label-free margin; histograms of per-problem margins for two allocations
 (K = 1 and all priors); per-prior accuracy and the agreement matrix; the normal approximation
 against the exact accuracy (bias-variance theory check); the planner's choice against the
 baselines on held-out problems; for blended runs (any file given), accuracy against
@@ -296,6 +296,12 @@ def _summary_table(a: Analysis) -> str:
     )
 
 
+def _mc_se_note(a: Analysis) -> str:
+    """The largest Monte Carlo standard error of the grids shown (bank order and K at random)."""
+    se = max(float(a.grid.se.max()), float(a.grid_random.se.max()))
+    return f'<p class="note">largest Monte Carlo standard error: {100 * se:.2f} points</p>'
+
+
 def _plan_table(a: Analysis) -> str:
     pl = labelled_part(a.plan, "the plan")
     head = (
@@ -418,7 +424,7 @@ def render_html(analyses: Sequence[Analysis], names: Sequence[str] | None = None
         else [
             section("Summary", _summary_table, need_gold=False),
             section("Accuracy vs budget per allocation family (95% bands)", plot_budget_curves),
-            section("Accuracy % over (K priors, M samples)", plot_heatmap),
+            section("Accuracy % over (K priors, M samples)", lambda a: plot_heatmap(a) + _mc_se_note(a)),
             section("Margins as priors are added: Γ_K, dominance, label-free margin", plot_gamma, need_gold=False),
             section("Per-problem margins for two allocations", plot_margin_hist, need_gold=False),
             section("Per-prior accuracy and agreement", plot_priors, need_gold=False),

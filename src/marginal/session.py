@@ -103,7 +103,7 @@ class Session:
         if isinstance(policy, str):
             if plan is not None:
                 plan.check(self.task.name, self.backend.name)
-            return policy_for(policy, budget, len(self.priors), plan=plan)
+            return policy_for(policy, budget, len(self.priors), plan=plan, names=[p.name for p in self.priors])
         return policy
 
     def solve(
@@ -137,11 +137,20 @@ class Session:
         return result_of(self.task, problem, state, budget)
 
 
-def policy_for(name: str, budget: int, bank: int, *, plan: SplitPlan | None = None, threshold: float = 0.95) -> Policy:
+def policy_for(
+    name: str,
+    budget: int,
+    bank: int,
+    *,
+    plan: SplitPlan | None = None,
+    threshold: float = 0.95,
+    names: Sequence[str] | None = None,
+) -> Policy:
     """The policy ``name`` for ``budget`` samples over a bank of ``bank`` priors, as a session sizes it:
-    "fixed" without a K takes the largest K <= 4 (and <= the bank) that divides the budget."""
+    "fixed" without a K takes the largest K <= 4 (and <= the bank) that divides the budget. ``names``: the
+    bank's prior names, so that a plan naming its priors samples those."""
     k = max(d for d in range(1, min(4, bank, budget) + 1) if budget % d == 0) if budget > 0 else 1
-    return make_policy(name, budget, bank, k=k, plan=plan, threshold=threshold)
+    return make_policy(name, budget, bank, k=k, plan=plan, threshold=threshold, names=names)
 
 
 def result_of(task: Task, problem: Problem, state: QuestionState, budget: int) -> Result:

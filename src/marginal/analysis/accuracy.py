@@ -21,10 +21,15 @@ numbers: one random permutation per (replicate, prior) gives nested
 subsamples (the first M of a random permutation is a uniform M-subset), and
 one random prior order per replicate gives nested prior sets, so one set of
 draws serves every (K, M) cell; its standard error is reported per problem
-and cell. When a cell asks for more samples than a (ragged) cell stores,
-all of them are taken. Never "the first M stored samples".
+and cell, and more replicates are drawn (Neyman-allocated over problems)
+until every cell's dataset SE is at most ``target_se`` (``TARGET_SE``, 0.2/3
+points). Without replacement, answers a problem stores only once are counted
+in one lump column (exact: each is drawn at most once). When a cell asks
+for more samples than a (ragged) cell stores, all of them are taken. Never
+"the first M stored samples".
 
-Left out: weighted votes (see ``weights``), allocations other than K x M.
+Left out: weighted votes (see ``weights``), allocations other than K x M,
+lumping in the exact path (a problem with many answers stays Monte Carlo).
 """
 
 from __future__ import annotations
@@ -401,36 +406,81 @@ def draw_orders(
     return drawn
 
 
+def compact(ids: np.ndarray, W: int, lump: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per problem, `relabel`'s ids renumbered densely (gold stays 0), and, with ``lump``, every
+    answer other than gold stored exactly once for that problem moved to one lump column.
+
+    Drawn without replacement, a once-stored answer is drawn at most once, so the lump's count is the
+    number of distinct such answers drawn, each with a count of 1: `lumped_credit` scores that exactly.
+    Returns (ids, widths): per problem, columns 0 .. w-2 are answers, w-1 the lump (0 when nothing
+    is lumped) and W the failed/missing id, where w is its width.
+    """
+    N = ids.shape[0]
+    flat = ids.reshape(N, -1)
+    cnt = np.zeros((N, W + 1), np.int64)
+    np.add.at(cnt, (np.repeat(np.arange(N), flat.shape[1]), flat.ravel()), 1)
+    col = np.arange(W + 1)
+    once = (cnt == 1) & (col > 0) & (col < W) & lump
+    keep = ((cnt > 0) | (col == 0)) & ~once & (col < W)
+    rank = np.cumsum(keep, axis=1) - 1
+    widths = keep.sum(axis=1) + 1
+    new = np.where(keep, rank, np.where(once, widths[:, None] - 1, W))
+    return np.take_along_axis(new, flat, axis=1).reshape(ids.shape).astype(np.int32), widths
+
+
+def lumped_credit(counts: np.ndarray, ties: str) -> np.ndarray:
+    """`credit_array` with gold in column 0 and, in the last column, how many distinct answers were
+    drawn once each (see `compact`)."""
+    named, lump = counts[..., :-1], counts[..., -1]
+    mx = np.maximum(named.max(axis=-1), lump > 0)
+    win = (named[..., 0] == mx) & (mx > 0)
+    n_top = (named == mx[..., None]).sum(axis=-1) + np.where(mx == 1, lump, 0)
+    if ties == "strict":
+        return (win & (n_top == 1)).astype(float)
+    return np.where(win, 1.0 / np.maximum(n_top, 1), 0.0)
+
+
 def _mc_problems(pool: Pool, idx: np.ndarray, cells, mode, replace, ties, reps, rng, mem=24_000_000):
-    """Monte Carlo (common random numbers) estimate and its variance for some problems."""
+    """Monte Carlo (common random numbers) estimate and its variance for some problems.
+
+    Problems go in chunks of similar width (answers after `compact`), each chunk counted over its own width."""
     out = np.zeros((len(idx), len(cells)))
     var = np.zeros((len(idx), len(cells)))
     if len(idx) == 0:
         return out, var
     ids_all, W = relabel(pool.answers[idx], pool.gold[idx])
+    ids_all, widths = compact(ids_all, W, lump=not replace)
     sizes_all = pool.sizes[idx]
     N, P, n = ids_all.shape
     by_m: dict[int, list[tuple[int, int]]] = {}
     for j, (k, m) in enumerate(cells):
         by_m.setdefault(m, []).append((k, j))
     mmax = max(by_m)
-    chunk = max(1, mem // max(1, reps * P * (W + 1)))
-    lab = np.arange(W + 1, dtype=np.int32)
     dt = np.int8 if max(k * m for k, m in cells) <= 127 else np.int16
-    for s in range(0, N, chunk):
-        ids = ids_all[s : s + chunk]
-        drawn = draw_orders(ids, sizes_all[s : s + chunk], reps, replace, mode, rng)
-        counts = np.zeros(drawn.shape[:3] + (W + 1,), dt)
+    order = np.argsort(widths, kind="stable")
+    s = 0
+    while s < N:
+        chunk = max(1, mem // max(1, reps * P * (int(widths[order[s]]) + 1)))
+        w = int(widths[order[min(N, s + chunk) - 1]])  # the widest of those (sorted by width)
+        chunk = max(1, mem // max(1, reps * P * (w + 1)))
+        rows = order[s : s + chunk]
+        w = int(widths[rows].max())
+        ids, own = ids_all[rows], (widths[rows] - 1)[:, None, None]
+        ids = np.where(ids == W, w, np.where(ids == own, w - 1, ids))  # lump -> column w-1; failed -> w, not counted
+        lab = np.arange(w + 1, dtype=np.int32)
+        drawn = draw_orders(ids, sizes_all[rows], reps, replace, mode, rng)
+        counts = np.zeros(drawn.shape[:3] + (w + 1,), dt)
         for M in range(1, mmax + 1):
             counts += drawn[..., M - 1, None] == lab
             if M not in by_m:
                 continue
             kmax = max(k for k, _ in by_m[M])
-            cum = np.cumsum(counts[:, :, :kmax, :W], axis=2, dtype=dt)
+            cum = np.cumsum(counts[:, :, :kmax, :w], axis=2, dtype=dt)
             for k, j in by_m[M]:
-                cr = credit_array(cum[:, :, k - 1, :], 0, ties)
-                out[s : s + chunk, j] = cr.mean(axis=0)
-                var[s : s + chunk, j] = cr.var(axis=0, ddof=1) / reps if reps > 1 else 0.25
+                cr = lumped_credit(cum[:, :, k - 1, :], ties)
+                out[rows, j] = cr.mean(axis=0)
+                var[rows, j] = cr.var(axis=0, ddof=1) / reps if reps > 1 else 0.25
+        s += len(rows)
     return out, var
 
 
@@ -476,6 +526,46 @@ def mc_cell(
     return out, var
 
 
+TARGET_SE = 0.002 / 3
+"""Default largest Monte Carlo standard error of a cell's dataset accuracy: 0.2 points at 3 SE
+(the largest error over a grid's cells, which common random numbers make move together, stays
+within 0.2 points; at 2 SE it did not always)."""
+MAX_REPS = 1 << 16
+"""Default cap on Monte Carlo replicates per problem when drawing towards ``TARGET_SE``."""
+
+
+def _mc_adaptive(pool, todo, miss, cells, mode, replace, ties, reps, seed, target_se, max_reps):
+    """`_mc_problems` with more replicates, in rounds, until the largest cell SE over the labelled
+    problems (only the cells left to Monte Carlo, ``miss``) is <= ``target_se`` or no problem may draw more.
+
+    Each round gives problem i the replicates R_i = max over cells j of s_ij Σ_i s_ij / (N target)²,
+    s_ij the per-draw SD of its cell j: for each cell that alone makes Σ_i s_ij² / R_ij / N² = target²
+    (Neyman allocation), so the largest meets every cell and near-certain problems draw no more. Aimed
+    20% past the target (the SDs are estimates), the extra draws rounded up to a power of sqrt(2)."""
+    rng = np.random.default_rng(seed)
+    est, v = _mc_problems(pool, todo, cells, mode, replace, ties, reps, rng)
+    drawn = np.full(len(todo), reps)
+    n_lab = int(pool.labelled.sum())
+    while target_se is not None:
+        vm = np.where(miss, v, 0.0)
+        if np.sqrt(vm.sum(axis=0)).max() / n_lab <= target_se:
+            break
+        sd = np.sqrt(vm * drawn[:, None])
+        want = (1.2 * sd * sd.sum(axis=0) / (n_lab * target_se) ** 2).max(axis=1)
+        step = np.ceil(2 * np.log2(np.maximum(want - drawn, 1))) / 2  # a few batch sizes: powers of sqrt(2)
+        more = np.where(want > drawn, np.ceil(2.0**step), 0).astype(np.int64)
+        more = np.minimum(more, max_reps - drawn)
+        if not (more > 0).any():
+            break
+        for r in np.unique(more[more > 0]):
+            rows = np.flatnonzero(more == r)
+            e2, v2 = _mc_problems(pool, todo[rows], cells, mode, replace, ties, int(r), rng)
+            w = (r / (drawn[rows] + r))[:, None]
+            est[rows], v[rows] = (1 - w) * est[rows] + w * e2, (1 - w) ** 2 * v[rows] + w**2 * v2
+            drawn[rows] += r
+    return est, v
+
+
 # -- public --------------------------------------------------------------------------
 def accuracy_grid(
     pool: Pool,
@@ -490,6 +580,8 @@ def accuracy_grid(
     seed: int = 0,
     max_states: int = 4_000,
     exact_cells: int = 5_000,
+    target_se: float | None = TARGET_SE,
+    max_reps: int = MAX_REPS,
 ) -> Grid:
     """Expected majority-vote accuracy for every (K, M) with K*M <= budget (see module docstring).
 
@@ -501,6 +593,13 @@ def accuracy_grid(
     at most ``exact_cells`` (problem, cell) pairs, fewest answers first,
     leaving the rest to Monte Carlo (a deterministic work bound). ``budget``
     defaults to the largest the pool supports.
+
+    Monte Carlo starts with ``reps`` replicates and, while the largest
+    standard error of a cell's dataset accuracy (`Grid.se`) is above
+    ``target_se`` (a fraction; the default, ``TARGET_SE``, puts every cell
+    within 0.2 points at 3 SE), draws more for the same problems, sized from the
+    standard error seen, up to ``max_reps`` in all; ``target_se=None`` draws
+    exactly ``reps`` (see `_mc_adaptive` for how the draws are shared out).
     """
     _check_opts(mode, ties, method)
     pool.require_gold("vote accuracy")
@@ -556,8 +655,8 @@ def accuracy_grid(
                 )
     todo = np.flatnonzero(lab & ~done.all(axis=1))
     if len(todo):
-        est, v = _mc_problems(pool, todo, cells, mode, replace, ties, reps, np.random.default_rng(seed))
         miss = ~done[todo]
+        est, v = _mc_adaptive(pool, todo, miss, cells, mode, replace, ties, reps, seed, target_se, max_reps)
         acc[todo] = np.where(miss, est, acc[todo])
         var[todo] = np.where(miss, v, 0.0)
     keep = np.flatnonzero(lab)

@@ -2,7 +2,11 @@
 
 ``analyze`` prints the tables of `marginal.cli.render` for one run (``--json``
 writes the same numbers; ``--save-plan`` the planner's split per budget for
-``--policy planned``). A file of blended runs (`marginal blend`, or a
+``--policy planned``); ``--priors a,b,c`` analyses that sub-bank of the run,
+in that order (the plan then names those priors); ``--select-bank K``
+prints the greedy bank selection of `marginal.cli.bank` instead of the
+analysis (``--save-plan``: the priors selected on every problem, with the
+planner's split per budget on them). A file of blended runs (`marginal blend`, or a
 ``blend:`` model) also gets the intervention diagnostics per run and the
 correlation of accuracy with intervention rate; a file holding several runs
 side by side gets only that table unless ``--run`` names one. ``report``
@@ -14,6 +18,7 @@ Left out: analyses of several runs in one table (the report puts them side by si
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -49,8 +54,7 @@ class AnalysisSettings:
         """The analysis of ``pool`` at ``budget`` (default: the largest the pool supports, at most 64)."""
         from ..analysis import analyze
 
-        b = min(pool.max_budget, DEFAULT_MAX_BUDGET) if budget is None else budget
-        return analyze(pool, b, **asdict(self))
+        return analyze(pool, _default_budget(pool, budget), **asdict(self))
 
 
 def _side_by_side(rows, run: str | None) -> bool:
@@ -67,14 +71,20 @@ def analyze_file(
     failed: str = "abstain",
     json_out: Path | None = None,
     save_plan: Path | None = None,
+    priors: str | Sequence[str] | None = None,
+    select_bank: int | None = None,
 ) -> None:
-    """Print the analysis of the run in ``db`` (see the module docstring); optionally write its JSON and plan."""
+    """Print the analysis of the run in ``db`` (see the module docstring); optionally write its JSON and plan.
+
+    ``priors``: the sub-bank to analyse, in order; ``select_bank``: K, print the bank selection instead."""
     from ..analysis import load_pool
     from ..analysis.blend import blend_rows
 
     check_positive("--budget", budget)
     rows = blend_rows(db)
-    if _side_by_side(rows, run):
+    if select_bank is not None:
+        result = _select(load_pool(db, run, failed=failed), db, select_bank, settings, budget, priors, save_plan)
+    elif _side_by_side(rows, run):
         if save_plan is not None:
             run_ids = list(dict.fromkeys(r.run_id for r in rows))
             ids = ", ".join(run_ids[:3]) + (", ..." if len(run_ids) > 3 else "")
@@ -86,25 +96,57 @@ def analyze_file(
         out.print("[dim]name one with --run RUN_ID for its full analysis[/]")
         result = {"blend": [r.to_dict() for r in rows]}
     else:
-        pool = load_pool(db, run, failed=failed)
+        pool = _sub(load_pool(db, run, failed=failed), priors)
         a = settings.analyze(pool, budget)
         render_analysis(a, out)
         rows = [r for r in rows if r.run_id == pool.run_id]
         render_blend(rows, out)
         result = {**a.to_dict(), **({"blend": [r.to_dict() for r in rows]} if rows else {})}
         if save_plan is not None:
-            _save_plan(db, a, settings, save_plan)
+            _save_plan(db, a, settings, save_plan, priors is not None)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(result, indent=1) + "\n")
         out.print(plain(f"wrote {json_out}"))
 
 
-def _save_plan(db: Path, a, settings: AnalysisSettings, path: Path) -> None:
-    """The planner's held-out-checked choice at each power-of-two budget up to the analysis' budget."""
-    from ..analysis import plan
-    from ..policies import SplitPlan
+def _sub(pool, priors):
+    from ..analysis import sub_bank
+
+    return pool if priors is None else sub_bank(pool, priors)
+
+
+def _default_budget(pool, budget: int | None) -> int:
+    return min(pool.max_budget, DEFAULT_MAX_BUDGET) if budget is None else budget
+
+
+def _plan_budgets(budget: int) -> list[int]:
+    return sorted({b for b in (2**i for i in range(1, 12)) if b <= budget} | {budget})
+
+
+def _stored_run(db: Path, run_id: str | None) -> RunConfig:
     from ..store import Store
+
+    store = Store(db, readonly=True)
+    try:
+        return RunConfig.from_store(store, run_id or store.only_run())
+    finally:
+        store.close()
+
+
+def _write_plan(db: Path, pool, splits, path: Path, priors) -> None:
+    from ..policies import SplitPlan
+
+    stored = _stored_run(db, pool.run_id)
+    SplitPlan(stored.task.name, stored.model, splits, None if priors is None else tuple(priors)).save(path)
+    named = "" if priors is None else f" on priors {','.join(priors)}"
+    out.print(plain(f"wrote {path}{named}: " + ", ".join(f"B={b}: K={k} x M={m}" for b, (k, m) in splits.items())))
+
+
+def _save_plan(db: Path, a, settings: AnalysisSettings, path: Path, named: bool = False) -> None:
+    """The planner's held-out-checked choice at each power-of-two budget up to the analysis' budget
+    (``named``: the pool is a sub-bank, so the plan names its priors)."""
+    from ..analysis import plan
 
     pool = a.pool
     if a.plan is None:
@@ -113,15 +155,29 @@ def _save_plan(db: Path, a, settings: AnalysisSettings, path: Path) -> None:
             f"--save-plan: the planner needs at least 2 problems with a reference answer to "
             f"calibrate and test on; {db} has {labelled}"
         )
-    store = Store(db, readonly=True)
-    try:
-        stored = RunConfig.from_store(store, pool.run_id or store.only_run())
-    finally:
-        store.close()
-    budgets = sorted({b for b in (2**i for i in range(1, 12)) if b <= a.budget} | {a.budget})
-    splits = {b: plan(pool, b, split=settings.split, seed=settings.seed).choice for b in budgets}
-    SplitPlan(stored.task.name, stored.model, splits).save(path)
-    out.print(plain(f"wrote {path}: " + ", ".join(f"B={b}: K={k} x M={m}" for b, (k, m) in splits.items())))
+    splits = {b: plan(pool, b, split=settings.split, seed=settings.seed).choice for b in _plan_budgets(a.budget)}
+    _write_plan(db, pool, splits, path, pool.priors if named else None)
+
+
+def _select(pool, db: Path, k: int, settings: AnalysisSettings, budget, priors, save_plan) -> dict:
+    """``--select-bank K``: print the selection (and save its plan); returns its JSON form."""
+    from ..analysis import select_bank
+    from .bank import render_selection, selected_plan, selection_dict
+
+    pool = _sub(pool, priors)
+    b = _default_budget(pool, budget)
+    sel = select_bank(pool, k, b, seed=settings.seed, reps=settings.reps)
+    render_selection(sel, out)
+    result = {"select_bank": selection_dict(sel)}
+    if save_plan is not None:
+        _stored_run(db, pool.run_id)  # refuse a pool that names no task and model before the work
+        chosen, splits = selected_plan(
+            pool, k, b, _plan_budgets(b), split=settings.split, seed=settings.seed, reps=settings.reps
+        )
+        out.print(plain(f"selected on all {len(sel.halves[0]) + len(sel.halves[1])} problems: {','.join(chosen)}"))
+        _write_plan(db, pool, splits, save_plan, chosen)
+        result["select_bank"]["plan_priors"] = list(chosen)
+    return result
 
 
 def report_files(
@@ -131,8 +187,10 @@ def report_files(
     *,
     budget: int | None = None,
     run: str | None = None,
+    priors: str | Sequence[str] | None = None,
 ) -> Path:
-    """Write the HTML report of the runs in ``dbs`` (side by side) to ``html``; returns its path."""
+    """Write the HTML report of the runs in ``dbs`` (side by side) to ``html``; returns its path
+    (``priors``: the sub-bank of each run, in order)."""
     from ..analysis import load_pool
     from ..analysis.blend import blend_rows
     from ..report import write_report
@@ -144,7 +202,7 @@ def report_files(
         blended += rows
         if _side_by_side(rows, run):
             continue  # blended runs side by side: the blend section only
-        analyses.append(settings.analyze(load_pool(db, run), budget))
+        analyses.append(settings.analyze(_sub(load_pool(db, run), priors), budget))
         names.append(str(db))
     path = write_report(analyses, html, names=names, blend=blended)
     out.print(plain(f"wrote {path} ({path.stat().st_size // 1024} KiB)"))
@@ -168,13 +226,33 @@ def analyze(
     reps: int = typer.Option(128, "--reps", help="Monte Carlo replicates where exact is too large"),
     json_out: Path | None = typer.Option(None, "--json", help="also write the numbers as JSON"),
     save_plan: Path | None = typer.Option(
-        None, "--save-plan", help="write the planner's (K, M) for budgets 2, 4, 8, ... up to B, for `--policy planned`"
+        None,
+        "--save-plan",
+        help="write the planner's (K, M) for budgets 2, 4, 8, ... up to B (with --select-bank, on the selected "
+        "priors), for `--policy planned`",
+    ),
+    priors: str | None = typer.Option(None, "--priors", help="analyse the sub-bank of these priors, in order: a,b,c"),
+    select_bank: int | None = typer.Option(
+        None,
+        "--select-bank",
+        help="choose K priors greedily on half the problems, scored on the other half (both ways), "
+        "against bank order and all priors",
     ),
 ) -> None:
     """Accuracy of every (K priors x M samples) split, margins, drift regime and the planner's choice."""
     check_positive("--budget", budget)
     settings = AnalysisSettings(split, seed, ties, replace, method, reps)
-    analyze_file(db, settings, budget=budget, run=run, failed=failed, json_out=json_out, save_plan=save_plan)
+    analyze_file(
+        db,
+        settings,
+        budget=budget,
+        run=run,
+        failed=failed,
+        json_out=json_out,
+        save_plan=save_plan,
+        priors=priors,
+        select_bank=select_bank,
+    )
 
 
 def report(
@@ -188,10 +266,12 @@ def report(
     seed: int = typer.Option(0, "--seed"),
     method: str = typer.Option("auto", "--method", help="auto | exact | mc"),
     reps: int = typer.Option(128, "--reps"),
+    priors: str | None = typer.Option(None, "--priors", help="report the sub-bank of these priors, in order: a,b,c"),
 ) -> None:
     """Write a self-contained HTML report (plots embedded) for one or more runs."""
     check_positive("--budget", budget)
-    report_files(dbs, html, AnalysisSettings(split, seed, method=method, reps=reps), budget=budget, run=run)
+    settings = AnalysisSettings(split, seed, method=method, reps=reps)
+    report_files(dbs, html, settings, budget=budget, run=run, priors=priors)
 
 
 __all__ = ["DEFAULT_MAX_BUDGET", "AnalysisSettings", "analyze", "analyze_file", "report", "report_files"]

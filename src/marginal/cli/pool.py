@@ -1,8 +1,9 @@
 """Commands that read a stored pool and generate nothing: `marginal export` and `marginal replay`.
 
 ``export`` writes a run's samples as JSONL or Parquet; ``replay`` runs
-policies on the stored samples (`marginal.replay`) and tabulates accuracy
-with its 95% CI and the samples used. Left out: editing or merging pools.
+policies on the stored samples (`marginal.replay`), on the whole bank or a
+sub-bank (``--priors``), and tabulates accuracy with its 95% CI and the
+samples used (``--plan`` for policy planned). Left out: editing or merging pools.
 """
 
 from __future__ import annotations
@@ -44,11 +45,19 @@ def replay(
     ),
     threshold: float = typer.Option(0.95, help="adaptive: stop when P(leader stays leader) reaches this"),
     run_id: str | None = typer.Option(None, "--run", help="run id when the database holds several"),
+    priors: str | None = typer.Option(
+        None, "--priors", help="replay on the sub-bank of these priors, in this order ('a,b,c'; default: all)"
+    ),
+    plan_file: Path | None = typer.Option(
+        None, "--plan", help="plan.json from `marginal analyze --save-plan` (policy planned)"
+    ),
 ) -> None:
     """Replay policies on a stored pool (no generation): accuracy with 95% CI and samples used."""
     from rich.table import Table
 
-    from ..policies import make_policy
+    from ..analysis.subbank import pick_priors
+    from ..config import RunConfig
+    from ..policies import SplitPlan, make_policy
     from ..replay import replay as replay_pool
     from ..store import Store
 
@@ -60,17 +69,25 @@ def replay(
         check_positive("--budgets", b)
     store = Store(db, readonly=True)
     try:
-        n_priors = len(store.priors(run_id or store.only_run()))
+        rid = run_id or store.only_run()
+        bank = [c.name for c in store.priors(rid)]
+        stored = RunConfig.from_store(store, rid) if plan_file is not None else None
     finally:
         store.close()
+    if priors is not None:
+        bank = [bank[i] for i in pick_priors(priors, bank, f"run {rid} in {db}")]
+    plan = SplitPlan.load(plan_file) if plan_file is not None else None
+    if plan is not None and stored is not None:
+        plan.check(stored.task.name, stored.model)
+    n_priors = len(bank)
     t = Table(title=plain(f"policies replayed on {db}"))
     for col in ("B", "policy", "accuracy %", "95% CI", "mean samples", "pool exhausted"):
         t.add_column(col, justify="left" if col == "policy" else "right")
     short = False
     for b in bs:
         for name in policies.split(","):
-            pol = make_policy(name.strip(), b, n_priors, k=min(n_priors, b), threshold=threshold)
-            r = replay_pool(db, pol, b, run=run_id)
+            pol = make_policy(name.strip(), b, n_priors, k=min(n_priors, b), plan=plan, threshold=threshold, names=bank)
+            r = replay_pool(db, pol, b, run=run_id, priors=bank)
             mark = "†" if r.exhausted else ""
             short = short or bool(r.exhausted)
             t.add_row(

@@ -2,7 +2,8 @@
 
 `render_analysis` prints, for one `marginal.analysis.Analysis`: the priors
 (accuracy, failures, agreement), the accuracy grid over (K, M) with the best
-cell, margins and dominance as priors are added, the drift regime, the
+cell and the largest Monte Carlo standard error of the grids it quotes,
+margins and dominance as priors are added, the drift regime, the
 bias-variance check, the planner's choice against the baselines on held-out
 problems (and by difficulty), and the weighted votes; a label-free pool gets
 its label-free measures only. `render_blend` prints the diagnostics of
@@ -37,6 +38,11 @@ def _table(title: str) -> Table:
 def _columns(t: Table, cols: tuple[str, ...], left: tuple[str, ...]) -> None:
     for col in cols:
         t.add_column(col, justify="left" if col in left else "right")
+
+
+def mc_se_line(se: float) -> str:
+    """The line under an accuracy table: its largest Monte Carlo standard error, in points."""
+    return f"largest Monte Carlo standard error: {100 * se:.2f} points" + (" (every cell exact)" if se == 0 else "")
 
 
 def grid_table(g, title: str) -> Table:
@@ -118,6 +124,7 @@ def _grid(a, console: Console) -> None:
         f"oracle at {k1}: {pct(a.oracle.at(*k1))}%  |  pass@k (whole pool): "
         + ", ".join(f"{k}: {pct(v)}%" for k, v in (a.pass_at or {}).items())
     )
+    console.print(plain(mc_se_line(max(float(g.se.max()), float(gr.se.max())))))
 
 
 def _margins(a, lfm, console: Console) -> None:
@@ -254,4 +261,4 @@ def render_blend(rows, console: Console, title: str = "blended runs") -> None:
         console.print(plain(f"accuracy vs intervention rate over {c.n} blended settings: {c.describe()}"))
 
 
-__all__ = ["ci_text", "grid_table", "pct", "render_analysis", "render_blend"]
+__all__ = ["ci_text", "grid_table", "mc_se_line", "pct", "render_analysis", "render_blend"]
