@@ -298,7 +298,8 @@ def _summary_table(a: Analysis) -> str:
 
 def _mc_se_note(a: Analysis) -> str:
     """The largest Monte Carlo standard error of the grids shown (bank order and K at random)."""
-    se = max(float(a.grid.se.max()), float(a.grid_random.se.max()))
+    grids = (labelled_part(a.grid, "grid"), labelled_part(a.grid_random, "grid_random"))
+    se = max(float(g.se.max()) for g in grids)
     return f'<p class="note">largest Monte Carlo standard error: {100 * se:.2f} points</p>'
 
 

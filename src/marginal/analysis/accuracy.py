@@ -567,6 +567,67 @@ def _mc_adaptive(pool, todo, miss, cells, mode, replace, ties, reps, seed, targe
 
 
 # -- public --------------------------------------------------------------------------
+def _grid_cells_of(pool: Pool, budget: int, cells: tuple[tuple[int, int], ...] | None) -> tuple[tuple[int, int], ...]:
+    """The cells asked for (every K x M <= budget by default), checked against the pool's shape."""
+    if cells is None:
+        return grid_cells(pool.n_priors, pool.n_slots, budget)
+    cells = tuple((int(k), int(m)) for k, m in cells)
+    for k, m in cells:
+        if not (1 <= k <= pool.n_priors and 1 <= m <= pool.n_slots):
+            raise MarginalError(
+                f"allocation K={k}, M={m} is outside the pool ({pool.n_priors} priors x {pool.n_slots} samples)"
+            )
+    return cells
+
+
+def _exact_pass(
+    pool: Pool,
+    cells: tuple[tuple[int, int], ...],
+    mode: str,
+    replace: bool,
+    ties: str,
+    method: str,
+    max_states: int,
+    exact_cells: int,
+    acc: np.ndarray,
+    done: np.ndarray,
+) -> None:
+    """Fill ``acc`` and ``done`` for the (problem, cell) pairs computed exactly (see `accuracy_grid`)."""
+    lab = pool.labelled
+    c, f, n = pool.counts()
+    lf = _LogFact(int(max(n.max(), max(m for _, m in cells))) + 2)
+    li = np.flatnonzero(lab)
+    g = pool.gold[li]
+    cl = c[li]
+    sampled = np.take_along_axis(cl.sum(axis=1), g[:, None], axis=1)[:, 0] > 0
+    n_active = (cl.sum(axis=1) > 0).sum(axis=1)
+    # never-sampled gold: exactly 0; gold plus at most one other answer: vectorized 1-D path
+    zero = li[~sampled]
+    done[zero] = True
+    two = ~(~sampled) & (n_active <= 2)
+    if two.any():
+        i2 = li[two]
+        cg = np.take_along_axis(c[i2], pool.gold[i2][:, None, None].repeat(pool.n_priors, 1), axis=2)[..., 0]
+        co = c[i2].sum(axis=2) - cg
+        acc[i2] = _exact_two(cg, co, f[i2], n[i2], np.ones(len(i2), bool), cells, mode, replace, ties, lf)
+        done[i2] = True
+    rest = li[sampled & (n_active > 2)]
+    rest = rest[np.argsort(n_active[sampled & (n_active > 2)], kind="stable")]  # cheapest first
+    work, unit = 0, len(cells) * (pool.n_priors if mode == "random" else 1)  # random: P x the passes
+    for i in rest:
+        if method == "auto" and work + unit > exact_cells:
+            break
+        work += unit
+        acc[i], done[i] = _exact_problem(
+            c[i], f[i], n[i], int(pool.gold[i]), cells, mode, replace, ties, max_states, lf
+        )
+        if method == "exact" and not done[i].all():
+            raise MarginalError(
+                f"problem {pool.problems[i]} has too many vote states for exact accuracy "
+                f"(> {max_states}); use method='auto' or 'mc'"
+            )
+
+
 def accuracy_grid(
     pool: Pool,
     budget: int | None = None,
@@ -606,53 +667,14 @@ def accuracy_grid(
     if budget is None:
         budget = pool.max_budget
     pool.check_budget(budget)
-    if cells is None:
-        cells = grid_cells(pool.n_priors, pool.n_slots, budget)
-    else:
-        cells = tuple((int(k), int(m)) for k, m in cells)
-        for k, m in cells:
-            if not (1 <= k <= pool.n_priors and 1 <= m <= pool.n_slots):
-                raise MarginalError(
-                    f"allocation K={k}, M={m} is outside the pool ({pool.n_priors} priors x {pool.n_slots} samples)"
-                )
+    cells = _grid_cells_of(pool, budget, cells)
     lab = pool.labelled
     N = pool.n_problems
     acc = np.zeros((N, len(cells)))
     var = np.zeros((N, len(cells)))
     done = np.zeros((N, len(cells)), bool)
     if method != "mc":
-        c, f, n = pool.counts()
-        lf = _LogFact(int(max(n.max(), max(m for _, m in cells))) + 2)
-        li = np.flatnonzero(lab)
-        g = pool.gold[li]
-        cl = c[li]
-        sampled = np.take_along_axis(cl.sum(axis=1), g[:, None], axis=1)[:, 0] > 0
-        n_active = (cl.sum(axis=1) > 0).sum(axis=1)
-        # never-sampled gold: exactly 0; gold plus at most one other answer: vectorized 1-D path
-        zero = li[~sampled]
-        done[zero] = True
-        two = ~(~sampled) & (n_active <= 2)
-        if two.any():
-            i2 = li[two]
-            cg = np.take_along_axis(c[i2], pool.gold[i2][:, None, None].repeat(pool.n_priors, 1), axis=2)[..., 0]
-            co = c[i2].sum(axis=2) - cg
-            acc[i2] = _exact_two(cg, co, f[i2], n[i2], np.ones(len(i2), bool), cells, mode, replace, ties, lf)
-            done[i2] = True
-        rest = li[sampled & (n_active > 2)]
-        rest = rest[np.argsort(n_active[sampled & (n_active > 2)], kind="stable")]  # cheapest first
-        work, unit = 0, len(cells) * (pool.n_priors if mode == "random" else 1)  # random: P x the passes
-        for i in rest:
-            if method == "auto" and work + unit > exact_cells:
-                break
-            work += unit
-            acc[i], done[i] = _exact_problem(
-                c[i], f[i], n[i], int(pool.gold[i]), cells, mode, replace, ties, max_states, lf
-            )
-            if method == "exact" and not done[i].all():
-                raise MarginalError(
-                    f"problem {pool.problems[i]} has too many vote states for exact accuracy "
-                    f"(> {max_states}); use method='auto' or 'mc'"
-                )
+        _exact_pass(pool, cells, mode, replace, ties, method, max_states, exact_cells, acc, done)
     todo = np.flatnonzero(lab & ~done.all(axis=1))
     if len(todo):
         miss = ~done[todo]
