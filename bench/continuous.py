@@ -191,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         "n_ctx": args.n_ctx,
         "max_tokens": args.max_tokens,
         "seed": args.seed,
+        "complete": False,
     }
     print(
         f"model {args.model}, {args.threads} threads, {args.slots} slots, n_ctx {args.n_ctx}, "
@@ -201,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         llm.generate(["Hello"], SampleSpec(n=2, max_tokens=4, seed=1))  # warm-up
         c = result["ceiling"] = ceiling(llm, args.slots, args.ceiling_steps)
         print(f"ceiling: raw llama_decode, {args.slots} slots busy: {c['tok_s']:.1f} tok/s", flush=True)
+        _save(result, args)
         if "adaptive" not in skip:
             qs = problems[: args.problems]
             rows = {
@@ -214,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows[r].pop("answers")
             result["adaptive"] = rows
             _print(f"adaptive B={args.budget}, {len(qs)} problems", rows, c["tok_s"])
+            _save(result, args)
         if "grid" not in skip:
             qs = problems[: args.grid_problems]
             rows = {
@@ -231,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             result["grid"] = rows
             _print(f"grid {args.grid_k}x{args.grid_m}, {len(qs)} problems", rows, c["tok_s"])
+            _save(result, args)
     if "prefix" not in skip:
         p = result["prefix_cache"] = prefix_cache(path, args, task, problems[: args.grid_problems], args.fewshot_prior)
         print(
@@ -239,6 +243,14 @@ def main(argv: list[str] | None = None) -> int:
             f"exemplars are {100 * p['exemplar_share']:.0f}% of the prompt tokens)",
             flush=True,
         )
+    result["complete"] = True
+    _save(result, args)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _save(result: dict, args: argparse.Namespace) -> None:
+    """Write what is measured so far (each part as it finishes: a stopped run keeps its finished parts)."""
     result["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(), "loadavg_end": os.getloadavg()}
     result["python"] = sys.version.split()[0]
     out = Path(args.out)
@@ -246,8 +258,6 @@ def main(argv: list[str] | None = None) -> int:
     runs = json.loads(out.read_text()).get("runs", {}) if out.exists() else {}
     runs[args.model] = result
     out.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
-    print(f"wrote {out}")
-    return 0
 
 
 def _print(title: str, rows: dict, ceiling_tok_s: float) -> None:
