@@ -101,37 +101,6 @@ def print_selection(name: str, sel) -> None:
         )
 
 
-def selection_dict(sel) -> dict:
-    return {
-        "k": sel.k,
-        "budget": sel.budget,
-        "halves": [len(h) for h in sel.halves],
-        "mc_se_max": sel.mc_se,
-        "arms": [
-            {
-                "name": a.name,
-                "priors": [list(b) for b in a.priors],
-                "split": [list(s) for s in a.split],
-                "calib": list(a.calib),
-                "held_out": list(a.held_out),
-                "pooled": a.pooled,
-                "ci": list(a.ci),
-            }
-            for a in sel.arms
-        ],
-        "diffs": [
-            {
-                "name": d.name,
-                "per_fold": list(d.per_fold),
-                "fold_ci": [list(c) for c in d.fold_ci],
-                "pooled": d.pooled,
-                "ci": list(d.ci),
-            }
-            for d in sel.diffs
-        ],
-    }
-
-
 def analyse(db: Path, tmp: Path) -> dict:
     name = db.stem
     try:
@@ -157,7 +126,7 @@ def analyse(db: Path, tmp: Path) -> dict:
         if pool.max_budget >= B:
             sel = select_bank(pool, 4, B, seed=SEED, n_boot=2000)
             print_selection(name, sel)
-            out["select_bank"].append(selection_dict(sel))
+            out["select_bank"].append(sel.to_dict())
     out["examples"] = {}
     for regime, bank in pick_examples(rt).items():
         if bank is None:

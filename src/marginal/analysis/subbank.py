@@ -176,6 +176,40 @@ class BankSelection:
                 return a
         raise KeyError(name)
 
+    def to_dict(self) -> dict:
+        """The JSON form (plain lists and numbers)."""
+        return {
+            "k": self.k,
+            "budget": self.budget,
+            "seed": self.seed,
+            "halves": [list(h) for h in self.halves],
+            "level": self.level,
+            "n_boot": self.n_boot,
+            "mc_se": self.mc_se,
+            "arms": [
+                {
+                    "name": a.name,
+                    "priors": [list(b) for b in a.priors],
+                    "split": [list(s) for s in a.split],
+                    "calib": list(a.calib),
+                    "held_out": list(a.held_out),
+                    "pooled": a.pooled,
+                    "ci": list(a.ci),
+                }
+                for a in self.arms
+            ],
+            "diffs": [
+                {
+                    "name": d.name,
+                    "per_fold": list(d.per_fold),
+                    "fold_ci": [list(c) for c in d.fold_ci],
+                    "pooled": d.pooled,
+                    "ci": list(d.ci),
+                }
+                for d in self.diffs
+            ],
+        }
+
 
 def _percentile(boots: np.ndarray, level: float) -> tuple[float, float]:
     q = (1 - level) / 2

@@ -162,13 +162,13 @@ def _save_plan(db: Path, a, settings: AnalysisSettings, path: Path, named: bool 
 def _select(pool, db: Path, k: int, settings: AnalysisSettings, budget, priors, save_plan) -> dict:
     """``--select-bank K``: print the selection (and save its plan); returns its JSON form."""
     from ..analysis import select_bank
-    from .bank import render_selection, selected_plan, selection_dict
+    from .bank import render_selection, selected_plan
 
     pool = _sub(pool, priors)
     b = _default_budget(pool, budget)
     sel = select_bank(pool, k, b, seed=settings.seed, reps=settings.reps)
     render_selection(sel, out)
-    result = {"select_bank": selection_dict(sel)}
+    result = {"select_bank": sel.to_dict()}
     if save_plan is not None:
         _stored_run(db, pool.run_id)  # refuse a pool that names no task and model before the work
         chosen, splits = selected_plan(

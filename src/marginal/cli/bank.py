@@ -2,8 +2,8 @@
 
 `render_selection` prints a `marginal.analysis.BankSelection` (each arm's
 banks and splits per fold, held-out accuracy with its CI, the paired
-differences); `selection_dict` is its JSON form; `selected_plan` fits the
-priors a plan stores: greedy selection on every covered labelled problem
+differences; its JSON form is `BankSelection.to_dict`); `selected_plan` fits
+the priors a plan stores: greedy selection on every covered labelled problem
 (the cross-fitted arms only measure how well that procedure does held out),
 then the planner's split per budget on that sub-bank. Left out: selection
 for label-free pools (it needs gold).
@@ -50,41 +50,6 @@ def render_selection(sel, console: Console) -> None:
     console.print(plain(mc_se_line(sel.mc_se)))
 
 
-def selection_dict(sel) -> dict:
-    """The JSON form of a bank selection (plain lists and numbers)."""
-    return {
-        "k": sel.k,
-        "budget": sel.budget,
-        "seed": sel.seed,
-        "halves": [list(h) for h in sel.halves],
-        "level": sel.level,
-        "n_boot": sel.n_boot,
-        "mc_se": sel.mc_se,
-        "arms": [
-            {
-                "name": a.name,
-                "priors": [list(b) for b in a.priors],
-                "split": [list(s) for s in a.split],
-                "calib": list(a.calib),
-                "held_out": list(a.held_out),
-                "pooled": a.pooled,
-                "ci": list(a.ci),
-            }
-            for a in sel.arms
-        ],
-        "diffs": [
-            {
-                "name": d.name,
-                "per_fold": list(d.per_fold),
-                "fold_ci": [list(c) for c in d.fold_ci],
-                "pooled": d.pooled,
-                "ci": list(d.ci),
-            }
-            for d in sel.diffs
-        ],
-    }
-
-
 def selected_plan(pool: Pool, k: int, budget: int, budgets, *, split: float, seed: int, reps: int):
     """(selected priors, {budget: (K, M)}): greedy on all covered labelled problems, then the planner per budget."""
     import numpy as np
@@ -99,4 +64,4 @@ def selected_plan(pool: Pool, k: int, budget: int, budgets, *, split: float, see
     return chosen, splits
 
 
-__all__ = ["render_selection", "selected_plan", "selection_dict"]
+__all__ = ["render_selection", "selected_plan"]
