@@ -214,3 +214,54 @@ def test_per_sequence_kv_streams_give_the_same_structure_and_reproduce():
     assert [r[0].text for r in got_g] == [r[0].text for r in want_g]
     assert s.prefix_tokens_reused > 0 and s.max_active <= 4
     assert too_long.finish_reason == "error" and "512 tokens per sequence" in too_long.error
+
+
+def test_interrupted_grid_run_stores_every_finished_sample(tmp_path):
+    """Ctrl-C in the middle of a grid run: the samples that finished before it are committed, not lost."""
+    from importlib.resources import files
+
+    task = load_task(f"jsonl:{files('marginal') / 'data' / 'demo.jsonl'}")
+    plan = RunPlan(
+        task.name,
+        "smollm2-135m",
+        SampleSpec(n=2, max_tokens=6, seed=0),
+        tuple(task.bank()[:2]),
+        tuple(task.problems()[:4]),
+    )
+    finished: list[int] = []
+    at_interrupt: list[int] = []  # samples finished when interrupted (closing the engine fails the rest)
+
+    class Interrupting:
+        """The real engine, interrupted (as by Ctrl-C) at its first step after a request finished."""
+
+        def __init__(self, engine):
+            self.engine, self.name = engine, engine.name
+
+        def submit(self, prompt, spec):
+            fut = self.engine.submit(prompt, spec)
+            fut.add_done_callback(lambda f: finished.append(len(f.result())))
+            return fut
+
+        def step(self):
+            if finished:  # the first request is done: interrupt before the rest
+                at_interrupt.append(sum(finished))
+                raise KeyboardInterrupt
+            return self.engine.step()
+
+        def generate(self, prompts, spec):
+            return self.engine.generate(prompts, spec)
+
+        def close(self):
+            pass
+
+    db = tmp_path / "run.db"
+    with LlamaCppBackend(bundled_model_path(), n_ctx=2048, max_seqs=2, n_threads=1) as b:
+        engine = Interrupting(b)
+        assert isinstance(engine, Streaming)
+        store = Store(db)
+        with pytest.raises(KeyboardInterrupt):
+            execute(plan, task, lambda prior: engine, store, batch_samples=100)  # no commit before the end
+        store.close()
+    with sqlite3.connect(db) as c:
+        kept = c.execute("SELECT count(*) FROM samples").fetchone()[0]
+    assert 2 <= kept == at_interrupt[0] < 4 * 2 * 2  # without the final commit: 0 (batch_samples=100)

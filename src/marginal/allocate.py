@@ -130,10 +130,12 @@ def allocate(
     """
     solves = [Solve(p, priors, policy, budget, (known or {}).get(p.id, ())) for p in problems]
     run = _Allocation(solves, task, spec, Engines(backend_for, max_batch), stored, on_batch, commit_samples)
-    for q in range(len(problems)):
-        run.ask(q)
-    run.driver.run()
-    run.flush()
+    try:
+        for q in range(len(problems)):
+            run.ask(q)
+        run.driver.run()
+    finally:  # an interrupted run still stores every finished step
+        run.flush()
     return [sv.state for sv in solves]
 
 
@@ -170,10 +172,11 @@ class _Allocation:
         self.driver: Driver[_Pending] = Driver(self.on_done)
 
     def flush(self) -> None:
-        if self.on_batch and (self.new_samples or self.out_steps):
-            self.on_batch(list(self.new_samples), list(self.out_steps))
+        samples, steps = list(self.new_samples), list(self.out_steps)
         self.new_samples.clear()
         self.out_steps.clear()
+        if self.on_batch and (samples or steps):
+            self.on_batch(samples, steps)
 
     def ask(self, q: int) -> None:
         """Ask question ``q``'s policy for its next step and send what the pool does not hold."""

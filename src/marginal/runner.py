@@ -324,12 +324,13 @@ def execute(
     def flush() -> None:
         if not buffer:
             return
-        samples = [s for _, smp in buffer for s in smp]
+        done = list(buffer)
+        buffer.clear()
+        samples = [s for _, smp in done for s in smp]
         added = store.add_samples(run_id, samples)
         now = time.perf_counter()
-        track.stored([g for g, _ in buffer], samples, added, now - t_flush[0])
+        track.stored([g for g, _ in done], samples, added, now - t_flush[0])
         t_flush[0] = now
-        buffer.clear()
 
     def on_done(g: Group, comps: list[Completion]) -> None:
         seconds = time.perf_counter() - started.pop(id(g))
@@ -358,7 +359,9 @@ def execute(
 
             driver.submit(engine, prompt, spec, g).add_done_callback(release)
 
-    top_up()
-    driver.run()
-    flush()
+    try:
+        top_up()
+        driver.run()
+    finally:  # an interrupted run (Ctrl-C, a failed engine) still stores every finished sample
+        flush()
     return run_id
