@@ -32,7 +32,7 @@ TASK = f"jsonl:{DEMO}"
 SMALL = ["--limit", "3", "--priors", "2", "--samples", "2", "--max-tokens", "16", "--batch-samples", "2"]
 """3 problems x 2 priors x 2 samples in 6 batches of one (problem, prior) each."""
 TASK_ARGS = {"name": TASK}
-OPTIONS = {**slot_options(32, 16, prefix_cache=0), "n_threads": 1}
+OPTIONS = slot_options(32, 16, prefix_cache=0, threads=1)
 """The engine options of `marginal run` for SMALL (--slots 32 at --max-tokens 16), without the prefix cache."""
 
 

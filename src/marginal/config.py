@@ -186,8 +186,7 @@ class RunConfig:
         """``load_backend``'s options for this run's engines (llama.cpp's slots sized to max_tokens)."""
         from .backends import slot_options
 
-        opts = slot_options(self.slots, self.sampling.max_tokens)
-        return {**opts, "n_threads": self.threads} if self.threads else opts
+        return slot_options(self.slots, self.sampling.max_tokens, threads=self.threads)
 
     @classmethod
     def from_store(cls, store: Store, run_id: str) -> RunConfig:

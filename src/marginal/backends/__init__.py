@@ -163,14 +163,25 @@ ENGINES.add(
 )
 
 
-def slot_options(slots: int, max_tokens: int, *, prompt_room: int = 1024, prefix_cache: int = 8) -> dict[str, Any]:
+def slot_options(
+    slots: int, max_tokens: int, *, prompt_room: int = 1024, prefix_cache: int = 8, threads: int | None = None
+) -> dict[str, Any]:
     """llama.cpp options for ``slots`` sequences decoded together, each in its own KV stream of
-    ``max_tokens + prompt_room`` tokens (rounded up to 256), plus ``prefix_cache`` kept prompts;
-    other engines drop them. What `marginal run --slots` and the server pass."""
+    ``max_tokens + prompt_room`` tokens (rounded up to 256), plus ``prefix_cache`` kept prompts, and
+    ``threads`` (the engine's default when None); other engines drop them. What `marginal run --slots`
+    and the server pass."""
     if not isinstance(slots, int) or slots < 1:
         raise MarginalError(f"--slots must be a positive integer, got {slots!r}")
     seq = -(-(max_tokens + prompt_room) // 256) * 256
-    return {"max_seqs": slots, "prefix_cache": prefix_cache, "kv_unified": False, "n_ctx": (slots + prefix_cache) * seq}
+    opts: dict[str, Any] = {
+        "max_seqs": slots,
+        "prefix_cache": prefix_cache,
+        "kv_unified": False,
+        "n_ctx": (slots + prefix_cache) * seq,
+    }
+    if threads:
+        opts["n_threads"] = threads
+    return opts
 
 
 def engine_kind(model: str) -> tuple[str, EngineKind]:

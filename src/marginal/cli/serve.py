@@ -90,9 +90,7 @@ def serve(
         threads=threads,
     )
     check_port(host, port)  # before the model loads
-    options = slot_options(slots, max_tokens)
-    if threads:
-        options["n_threads"] = threads
+    options = slot_options(slots, max_tokens, threads=threads)
     if engine_kind(model)[0] == "http" and "#" in model:
         options["check"] = False  # an upstream that is down now answers 503 per request, not a failed start
     server = Server(config, **options)

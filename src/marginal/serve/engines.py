@@ -22,7 +22,7 @@ from typing import Any
 
 from ..backends.base import Backend
 from ..backends.cache import Engines
-from ..backends.streaming import Pump, Streaming, streaming
+from ..backends.streaming import Pump, streaming
 from ..types import Completion, Prior, Prompt, SampleSpec
 from .errors import APIError
 
@@ -35,7 +35,6 @@ class EngineHub:
         self.backend = self._engines.get(model) if isinstance(model, str) else self._engines.add(model.name, model)
         self.name = self.backend.name
         self._pumps: dict[int, Pump] = {}
-        self._views: dict[int, Streaming] = {}
         self._lock = threading.Lock()
         self.pump(None)  # the server's own engine starts now
 
@@ -50,8 +49,7 @@ class EngineHub:
         with self._lock:
             p = self._pumps.get(id(b))
             if p is None:
-                view = self._views[id(b)] = streaming(b)
-                p = self._pumps[id(b)] = Pump(view)
+                p = self._pumps[id(b)] = Pump(streaming(b))
             return p
 
     def submit(self, prior: Prior, prompt: Prompt, spec: SampleSpec) -> Future[list[Completion]]:
