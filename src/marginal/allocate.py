@@ -139,6 +139,12 @@ def allocate(
     return [sv.state for sv in solves]
 
 
+def decision_row(problem_id: str, used: int, d: Decision) -> tuple[str, int, str, str, str]:
+    """The store's row of a policy decision (`Store.add_samples`'s decisions): problem, samples used, requests,
+    reason and the typed record."""
+    return (problem_id, used, json.dumps(d.requests), d.reason, d.record())
+
+
 def allocate_plan(
     plan: RunPlan, policy: Policy, budget: int, task: Task, backend_for: Callable[[Prior], Backend], **kw: Any
 ) -> list[QuestionState]:
@@ -240,7 +246,7 @@ def execute_policy(
     def on_batch(samples: list[Sample], steps: list[tuple[str, int, Decision]]) -> None:
         nonlocal done
         t0 = time.perf_counter()
-        rows = [(pid, used, json.dumps(d.requests), d.reason, d.record()) for pid, used, d in steps]
+        rows = [decision_row(pid, used, d) for pid, used, d in steps]
         store.add_samples(run_id, samples, rows)
         done += len(samples)
         finished.update(pid for pid, _, d in steps if d.stop)

@@ -15,13 +15,12 @@ requests for the same question.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
 
-from ..allocate import Solve
+from ..allocate import Solve, decision_row
 from ..errors import MarginalError
 from ..policies import Decision
 from ..runner import to_samples
@@ -77,7 +76,7 @@ class RequestSolve:
 
     def _decided(self, d: Decision) -> StepRows:
         self.steps_used.append(self.solve.used)
-        return [(self.problem.id, self.solve.used, json.dumps(d.requests), d.reason, d.record())]
+        return [decision_row(self.problem.id, self.solve.used, d)]
 
     async def run(self) -> AsyncIterator[dict[str, Any]]:
         """Yield a progress object after each sampling step; ``result`` is set at the end."""
