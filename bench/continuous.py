@@ -214,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             for r in ("barrier", "continuous"):
                 rows[r].pop("answers")
+            rows.update(problems=len(qs), budget=args.budget, ceiling_tok_s=c["tok_s"])
             result["adaptive"] = rows
             _print(f"adaptive B={args.budget}, {len(qs)} problems", rows, c["tok_s"])
             _save(result, args)
@@ -232,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 for name in ("barrier", "continuous")
             }
+            rows.update(problems=len(qs), k=args.grid_k, m=args.grid_m, ceiling_tok_s=c["tok_s"])
             result["grid"] = rows
             _print(f"grid {args.grid_k}x{args.grid_m}, {len(qs)} problems", rows, c["tok_s"])
             _save(result, args)
@@ -256,7 +258,8 @@ def _save(result: dict, args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     runs = json.loads(out.read_text()).get("runs", {}) if out.exists() else {}
-    runs[args.model] = result
+    # parts skipped in this run keep their earlier figures; each part records its own sizes and ceiling
+    runs[args.model] = {**runs.get(args.model, {}), **result}
     out.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
 
 
