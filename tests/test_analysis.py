@@ -79,7 +79,8 @@ def test_two_answer_fast_path_equals_brute_force_and_general_path(mode, replace,
     c, f, n = pool.counts()
     lf = _LogFact(10)
     for i in range(pool.n_problems):
-        gen, ok = _exact_problem(c[i], f[i], n[i], int(pool.gold[i]), g.cells, mode, replace, ties, 10**6, lf)
+        good = pool.correct_mask(c.shape[2])[i]
+        gen, ok = _exact_problem(c[i], f[i], n[i], good, g.cells, mode, replace, ties, 10**6, lf)
         np.testing.assert_allclose(gen, g.acc[i], atol=1e-9)
 
 
@@ -163,7 +164,7 @@ def test_lumping_answers_stored_once_is_exact(ties):
         gold.append("g")
     pool = pool_from_lists(ans, gold)
     ids, W = relabel(pool.answers, pool.gold)
-    lumped, widths = compact(ids, W, lump=True)
+    lumped, widths, _ = compact(ids, W, lump=True)
     assert (widths < W).all() and lumped.max() == W
     for mode in MODES:
         g = accuracy_grid(pool, 12, mode=mode, ties=ties, method="mc", seed=4)
@@ -391,7 +392,7 @@ def make_store(path, *, labelled=True):
     st.create_run("r1", {"x": 1}, probs, priors, "test")
     L = labelled
     rows = [
-        # p0: "4" and "4.0" both graded correct -> one gold id
+        # p0: "4" and "4.0" both graded correct -> two correct ids (the vote keeps them apart)
         ("p0", "default", 0, "4", True if L else None),
         ("p0", "default", 1, "4.0", True if L else None),
         ("p0", "default", 2, "5", False if L else None),
@@ -416,12 +417,16 @@ def test_load_pool_from_store(tmp_path):
     assert pool.answers.shape == (3, 2, 3)
     a0 = pool.answers[0]
     g0 = pool.gold[0]
-    assert a0[0, 0] == g0 and a0[0, 1] == g0 and a0[0, 2] != g0  # "4" and "4.0" share the gold id
+    assert a0[0, 0] == g0 and a0[0, 1] != g0 and a0[0, 2] != g0  # "4" is gold (the reference)
+    assert pool.also_correct[0] == (a0[0, 1],) and pool.answer_names[0][g0] == "4"  # "4.0" is also correct
     assert a0[1, 0] == FAILED and a0[1, 2] == -2  # failed kept as abstention, ragged padded
     assert not (pool.answers[1] == pool.gold[1]).any() and pool.gold[1] >= 0  # gold never sampled
     # p0, prior default, M=1: P(gold) = 2/3 ; dropping failed changes the terse prior only
     g = accuracy_grid(pool, 2, method="exact")
     assert g.acc[0, g.index(1, 1)] == pytest.approx(2 / 3)
+    # the default prior's three samples "4", "4.0", "5" tie 1:1:1: two of the three tied answers are correct
+    g3 = accuracy_grid(pool, 3, method="exact")
+    assert g3.acc[0, g3.index(1, 3)] == pytest.approx(2 / 3)
     assert g.acc[1].max() == 0
     dropped = load_pool(tmp_path / "run.db", failed="drop")
     assert (dropped.answers != FAILED).all()

@@ -14,6 +14,7 @@ and on the whole pool, the grid's expectation over M-subsets equals the mean
 of ``marginal.vote.credit`` over every M-subset, enumerated on the strings.
 """
 
+from dataclasses import replace
 from itertools import combinations, product
 
 import numpy as np
@@ -21,7 +22,7 @@ import pytest
 from fakes import FakeBackend, FakeTask
 
 from marginal.allocate import execute_policy
-from marginal.analysis import Pool, accuracy_grid, brute_force_accuracy, load_pool
+from marginal.analysis import accuracy_grid, brute_force_accuracy, load_pool
 from marginal.policies import Adaptive, Decision, Fixed
 from marginal.replay import replay, replay_question
 from marginal.runner import RunPlan
@@ -101,7 +102,7 @@ def test_live_replay_and_grid_agree_on_every_cell(pool_db, k, m):
     rep = replay(path, Fixed(k, m), k * m)
     assert list(rep.credit) == live_credit and rep.exhausted == 0
     pool = load_pool(path)
-    cut = Pool(pool.answers[:, :, :m], pool.gold, pool.priors, pool.problems, pool.run_id, pool.answer_names)
+    cut = replace(pool, answers=pool.answers[:, :, :m])
     for ties in TIES:
         want = [credit(tally([c[:m] for c in a[:k]]), GOLD, ties) for a in answers]
         grid = accuracy_grid(cut, k * m, cells=((k, m),), method="exact", ties=ties)

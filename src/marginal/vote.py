@@ -26,8 +26,9 @@ answers, with T the tied top answers:
 
 Credit does not depend on which tied answer the tie rule names as winner;
 the winner is what a live run reports (``Session.solve``'s ``answer``).
-``credit_array`` is the same credit, vectorized over count vectors whose
-correct answers are merged into one gold column (the analyses' pools).
+``credit_array`` is the same credit, vectorized over count vectors, with
+the correct answers given as one column or a mask of columns (the analyses'
+pools).
 
 Left out: voting rules other than plurality (e.g. logprob-weighted or
 ranked-choice votes) and per-sample weights.
@@ -124,18 +125,24 @@ def credit(counts: Mapping[str, float], gold: str | AbstractSet[str], ties: str 
 
 
 def credit_array(counts: np.ndarray, gold: int | np.ndarray, ties: str = "split") -> np.ndarray:
-    """``credit`` of count vectors (..., A) whose correct answers are the one column ``gold`` (per vector)."""
+    """``credit`` of count vectors (..., A). ``gold``: the correct column (an int, or ints per vector), or a
+    bool mask (..., A), broadcast against ``counts``, of the correct columns."""
     _check_ties(ties)
     counts = np.asarray(counts)
     if np.issubdtype(counts.dtype, np.floating):
         counts = np.round(counts, TIE_DECIMALS)
     mx = counts.max(axis=-1)
-    g = np.take_along_axis(counts, np.broadcast_to(np.asarray(gold), mx.shape)[..., None], axis=-1)[..., 0]
-    win = (g == mx) & (mx > 0)
-    n_top = (counts == mx[..., None]).sum(axis=-1)
+    gold = np.asarray(gold)
+    if gold.dtype == bool:
+        correct = np.broadcast_to(gold, counts.shape)
+    else:
+        correct = np.arange(counts.shape[-1]) == np.broadcast_to(gold, mx.shape)[..., None]
+    at_top = (counts == mx[..., None]) & (mx > 0)[..., None]
+    n_top = at_top.sum(axis=-1)
+    n_good = (at_top & correct).sum(axis=-1)
     if ties == "strict":
-        return (win & (n_top == 1)).astype(float)
-    return np.where(win, 1.0 / np.maximum(n_top, 1), 0.0)
+        return ((n_top == 1) & (n_good == 1)).astype(float)
+    return n_good / np.maximum(n_top, 1)
 
 
 __all__ = [

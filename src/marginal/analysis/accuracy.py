@@ -197,8 +197,9 @@ def _merge(k1, p1, k2, p2, space=1 << 62) -> tuple[np.ndarray, np.ndarray]:
     return _accumulate(np.concatenate([k1, k2]), np.concatenate([p1, p2]), space)
 
 
-def _exact_problem(m, f, n, gold, cells, mode, replace, ties, max_states, lf):
-    """Exact expected credit of one problem per cell, and which cells were exact.
+def _exact_problem(m, f, n, good, cells, mode, replace, ties, max_states, lf):
+    """Exact expected credit of one problem per cell, and which cells were exact; ``good`` (A,) marks
+    the correct columns of the counts ``m`` (P, A).
 
     A pass over priors for one M stops at the first state space past
     ``max_states``; the cells it did not reach are left to Monte Carlo.
@@ -206,10 +207,12 @@ def _exact_problem(m, f, n, gold, cells, mode, replace, ties, max_states, lf):
     P = m.shape[0]
     out = np.zeros(len(cells))
     ok = np.zeros(len(cells), bool)
-    if gold >= m.shape[1] or m[:, gold].sum() == 0:
-        return out, ~ok  # gold never sampled: the vote can never be right
     active = np.flatnonzero(m.sum(axis=0))
-    if len(active) == 1:  # unanimous: right unless every drawn sample failed
+    if not good[active].any():
+        return out, ~ok  # no correct answer sampled: the vote can never be right
+    if len(active) == 1 or (ties == "split" and good[active].all()):
+        # every answer sampled is correct (and a tie of correct answers is full credit): right unless every
+        # drawn sample failed
         for j, (k, M) in enumerate(cells):
             nn, ff = n.astype(float), f.astype(float)
             if replace:
@@ -228,7 +231,7 @@ def _exact_problem(m, f, n, gold, cells, mode, replace, ties, max_states, lf):
                 out[j] = 1 - e[k] / math.comb(P, k)
         return out, ~ok
     m = m[:, active]
-    g = int(np.flatnonzero(active == gold)[0])
+    good = good[active]
     A = len(active)
     T = max(k * mm for k, mm in cells)
     base = T + 1
@@ -242,7 +245,7 @@ def _exact_problem(m, f, n, gold, cells, mode, replace, ties, max_states, lf):
 
     def value(keys, probs):
         cnt = (keys[:, None] // pows[None, :]) % base
-        return float(probs @ credit_array(cnt, g, ties))
+        return float(probs @ credit_array(cnt, good, ties))
 
     for M, wanted in by_m.items():
         kmax = max(k for k, _ in wanted)
@@ -381,6 +384,18 @@ def relabel(answers: np.ndarray, gold: np.ndarray) -> tuple[np.ndarray, int]:
     return ids.astype(np.int32), W
 
 
+def relabel_pool(pool: Pool) -> tuple[np.ndarray, int, np.ndarray]:
+    """`relabel` of a pool's answers, with the (N, W) mask of its correct answers in the new ids."""
+    ids, W = relabel(pool.answers, pool.gold)
+    mask = pool.correct_mask(W)
+    x = np.arange(W)[None, :]
+    g = pool.gold[:, None]
+    new = np.where(x == g, 0, np.where(x < g, x + 1, x))
+    good = np.zeros_like(mask)
+    np.put_along_axis(good, new, mask, axis=1)
+    return ids, W, good
+
+
 def draw_orders(
     ids: np.ndarray, sizes: np.ndarray, reps: int, replace: bool, mode: str, rng: np.random.Generator
 ) -> np.ndarray:
@@ -406,38 +421,52 @@ def draw_orders(
     return drawn
 
 
-def compact(ids: np.ndarray, W: int, lump: bool) -> tuple[np.ndarray, np.ndarray]:
+def compact(
+    ids: np.ndarray, W: int, lump: bool, good: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per problem, `relabel`'s ids renumbered densely (gold stays 0), and, with ``lump``, every
-    answer other than gold stored exactly once for that problem moved to one lump column.
+    wrong answer stored exactly once for that problem moved to one lump column.
 
     Drawn without replacement, a once-stored answer is drawn at most once, so the lump's count is the
     number of distinct such answers drawn, each with a count of 1: `lumped_credit` scores that exactly.
-    Returns (ids, widths): per problem, columns 0 .. w-2 are answers, w-1 the lump (0 when nothing
-    is lumped) and W the failed/missing id, where w is its width.
+    ``good`` (N, W) marks the correct ids (default: gold, id 0); correct answers are never lumped.
+    Returns (ids, widths, good): per problem, columns 0 .. w-2 are answers, w-1 the lump (0 when
+    nothing is lumped) and W the failed/missing id, where w is its width; ``good`` (N, W + 1) marks
+    the correct columns of the new ids.
     """
     N = ids.shape[0]
     flat = ids.reshape(N, -1)
     cnt = np.zeros((N, W + 1), np.int64)
     np.add.at(cnt, (np.repeat(np.arange(N), flat.shape[1]), flat.ravel()), 1)
     col = np.arange(W + 1)
-    once = (cnt == 1) & (col > 0) & (col < W) & lump
+    right = np.zeros((N, W + 1), bool)
+    right[:, 0] = True
+    if good is not None:
+        right[:, :W] |= good
+    once = (cnt == 1) & ~right & (col < W) & lump
     keep = ((cnt > 0) | (col == 0)) & ~once & (col < W)
     rank = np.cumsum(keep, axis=1) - 1
     widths = keep.sum(axis=1) + 1
     new = np.where(keep, rank, np.where(once, widths[:, None] - 1, W))
-    return np.take_along_axis(new, flat, axis=1).reshape(ids.shape).astype(np.int32), widths
+    good_new = np.zeros((N, W + 1), bool)
+    rows, cols = np.nonzero(keep & right)
+    good_new[rows, rank[rows, cols]] = True
+    return np.take_along_axis(new, flat, axis=1).reshape(ids.shape).astype(np.int32), widths, good_new
 
 
-def lumped_credit(counts: np.ndarray, ties: str) -> np.ndarray:
-    """`credit_array` with gold in column 0 and, in the last column, how many distinct answers were
-    drawn once each (see `compact`)."""
+def lumped_credit(counts: np.ndarray, ties: str, good: np.ndarray | None = None) -> np.ndarray:
+    """`credit_array` with, in the last column, how many distinct wrong answers were drawn once each
+    (see `compact`); ``good`` marks the correct columns of the others (broadcast; default: column 0)."""
     named, lump = counts[..., :-1], counts[..., -1]
     mx = np.maximum(named.max(axis=-1), lump > 0)
-    win = (named[..., 0] == mx) & (mx > 0)
-    n_top = (named == mx[..., None]).sum(axis=-1) + np.where(mx == 1, lump, 0)
+    at_top = (named == mx[..., None]) & (mx > 0)[..., None]
+    if good is None:
+        good = np.arange(named.shape[-1]) == 0
+    n_top = at_top.sum(axis=-1) + np.where(mx == 1, lump, 0)
+    n_good = (at_top & good).sum(axis=-1)
     if ties == "strict":
-        return (win & (n_top == 1)).astype(float)
-    return np.where(win, 1.0 / np.maximum(n_top, 1), 0.0)
+        return ((n_top == 1) & (n_good == 1)).astype(float)
+    return n_good / np.maximum(n_top, 1)
 
 
 def _mc_problems(pool: Pool, idx: np.ndarray, cells, mode, replace, ties, reps, rng, mem=24_000_000):
@@ -448,8 +477,8 @@ def _mc_problems(pool: Pool, idx: np.ndarray, cells, mode, replace, ties, reps, 
     var = np.zeros((len(idx), len(cells)))
     if len(idx) == 0:
         return out, var
-    ids_all, W = relabel(pool.answers[idx], pool.gold[idx])
-    ids_all, widths = compact(ids_all, W, lump=not replace)
+    ids_all, W, good_all = relabel_pool(pool.subset(idx))
+    ids_all, widths, good_all = compact(ids_all, W, not replace, good_all)
     sizes_all = pool.sizes[idx]
     N, P, n = ids_all.shape
     by_m: dict[int, list[tuple[int, int]]] = {}
@@ -468,6 +497,7 @@ def _mc_problems(pool: Pool, idx: np.ndarray, cells, mode, replace, ties, reps, 
         ids, own = ids_all[rows], (widths[rows] - 1)[:, None, None]
         ids = np.where(ids == W, w, np.where(ids == own, w - 1, ids))  # lump -> column w-1; failed -> w, not counted
         lab = np.arange(w + 1, dtype=np.int32)
+        good = good_all[rows, : w - 1]
         drawn = draw_orders(ids, sizes_all[rows], reps, replace, mode, rng)
         counts = np.zeros(drawn.shape[:3] + (w + 1,), dt)
         for M in range(1, mmax + 1):
@@ -477,7 +507,7 @@ def _mc_problems(pool: Pool, idx: np.ndarray, cells, mode, replace, ties, reps, 
             kmax = max(k for k, _ in by_m[M])
             cum = np.cumsum(counts[:, :, :kmax, :w], axis=2, dtype=dt)
             for k, j in by_m[M]:
-                cr = lumped_credit(cum[:, :, k - 1, :], ties)
+                cr = lumped_credit(cum[:, :, k - 1, :], ties, good)
                 out[rows, j] = cr.mean(axis=0)
                 var[rows, j] = cr.var(axis=0, ddof=1) / reps if reps > 1 else 0.25
         s += len(rows)
@@ -499,7 +529,7 @@ def mc_cell(
     rng = np.random.default_rng(seed)
     pool.require_gold("vote accuracy")
     pool = pool.subset(pool.labelled)
-    ids, W = relabel(pool.answers, pool.gold)
+    ids, W, good = relabel_pool(pool)
     sizes = pool.sizes
     lab = np.arange(W, dtype=np.int32)
     N = ids.shape[0]
@@ -520,7 +550,7 @@ def mc_cell(
             j = np.argpartition(keys, m - 1, axis=3)[..., :m] if m < ids.shape[2] else np.argsort(keys, axis=3)[..., :m]
         d = np.take_along_axis(cells, j, axis=3).reshape(reps, len(sub), -1)
         cnt = (d[..., None] == lab).sum(axis=2)
-        cr = credit_array(cnt, 0, ties)
+        cr = credit_array(cnt, good[s : s + chunk], ties)
         out[s : s + chunk] = cr.mean(axis=0)
         var[s : s + chunk] = cr.var(axis=0, ddof=1) / reps
     return out, var
@@ -596,31 +626,31 @@ def _exact_pass(
     lab = pool.labelled
     c, f, n = pool.counts()
     lf = _LogFact(int(max(n.max(), max(m for _, m in cells))) + 2)
+    good = pool.correct_mask(c.shape[2])
     li = np.flatnonzero(lab)
-    g = pool.gold[li]
-    cl = c[li]
-    sampled = np.take_along_axis(cl.sum(axis=1), g[:, None], axis=1)[:, 0] > 0
-    n_active = (cl.sum(axis=1) > 0).sum(axis=1)
-    # never-sampled gold: exactly 0; gold plus at most one other answer: vectorized 1-D path
+    seen = c[li].sum(axis=1) > 0
+    n_good = (seen & good[li]).sum(axis=1)
+    sampled = n_good > 0
+    n_active = seen.sum(axis=1)
+    # no correct answer sampled: exactly 0; one correct answer plus at most one other: vectorized 1-D path
     zero = li[~sampled]
     done[zero] = True
-    two = ~(~sampled) & (n_active <= 2)
+    two = (n_good == 1) & (n_active <= 2)
     if two.any():
         i2 = li[two]
-        cg = np.take_along_axis(c[i2], pool.gold[i2][:, None, None].repeat(pool.n_priors, 1), axis=2)[..., 0]
+        cg = (c[i2] * good[i2][:, None, :]).sum(axis=2)
         co = c[i2].sum(axis=2) - cg
         acc[i2] = _exact_two(cg, co, f[i2], n[i2], np.ones(len(i2), bool), cells, mode, replace, ties, lf)
         done[i2] = True
-    rest = li[sampled & (n_active > 2)]
-    rest = rest[np.argsort(n_active[sampled & (n_active > 2)], kind="stable")]  # cheapest first
+    more = sampled & ~two
+    rest = li[more]
+    rest = rest[np.argsort(n_active[more], kind="stable")]  # cheapest first
     work, unit = 0, len(cells) * (pool.n_priors if mode == "random" else 1)  # random: P x the passes
     for i in rest:
         if method == "auto" and work + unit > exact_cells:
             break
         work += unit
-        acc[i], done[i] = _exact_problem(
-            c[i], f[i], n[i], int(pool.gold[i]), cells, mode, replace, ties, max_states, lf
-        )
+        acc[i], done[i] = _exact_problem(c[i], f[i], n[i], good[i], cells, mode, replace, ties, max_states, lf)
         if method == "exact" and not done[i].all():
             raise MarginalError(
                 f"problem {pool.problems[i]} has too many vote states for exact accuracy "
@@ -708,7 +738,7 @@ def pool_pass_at_k(pool: Pool, k: int) -> float:
     lab = pool.labelled
     a = pool.answers[lab]
     n = (a != MISSING).sum(axis=(1, 2))
-    c = (a == pool.gold[lab][:, None, None]).sum(axis=(1, 2))
+    c = pool.correct_samples()[lab].sum(axis=(1, 2))
     return float(pass_at_k(n, c, k).mean())
 
 
@@ -722,7 +752,7 @@ def oracle_grid(pool: Pool, budget: int | None = None, *, mode: str = "first", r
     lab = pool.labelled
     a = pool.answers[lab]
     n = (a != MISSING).sum(axis=2)
-    g = (a == pool.gold[lab][:, None, None]).sum(axis=2)
+    g = pool.correct_samples()[lab].sum(axis=2)
     N, P = n.shape
     acc = np.zeros((N, len(cells)))
     for j, (k, m) in enumerate(cells):
@@ -751,7 +781,7 @@ def brute_force_accuracy(pool: Pool, k: int, m: int, *, mode="first", replace=Fa
     out = []
     for i in np.flatnonzero(pool.labelled):
         a = pool.answers[i]
-        g = int(pool.gold[i])
+        good = {str(int(pool.gold[i]))} | {str(x) for x in (pool.also_correct[i] if pool.also_correct else ())}
         sets = [tuple(range(k))] if mode == "first" else list(combinations(range(pool.n_priors), k))
         tot = 0.0
         for S in sets:
@@ -765,7 +795,7 @@ def brute_force_accuracy(pool: Pool, k: int, m: int, *, mode="first", replace=Fa
             s_tot, s_n = 0.0, 0
             for combo in product(*per):
                 s_n += 1
-                s_tot += credit(tally([[str(x) if x >= 0 else None for x in draw] for draw in combo]), str(g), ties)
+                s_tot += credit(tally([[str(x) if x >= 0 else None for x in draw] for draw in combo]), good, ties)
             tot += s_tot / s_n
         out.append(tot / len(sets))
     return np.array(out)

@@ -5,7 +5,9 @@ Per problem, p_c(a) is prior c's empirical answer distribution in the pool
 nothing, so p_c sums to the prior's answered share). Mixture over the first
 K priors: p̄_K = mean of p_1..p_K.
 
-- Γ_K = p̄_K(a*) − max_{b≠a*} p̄_K(b) (0 for the max when no other answer).
+- Γ_K = p̄_K(a*) − max_{b wrong} p̄_K(b) (0 for the max when no wrong answer), a*
+  the correct answer with the most mass (a problem may have several correct
+  answers, `Pool.also_correct`: the others are not competitors).
 - Label-free margin: top-1 share − top-2 share of p̄_K.
 - κ_K = (K+1)(Γ_{K+1} − Γ_K), K = 1..P−1; per problem λ = mean_K κ_K; the
   dataset λ is the mean over problems with a percentile bootstrap CI over
@@ -44,13 +46,11 @@ def shares(pool: Pool) -> np.ndarray:
     return c / np.maximum(n, 1)[..., None]
 
 
-def _gamma(pbar: np.ndarray, gold: np.ndarray) -> np.ndarray:
-    """Γ of mixtures pbar (N, ..., A) for gold ids (N,)."""
-    g = gold.reshape((-1,) + (1,) * (pbar.ndim - 1))
-    pg = np.take_along_axis(pbar, g, axis=-1)[..., 0]
-    other = pbar.copy()
-    np.put_along_axis(other, g, -np.inf, axis=-1)
-    mx = other.max(axis=-1)
+def _gamma(pbar: np.ndarray, good: np.ndarray) -> np.ndarray:
+    """Γ of mixtures pbar (N, ..., A) for the correct-answer masks ``good`` (N, A)."""
+    g = good.reshape((good.shape[0],) + (1,) * (pbar.ndim - 2) + (good.shape[1],))
+    pg = np.where(g, pbar, 0.0).max(axis=-1)
+    mx = np.where(g, 0.0, pbar).max(axis=-1)
     return pg - np.maximum(mx, 0.0)
 
 
@@ -94,8 +94,8 @@ def margins(pool: Pool) -> Margins:
     pool.require_gold("the effective margin")
     sub = pool.subset(pool.labelled)
     pbar = prefix_mixtures(sub)
-    gamma = _gamma(pbar, sub.gold)
-    sampled = (sub.answers == sub.gold[:, None, None]).any(axis=(1, 2))
+    gamma = _gamma(pbar, sub.correct_mask(pbar.shape[-1]))
+    sampled = np.asarray(sub.correct_samples().any(axis=(1, 2)))
     last = gamma[:, -1]
     return Margins(
         gamma=gamma,
@@ -229,7 +229,8 @@ def moments(pool: Pool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
     p = shares(sub)  # (N, P, A)
     _, _, n = sub.counts()
     N, P, A = p.shape
-    g = sub.gold
+    good = sub.correct_mask(A)
+    g = np.where(good, p.sum(axis=1), -1.0).argmax(axis=1)  # a*: the correct answer with the most mass
     pg = np.take_along_axis(p, g[:, None, None].repeat(P, 1), axis=2)  # (N, P, 1)
     mu = pg - p  # (N, P, A)
     var_c = pg + p - mu**2
@@ -239,8 +240,7 @@ def moments(pool: Pool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
     noise = (var_c / np.maximum(nn, 1)).mean(axis=1)
     sb = np.clip(mu.var(axis=1, ddof=1) - noise, 0, None) if P > 1 else np.zeros_like(sw)
     gam = mu.mean(axis=1)
-    present = p.sum(axis=1) > 0
-    present[np.arange(N), g] = False
+    present = (p.sum(axis=1) > 0) & ~good  # competitors: the wrong answers sampled
     return gam, sw, sb, present
 
 
@@ -252,7 +252,7 @@ def bias_variance(pool: Pool, budget: int | None = None, *, method: str = "auto"
     cells = grid_cells(pool.n_priors, pool.n_slots, budget)
     N = gam.shape[0]
     sub = pool.subset(pool.labelled)
-    gold_seen = (sub.answers == sub.gold[:, None, None]).any(axis=(1, 2))
+    gold_seen = sub.correct_samples().any(axis=(1, 2))
     normal = np.ones((N, len(cells)))
     for j, (k, m) in enumerate(cells):
         sd = np.sqrt(sw / (k * m) + sb / k)
@@ -302,7 +302,6 @@ def prior_stats(pool: Pool) -> PriorStats:
     pa = np.take_along_axis(valid, plural[:, None, None].repeat(pool.n_priors, 1), axis=2)[..., 0].mean(axis=0)
     acc = None
     if not pool.label_free:
-        lab = pool.labelled
-        p = c[lab] / np.maximum(n[lab], 1)[..., None]
-        acc = np.take_along_axis(p, pool.gold[lab][:, None, None].repeat(pool.n_priors, 1), axis=2)[..., 0].mean(axis=0)
+        sub = pool.subset(pool.labelled)
+        acc = (sub.correct_samples().sum(axis=2) / np.maximum(sub.sizes, 1)).mean(axis=0)
     return PriorStats(pool.priors, acc, f.sum(axis=0) / np.maximum(n.sum(axis=0), 1), agree, pa)

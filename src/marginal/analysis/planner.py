@@ -173,7 +173,7 @@ def _buckets(
     A, cells = g.acc, g.cells
     P, n = sub.n_priors, sub.n_slots
     a = sub.answers
-    diff = (a == sub.gold[:, None, None]).sum(axis=(1, 2)) / np.maximum((a != MISSING).sum(axis=(1, 2)), 1)
+    diff = sub.correct_samples().sum(axis=(1, 2)) / np.maximum((a != MISSING).sum(axis=(1, 2)), 1)
     edges = np.quantile(diff[cal], np.linspace(0, 1, n_buckets + 1)) if len(cal) else np.linspace(0, 1, n_buckets + 1)
     edges[0], edges[-1] = -np.inf, np.inf
     names = ["hard", "medium", "easy"] if n_buckets == 3 else [f"q{i + 1}" for i in range(n_buckets)]

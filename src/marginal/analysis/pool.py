@@ -5,6 +5,11 @@ prior ``c`` (ids are local to a problem), ``FAILED`` (-1) for a failed sample
 (answer NULL) and ``MISSING`` (-2) for padding when cells are ragged.
 ``gold[i]`` is the gold id (``NO_GOLD`` = -1 when the problem has no
 reference). When gold was never sampled it is an id no sample has.
+``also_correct[i]`` lists the problem's other correct answer ids: answers
+that differ from gold yet are graded correct (two passing programs with
+different behaviour, "4" and "4.0" under a grader that accepts both). They
+stay separate answers in the vote, as in a live run, and any of them winning
+earns credit (`vote.credit` with a set of correct answers).
 
 Failed samples never vote. By default they still occupy their slot of the
 budget (a draw of M samples may hit them: "abstain", what a real run of M
@@ -15,8 +20,8 @@ counts and timings (the analyses only need answers and gold).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -47,6 +52,8 @@ class Pool:
     run_id: str = ""
     answer_names: tuple[tuple[str, ...], ...] = ()
     """Per problem, the answer string of each id (gold first when labelled); may be empty."""
+    also_correct: tuple[tuple[int, ...], ...] = ()
+    """Per problem, correct answer ids other than gold (empty: gold is the only correct answer)."""
 
     def __post_init__(self) -> None:
         a = np.asarray(self.answers, dtype=np.int32)
@@ -64,6 +71,15 @@ class Pool:
         pad = a == MISSING
         if (pad[:, :, :-1] & ~pad[:, :, 1:]).any():
             raise MarginalError("pool padding (-2) must come after a cell's stored samples")
+        also = tuple(tuple(int(x) for x in ids) for ids in self.also_correct)
+        if also and len(also) != a.shape[0]:
+            raise MarginalError(f"pool also_correct must have one entry per problem ({a.shape[0]}), got {len(also)}")
+        for i, ids in enumerate(also):
+            if ids and (g[i] < 0 or any(x < 0 or x == g[i] for x in ids)):
+                raise MarginalError(
+                    f"pool also_correct of problem {i} must hold ids >= 0 other than gold, and gold must be known"
+                )
+        object.__setattr__(self, "also_correct", also if any(also) else ())
         a.setflags(write=False)
         g.setflags(write=False)
         object.__setattr__(self, "answers", a)
@@ -101,6 +117,22 @@ class Pool:
         """(N, P) samples stored per cell (failed included, padding not)."""
         return (self.answers != MISSING).sum(axis=2)
 
+    def correct_mask(self, width: int) -> np.ndarray:
+        """(N, width) bool: column x is True where answer id x is correct for the problem (gold or also_correct)."""
+        mask = np.zeros((self.n_problems, width), bool)
+        lab = np.flatnonzero((self.gold >= 0) & (self.gold < width))
+        mask[lab, self.gold[lab]] = True
+        for i, ids in enumerate(self.also_correct):
+            mask[i, [x for x in ids if x < width]] = True
+        return mask
+
+    def correct_samples(self) -> np.ndarray:
+        """(N, P, n) bool: the stored sample is a correct answer."""
+        width = int(max(self.answers.max(), self.gold.max())) + 1
+        mask = self.correct_mask(width)
+        a = self.answers
+        return (a >= 0) & np.take_along_axis(mask, np.maximum(a, 0).reshape(a.shape[0], -1), axis=1).reshape(a.shape)
+
     def require_gold(self, what: str) -> None:
         if self.label_free:
             raise MarginalError(f"{what} needs gold answers, but run {self.run_id or '(arrays)'} {LABEL_FREE_MSG}")
@@ -117,14 +149,13 @@ class Pool:
     def subset(self, idx: np.ndarray) -> Pool:
         """The pool restricted to some problems (by index or mask)."""
         idx = np.flatnonzero(idx) if np.asarray(idx).dtype == bool else np.asarray(idx, dtype=int)
-        names = tuple(self.answer_names[i] for i in idx) if self.answer_names else ()
-        return Pool(
-            self.answers[idx],
-            self.gold[idx],
-            self.priors,
-            tuple(self.problems[i] for i in idx),
-            self.run_id,
-            names,
+        return replace(
+            self,
+            answers=self.answers[idx],
+            gold=self.gold[idx],
+            problems=tuple(self.problems[i] for i in idx),
+            answer_names=tuple(self.answer_names[i] for i in idx) if self.answer_names else (),
+            also_correct=tuple(self.also_correct[i] for i in idx) if self.also_correct else (),
         )
 
     def drop_failed(self) -> Pool:
@@ -135,7 +166,7 @@ class Pool:
         b = np.take_along_axis(a, order, axis=2)
         b = np.where(np.take_along_axis(keep, order, axis=2), b, MISSING)
         width = max(int(keep.sum(axis=2).max()), 1)
-        return Pool(b[:, :, :width], self.gold, self.priors, self.problems, self.run_id, self.answer_names)
+        return replace(self, answers=b[:, :, :width])
 
     def counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per problem and prior: answer counts (N, P, A), failed counts (N, P), sizes (N, P).
@@ -158,22 +189,27 @@ def pool_from_lists(
     gold: Sequence[object] | None,
     priors: Sequence[str] | None = None,
     *,
+    also_correct: Sequence[Collection[object]] | None = None,
     run_id: str = "",
 ) -> Pool:
     """A pool from nested lists ``answers[problem][prior] = [answer, ...]`` (None = failed).
 
     Answers may be any hashable values (strings, ints); ``gold[problem]`` is
     the gold value (None = unknown); ``gold=None`` makes a label-free pool.
-    Cells may be ragged.
+    ``also_correct[problem]``: other values that are also correct (answers
+    never sampled are ignored). Cells may be ragged.
     """
     n_prob = len(answers)
     if n_prob == 0:
         raise MarginalError(f"run {run_id or '(arrays)'} is empty: no problems")
+    if also_correct is not None and len(also_correct) != n_prob:
+        raise MarginalError(f"also_correct must have one entry per problem ({n_prob}), got {len(also_correct)}")
     n_prior = max(len(row) for row in answers)
     width = max((len(cell) for row in answers for cell in row), default=0)
     arr = np.full((n_prob, n_prior, max(width, 1)), MISSING, dtype=np.int32)
     golds = np.full(n_prob, NO_GOLD, dtype=np.int32)
     names: list[tuple[str, ...]] = []
+    also: list[tuple[int, ...]] = []
     for i, row in enumerate(answers):
         g = None if gold is None else gold[i]
         ids: dict[object, int] = {}
@@ -187,9 +223,21 @@ def pool_from_lists(
                     arr[i, c, j] = ids.setdefault(x, len(ids))
         if g is not None:
             golds[i] = 0
+        extra = () if also_correct is None or g is None else also_correct[i]
+        also.append(tuple(sorted(ids[x] for x in set(extra) if x in ids and x != g)))
         names.append(tuple(str(k) for k in ids))
     pri = tuple(priors) if priors is not None else tuple(f"p{c}" for c in range(n_prior))
-    return Pool(arr, golds, pri, tuple(str(i) for i in range(n_prob)), run_id, tuple(names))
+    return Pool(arr, golds, pri, tuple(str(i) for i in range(n_prob)), run_id, tuple(names), tuple(also))
+
+
+class _Unsampled:
+    """A reference answer that no sample was graded as (it must not match an equal, ungraded string)."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
 
 
 def load_pool(path, run: str | None = None, *, failed: str = "abstain") -> Pool:
@@ -198,10 +246,13 @@ def load_pool(path, run: str | None = None, *, failed: str = "abstain") -> Pool:
     ``run`` picks a run when the file holds several. Samples with a NULL
     answer are failed (they never vote); with ``failed="abstain"`` (default)
     they keep their slot of the budget, with ``failed="drop"`` they are
-    removed. Answers of samples graded correct all map to the one gold id;
-    a problem with a reference and no correct sample gets a gold id no
-    sample has; a run with ``correct`` NULL everywhere is label-free.
-    Problems with no stored sample yet (a pool still growing) are left out.
+    removed. Every distinct answer is its own id, as in a live vote; the
+    answers of samples graded correct are the problem's correct ids: gold is
+    the reference when a sample gave it, else the most frequent correct
+    answer, and the rest are ``also_correct``. A problem with a reference
+    and no correct sample gets a gold id no sample has; a run with
+    ``correct`` NULL everywhere is label-free. Problems with no stored
+    sample yet (a pool still growing) are left out.
     """
     from ..store import Store
 
@@ -239,35 +290,25 @@ def load_pool(path, run: str | None = None, *, failed: str = "abstain") -> Pool:
             prob_pos[pid] = len(prob_pos)
             refs.append(None)
     label_free = all(r[4] is None for r in rows) and all(r is None for r in refs)
-    cells: list[list[list[tuple[int, str | None, int | None]]]] = [[[] for _ in priors] for _ in prob_pos]
+    cells: list[list[list[tuple[int, str | None]]]] = [[[] for _ in priors] for _ in prob_pos]
+    golden: list[dict[str, int]] = [{} for _ in prob_pos]
     for pid, pr, idx, ans, cor in rows:
-        cells[prob_pos[pid]][prior_pos[pr]].append((idx, ans, cor))
-    golden: list[set[str]] = [set() for _ in prob_pos]
-    for pid, _pr, _idx, ans, cor in rows:
+        i = prob_pos[pid]
+        cells[i][prior_pos[pr]].append((idx, ans))
         if cor == 1 and ans is not None:
-            golden[prob_pos[pid]].add(ans)
-    lists, golds = [], []
-    gold_token = object()
+            golden[i][ans] = golden[i].get(ans, 0) + 1
+    lists, golds, also = [], [], []
     for i in range(len(prob_pos)):
-        has_gold = not label_free and (refs[i] is not None or golden[i])
-        lists.append(
-            [
-                [
-                    None if a is None else (gold_token if a in golden[i] else a)
-                    for _, a, _ in sorted(cell, key=lambda t: t[0])
-                ]
-                for cell in cells[i]
-            ]
-        )
-        golds.append(gold_token if has_gold else None)
-    pool = pool_from_lists(lists, None if label_free else golds, priors, run_id=run_id)
-    names = []
-    for i, nm in enumerate(pool.answer_names):
-        r = refs[i]
-        ref = r if r is not None else (sorted(golden[i])[0] if golden[i] else "")
-        names.append(tuple(ref if n == str(gold_token) else n for n in nm))
+        lists.append([[a for _, a in sorted(cell, key=lambda t: t[0])] for cell in cells[i]])
+        ref, good = refs[i], golden[i]
+        g: object = ref if ref in good else min(good, key=lambda a: (-good[a], a), default=None)
+        if g is None and ref is not None:  # no sample was graded correct: gold is an id no sample has
+            g = _Unsampled(ref)
+        golds.append(None if label_free else g)
+        also.append(set(good) - {g})
+    pool = pool_from_lists(lists, None if label_free else golds, priors, also_correct=also, run_id=run_id)
     ids = [""] * len(prob_pos)
     for pid, i in prob_pos.items():
         ids[i] = pid
-    pool = Pool(pool.answers, pool.gold, pool.priors, tuple(ids), run_id, tuple(names))
+    pool = replace(pool, problems=tuple(ids))
     return pool.drop_failed() if failed == "drop" else pool

@@ -28,7 +28,7 @@ at random (``mode="random"``) and weighted votes.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -72,9 +72,7 @@ def sub_bank(pool: Pool, names: str | Sequence[str]) -> Pool:
     a = pool.answers[:, idx]
     stored = a != MISSING
     width = max(int(stored.sum(axis=2).max()), 1)
-    sub = Pool(
-        a[:, :, :width], pool.gold, tuple(pool.priors[i] for i in idx), pool.problems, pool.run_id, pool.answer_names
-    )
+    sub = replace(pool, answers=a[:, :, :width], priors=tuple(pool.priors[i] for i in idx))
     keep = stored.any(axis=(1, 2))
     return sub if keep.all() else sub.subset(keep)
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import MarginalError
 from ..vote import credit_array
-from .accuracy import draw_orders, relabel
+from .accuracy import draw_orders, relabel_pool
 from .margins import prior_stats
 from .pool import Pool
 
@@ -90,7 +90,7 @@ def weighted_credit(
     if weights.shape[1] != pool.n_priors:
         raise MarginalError(f"weights must have one value per prior ({pool.n_priors}), got {weights.shape[1]}")
     sub = pool.subset(pool.labelled)
-    ids, W = relabel(sub.answers, sub.gold)
+    ids, W, good = relabel_pool(sub)
     rng = np.random.default_rng(seed)
     N = ids.shape[0]
     out = np.zeros((len(weights), N))
@@ -107,7 +107,7 @@ def weighted_credit(
             wsel = np.broadcast_to(weights[:, None, None, :k], (len(weights),) + drawn.shape[:2] + (k,))
         cnt = (drawn[:, :, :k, :m, None] == lab).sum(axis=3)  # (R, n, k, W)
         score = np.einsum("srnk,rnka->srna", wsel, cnt.astype(float))
-        out[:, sl] = credit_array(score, 0, ties).mean(axis=1)
+        out[:, sl] = credit_array(score, good[sl], ties).mean(axis=1)
     return out
 
 
