@@ -53,6 +53,12 @@ def correct_sets(gold, also):
     return [{g} | a for g, a in zip(gold, also)]
 
 
+def draws(row, S, m, replace):
+    """Every draw of m samples from each prior in S (with or without replacement), as tuples per prior."""
+    per = [list(product(row[c], repeat=m)) if replace else list(combinations(row[c], min(m, len(row[c])))) for c in S]
+    return list(product(*per))
+
+
 def brute(ans, good, k, m, mode, replace, ties):
     """Expected credit per problem by enumerating every draw, from the raw lists."""
     out = []
@@ -60,12 +66,7 @@ def brute(ans, good, k, m, mode, replace, ties):
         sets = [tuple(range(k))] if mode == "first" else list(combinations(range(len(row)), k))
         tot = 0.0
         for S in sets:
-            per = [
-                list(product(row[c], repeat=m)) if replace else list(combinations(row[c], min(m, len(row[c]))))
-                for c in S
-            ]
-            draws = list(product(*per))
-            tot += np.mean([credit(tally([list(d) for d in combo]), ok, ties) for combo in draws])
+            tot += np.mean([credit(tally([list(d) for d in combo]), ok, ties) for combo in draws(row, S, m, replace)])
         out.append(tot / len(sets))
     return np.array(out)
 
@@ -156,11 +157,7 @@ def test_oracle_and_pass_at_k_count_every_correct_sample(mode, replace_):
             sets = [tuple(range(k))] if mode == "first" else list(combinations(range(len(row)), k))
             tot = 0.0
             for S in sets:
-                per = [
-                    list(product(row[c], repeat=m)) if replace_ else list(combinations(row[c], min(m, len(row[c]))))
-                    for c in S
-                ]
-                tot += np.mean([any(x in good[i] for d in combo for x in d) for combo in product(*per)])
+                tot += np.mean([any(x in good[i] for d in combo for x in d) for combo in draws(row, S, m, replace_)])
             assert og.acc[i, j] == pytest.approx(tot / len(sets), abs=1e-12)
     ref = []
     for row, ok in zip(ans, good):

@@ -388,9 +388,7 @@ def relabel_pool(pool: Pool) -> tuple[np.ndarray, int, np.ndarray]:
     """`relabel` of a pool's answers, with the (N, W) mask of its correct answers in the new ids."""
     ids, W = relabel(pool.answers, pool.gold)
     mask = pool.correct_mask(W)
-    x = np.arange(W)[None, :]
-    g = pool.gold[:, None]
-    new = np.where(x == g, 0, np.where(x < g, x + 1, x))
+    new = relabel(np.broadcast_to(np.arange(W, dtype=np.int32), (pool.n_problems, 1, W)), pool.gold)[0][:, 0]
     good = np.zeros_like(mask)
     np.put_along_axis(good, new, mask, axis=1)
     return ids, W, good
