@@ -138,8 +138,12 @@ def credit_array(counts: np.ndarray, gold: int | np.ndarray, ties: str = "split"
     else:
         correct = np.arange(counts.shape[-1]) == np.broadcast_to(gold, mx.shape)[..., None]
     at_top = (counts == mx[..., None]) & (mx > 0)[..., None]
-    n_top = at_top.sum(axis=-1)
-    n_good = (at_top & correct).sum(axis=-1)
+    return top_share(at_top.sum(axis=-1), (at_top & correct).sum(axis=-1), ties)
+
+
+def top_share(n_top: np.ndarray, n_good: np.ndarray, ties: str) -> np.ndarray:
+    """Credit from ``n_top`` answers tied at the top, ``n_good`` of them correct: their share under
+    ``split``, 1 only for a lone correct winner under ``strict``."""
     if ties == "strict":
         return ((n_top == 1) & (n_good == 1)).astype(float)
     return n_good / np.maximum(n_top, 1)
@@ -155,5 +159,6 @@ __all__ = [
     "ranked",
     "tally",
     "top",
+    "top_share",
     "winner",
 ]

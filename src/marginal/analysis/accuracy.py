@@ -41,7 +41,7 @@ from itertools import combinations
 import numpy as np
 
 from ..errors import MarginalError
-from ..vote import TIES, credit, credit_array, tally
+from ..vote import TIES, credit, credit_array, tally, top_share
 from .pool import MISSING, Pool
 
 MODES = ("first", "random")
@@ -460,11 +460,7 @@ def lumped_credit(counts: np.ndarray, ties: str, good: np.ndarray | None = None)
     at_top = (named == mx[..., None]) & (mx > 0)[..., None]
     if good is None:
         good = np.arange(named.shape[-1]) == 0
-    n_top = at_top.sum(axis=-1) + np.where(mx == 1, lump, 0)
-    n_good = (at_top & good).sum(axis=-1)
-    if ties == "strict":
-        return ((n_top == 1) & (n_good == 1)).astype(float)
-    return n_good / np.maximum(n_top, 1)
+    return top_share(at_top.sum(axis=-1) + np.where(mx == 1, lump, 0), (at_top & good).sum(axis=-1), ties)
 
 
 def _mc_problems(pool: Pool, idx: np.ndarray, cells, mode, replace, ties, reps, rng, mem=24_000_000):
