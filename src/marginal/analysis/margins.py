@@ -95,7 +95,7 @@ def margins(pool: Pool) -> Margins:
     sub = pool.subset(pool.labelled)
     pbar = prefix_mixtures(sub)
     gamma = _gamma(pbar, sub.correct_mask(pbar.shape[-1]))
-    sampled = np.asarray(sub.correct_samples().any(axis=(1, 2)))
+    sampled = sub.gold_sampled()
     last = gamma[:, -1]
     return Margins(
         gamma=gamma,
@@ -252,7 +252,7 @@ def bias_variance(pool: Pool, budget: int | None = None, *, method: str = "auto"
     cells = grid_cells(pool.n_priors, pool.n_slots, budget)
     N = gam.shape[0]
     sub = pool.subset(pool.labelled)
-    gold_seen = sub.correct_samples().any(axis=(1, 2))
+    gold_seen = sub.gold_sampled()
     normal = np.ones((N, len(cells)))
     for j, (k, m) in enumerate(cells):
         sd = np.sqrt(sw / (k * m) + sb / k)

@@ -133,6 +133,10 @@ class Pool:
         a = self.answers
         return (a >= 0) & np.take_along_axis(mask, np.maximum(a, 0).reshape(a.shape[0], -1), axis=1).reshape(a.shape)
 
+    def gold_sampled(self) -> np.ndarray:
+        """(N,) bool: some stored sample of the problem is correct."""
+        return self.correct_samples().any(axis=(1, 2))
+
     def require_gold(self, what: str) -> None:
         if self.label_free:
             raise MarginalError(f"{what} needs gold answers, but run {self.run_id or '(arrays)'} {LABEL_FREE_MSG}")
