@@ -10,9 +10,8 @@ generating anything:
 - fixed splits (repetition K = 1, diversity M = 1, every K x M = B) also get
   their expected accuracy over sample orders from the exact grid
   (``accuracy_grid``), and the best fixed split in hindsight is read there
-  (K x M = B, and K x M <= B); on a problem with several distinct answers
-  graded correct (the grid merges them into one vote, a real vote does not)
-  the replay averaged over 512 sample orders replaces the grid;
+  (K x M = B, and K x M <= B); several distinct answers graded correct stay
+  apart in the grid's vote, as in a real one;
 - ``adaptive`` (thresholds 0.9 / 0.95 / 0.99) is also averaged over R seeded
   random orders of each cell's stored samples (order 0 = the live order), the
   counterpart of the grid's expectation for a sequential policy;
@@ -41,7 +40,6 @@ Run: python experiments/policies/evaluate.py POOL.db [POOL.db ...] --out experim
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import sys
@@ -64,7 +62,6 @@ from marginal.vote import credit, tally
 BUDGETS = (4, 8, 16, 32)
 THRESHOLDS = (0.9, 0.95, 0.99)
 DEFAULT_THRESHOLD = 0.95
-MULTI_GOLD_ORDERS = 512  # orders averaged for fixed splits on problems with several correct answers
 SAMPLE_SHARE = 0.7  # the goal: adaptive uses <= 70% of the best split's samples
 
 
@@ -263,26 +260,12 @@ def evaluate_pool(db: str, budgets, thresholds, n_orders: int, n_boot: int, seed
     out["grid_exact_share"] = _r(grid.exact.mean(), 3)
     out["grid_max_mc_se"] = _r(float(grid.se.max()), 5)
 
-    # load_pool merges every answer graded correct into one gold vote; a real vote (and replay) keeps
-    # distinct correct answers apart (HumanEval: two passing programs that behave differently). On such
-    # problems the grid is replaced by the string-level replay averaged over MULTI_GOLD_ORDERS orders.
-    multi = [i for i, g in enumerate(cells.gold) if len(g) > 1]
-    out["several_correct_answers_problems"] = [cells.problems[i] for i in multi]
-    cache: dict[tuple[int, int], np.ndarray] = {}
+    # problems with several distinct answers graded correct (HumanEval: passing programs that behave
+    # differently): the grid keeps them apart in the vote as a real vote does (Pool.also_correct)
+    out["several_correct_answers_problems"] = [p for p, g in zip(cells.problems, cells.gold) if len(g) > 1]
 
     def grid_vals(k, m):
-        if (k, m) not in cache:
-            v = grid.acc[:, grid.index(k, m)].copy()
-            for i in multi:
-                one = dataclasses.replace(
-                    cells,
-                    answers=cells.answers[i : i + 1],
-                    gold=cells.gold[i : i + 1],
-                    problems=cells.problems[i : i + 1],
-                )
-                v[i] = np.mean([replay_order(one, Fixed(k, m), k * m, r, seed)[0][0] for r in range(MULTI_GOLD_ORDERS)])
-            cache[(k, m)] = v
-        return cache[(k, m)]
+        return grid.acc[:, grid.index(k, m)]
 
     boot = Boot(N, n_boot, seed)
     # repetition curve on the exact grid: K = 1, M = 1..n (the default prior only)
