@@ -135,7 +135,7 @@ class Pool:
 
     def gold_sampled(self) -> np.ndarray:
         """(N,) bool: some stored sample of the problem is correct."""
-        return self.correct_samples().any(axis=(1, 2))
+        return np.asarray(self.correct_samples().any(axis=(1, 2)))
 
     def require_gold(self, what: str) -> None:
         if self.label_free:
