@@ -5,6 +5,10 @@ One model, one thread count, GSM8K, one run of each, in this order:
 1. ceiling: raw ``llama_decode`` with every slot busy: S sequences that each
    decode one token per step at growing positions (no sampling, no Python
    bookkeeping), tokens per second. This is the most the engine can do at S.
+   The curve: the same at 1, 2, 4, ... S busy slots, from a short position
+   and from a GSM8K sample's mean position (320: a 240-token prompt plus half
+   a 115-token completion), which shows from how many sequences on the
+   engine stops gaining, and what attending to long KV costs.
 2. adaptive: ``allocate`` with the adaptive policy, budget B, on P problems
    of the bank, through (a) the barrier scheduler (every step of every
    question waits for the slowest request: ``Barrier`` around the engine,
@@ -18,7 +22,8 @@ One model, one thread count, GSM8K, one run of each, in this order:
    evaluated with the prefix cache off and on, against the exemplars' share
    of the prompt tokens.
 
-Both schedulers run on the same engine class (`SlotEngine`); the barrier
+Both schedulers run on the same engine, built as ``marginal run --slots``
+builds it (``slot_options``: one KV stream per sequence); the barrier
 rows therefore already include the engine's own slot reuse within a call,
 and the ratio measures the scheduling. The table is printed and the numbers
 written as JSON (default bench/results/continuous.json, one entry per model).
@@ -44,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from marginal.allocate import allocate
+from marginal.backends import slot_options
 from marginal.backends.llamacpp import LlamaCppBackend
 from marginal.backends.streaming import Barrier
 from marginal.models import CATALOG, is_available, resolve_model
@@ -54,21 +60,23 @@ from marginal.tasks import load_task
 from marginal.types import SampleSpec
 
 
-def ceiling(llm: LlamaCppBackend, slots: int, steps: int, start: int = 200) -> dict:
-    """Tokens/s of bare llama_decode with ``slots`` sequences decoding one token each per step."""
+def ceiling(llm: LlamaCppBackend, slots: int, steps: int, start: int = 16) -> dict:
+    """Tokens/s of bare llama_decode with ``slots`` sequences decoding one token each per step, from
+    position ``start`` (the KV each sequence attends to: short, or as long as a real sample's)."""
     import llama_cpp as ll
 
     e = llm.engine
     with e.idle():
         tok, pos, seq, out = e.batch_arrays
         ll.llama_memory_clear(e.memory, True)
-        prompt = llm.tokenize("Count slowly from one to one thousand: one, two, three,")[:start]
+        words = llm.tokenize("Count slowly from one to one thousand: one, two, three,")
+        prompt = (words * (start // len(words) + 1))[:start]
         k = len(prompt)
         tok[:k], pos[:k], seq[:k], out[:k] = prompt, np.arange(k), 0, 0
         out[k - 1] = 1
         assert e.decode(k)
         for s in range(1, slots):
-            ll.llama_memory_seq_cp(e.memory, 0, s, 0, k)
+            e.copy_prefix(0, s, k)  # the engine's own copy: shared cells, or whole streams when split
         t = time.perf_counter()
         for st in range(steps):
             tok[:slots] = prompt[st % k]
@@ -78,7 +86,21 @@ def ceiling(llm: LlamaCppBackend, slots: int, steps: int, start: int = 200) -> d
             assert e.decode(slots)
         dt = time.perf_counter() - t
         ll.llama_memory_clear(e.memory, True)
-    return {"slots": slots, "steps": steps, "tokens": slots * steps, "seconds": dt, "tok_s": slots * steps / dt}
+    return {
+        "slots": slots,
+        "start": k,
+        "steps": steps,
+        "tokens": slots * steps,
+        "seconds": dt,
+        "tok_s": slots * steps / dt,
+    }
+
+
+def ceiling_curve(llm: LlamaCppBackend, max_slots: int, steps: int, starts: tuple[int, ...]) -> list[dict]:
+    """The ceiling at 1, 2, 4, ... ``max_slots`` busy slots and at each start position: where the engine
+    stops gaining from more sequences (compute-bound), and what long KV costs."""
+    slots = sorted({min(max_slots, 2**i) for i in range(max_slots.bit_length() + 1)})
+    return [ceiling(llm, n, steps, start) for start in starts for n in slots]
 
 
 def _engine_row(llm: LlamaCppBackend, seconds: float, tokens: int, samples: int) -> dict:
@@ -132,9 +154,7 @@ def prefix_cache(path: Path, args, task, problems, prior_name: str) -> dict:
     spec = SampleSpec(n=1, max_tokens=1, seed=0)
     out = {}
     for label, cache in (("off", 0), ("on", 16)):
-        with LlamaCppBackend(
-            path, n_ctx=args.n_ctx, max_seqs=args.slots, n_threads=args.threads, prefix_cache=cache
-        ) as llm:
+        with LlamaCppBackend(path, **{**_engine_options(args), "prefix_cache": cache}) as llm:
             llm.generate(prompts[:1], spec)  # warm-up
             llm.reset_stats()
             llm.generate(prompts, spec)
@@ -164,7 +184,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=default)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--slots", type=int, default=32)
-    ap.add_argument("--n-ctx", type=int, default=16384)
     ap.add_argument("--max-tokens", type=int, default=384)
     ap.add_argument("--budget", type=int, default=16)
     ap.add_argument("--problems", type=int, default=32, help="adaptive run: problems")
@@ -173,9 +192,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grid-m", type=int, default=8)
     ap.add_argument("--batch-samples", type=int, default=64, help="barrier grid: samples per generate call")
     ap.add_argument("--ceiling-steps", type=int, default=64)
+    ap.add_argument(
+        "--curve-starts",
+        default="16,320",
+        help="ceiling curve: start positions (320: a GSM8K sample's mean position, prompt + half its completion)",
+    )
     ap.add_argument("--fewshot-prior", default="fewshot-a")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip: adaptive,grid,prefix")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: curve,adaptive,grid,prefix")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "continuous.json"))
     args = ap.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
@@ -188,21 +212,29 @@ def main(argv: list[str] | None = None) -> int:
         "model_file": path.name,
         "threads": args.threads,
         "slots": args.slots,
-        "n_ctx": args.n_ctx,
+        "engine": {k: v for k, v in _engine_options(args).items() if k != "n_threads"},
         "max_tokens": args.max_tokens,
         "seed": args.seed,
         "complete": False,
     }
     print(
-        f"model {args.model}, {args.threads} threads, {args.slots} slots, n_ctx {args.n_ctx}, "
+        f"model {args.model}, {args.threads} threads, {args.slots} slots, engine {result['engine']}, "
         f"max_tokens {args.max_tokens}",
         flush=True,
     )
-    with LlamaCppBackend(path, n_ctx=args.n_ctx, max_seqs=args.slots, n_threads=args.threads) as llm:
+    with LlamaCppBackend(path, **_engine_options(args)) as llm:
         llm.generate(["Hello"], SampleSpec(n=2, max_tokens=4, seed=1))  # warm-up
         c = result["ceiling"] = ceiling(llm, args.slots, args.ceiling_steps)
         print(f"ceiling: raw llama_decode, {args.slots} slots busy: {c['tok_s']:.1f} tok/s", flush=True)
         _save(result, args)
+        if "curve" not in skip:
+            starts = tuple(int(x) for x in args.curve_starts.split(","))
+            curve = result["ceiling_curve"] = ceiling_curve(llm, args.slots, args.ceiling_steps, starts)
+            print("ceiling curve: raw llama_decode tok/s by busy slots (rows: start position)")
+            print(f"  {'start':>6} " + " ".join(f"{r['slots']:>7}" for r in curve if r["start"] == curve[0]["start"]))
+            for st in dict.fromkeys(r["start"] for r in curve):
+                print(f"  {st:>6} " + " ".join(f"{r['tok_s']:7.1f}" for r in curve if r["start"] == st), flush=True)
+            _save(result, args)
         if "adaptive" not in skip:
             qs = problems[: args.problems]
             rows = {
@@ -249,6 +281,13 @@ def main(argv: list[str] | None = None) -> int:
     _save(result, args)
     print(f"wrote {args.out}")
     return 0
+
+
+def _engine_options(args: argparse.Namespace) -> dict:
+    """The engine `marginal run --slots` builds: one KV stream per sequence, sized for the prompt and
+    ``max_tokens`` (before 2026-12-02 this script used one unified cache of 16384 cells instead, where
+    every token attends over every live sequence's cells: the more slots busy, the slower each token)."""
+    return slot_options(args.slots, args.max_tokens, threads=args.threads)
 
 
 def _save(result: dict, args: argparse.Namespace) -> None:

@@ -400,7 +400,7 @@ class SlotEngine(Counted[SlotStats]):
             sid, r.holder_idle = r.holder, False
         else:
             sid = self._free_ids.pop()
-            self._copy(r.holder, sid, len(r.tokens))
+            self.copy_prefix(r.holder, sid, len(r.tokens))
             self._counters["prompt_tokens_cached"] += len(r.tokens)
         r.next_j += 1
         seed = r.spec.sequence_seed(r.key, j)
@@ -575,7 +575,7 @@ class SlotEngine(Counted[SlotStats]):
         best_len = min(best_len, len(r.tokens) - 1)  # the last token is evaluated for its logits
         if best_len < MIN_REUSE:
             return 0
-        self._copy(best, r.holder, best_len)
+        self.copy_prefix(best, r.holder, best_len)
         self._cache.move_to_end(best)
         self._counters["prompt_tokens_cached"] += best_len
         self._counters["prefix_tokens_reused"] += best_len
@@ -602,7 +602,7 @@ class SlotEngine(Counted[SlotStats]):
                 continue
             n = r.source_len
             _ll.llama_memory_seq_rm(self.memory, r.holder, -1, -1)
-            self._copy(src.holder, r.holder, n)
+            self.copy_prefix(src.holder, r.holder, n)
             self._counters["prompt_tokens_cached"] += n - r.reused
             self._counters["prefix_tokens_reused"] += n - r.reused
             r.evaluated = r.decoded = r.reused = n
@@ -622,11 +622,11 @@ class SlotEngine(Counted[SlotStats]):
         if self._cells_free < len(toks):  # cells are for live work first: skip rather than evict more
             return
         sid = self._cache_ids.pop()
-        self._copy(r.holder, sid, len(toks))
+        self.copy_prefix(r.holder, sid, len(toks))
         self._cache[sid] = toks
         self._cells_free -= len(toks)
 
-    def _copy(self, src: int, dst: int, n: int) -> None:
+    def copy_prefix(self, src: int, dst: int, n: int) -> None:
         """Give empty sequence ``dst`` the first ``n`` tokens of ``src``: shared cells in a unified
         cache; across streams llama.cpp copies whole sequences, so copy all, then drop the rest."""
         if self.unified:
