@@ -2,10 +2,11 @@
 
 One model, one thread count, GSM8K, one run of each, in this order:
 
-1. ceiling: raw ``llama_decode`` with every slot busy: S sequences that each
-   decode one token per step at growing positions (no sampling, no Python
-   bookkeeping), tokens per second. This is the most the engine can do at S.
-   The curve: the same at 1, 2, 4, ... S busy slots, from a short position
+1. ceiling: raw ``llama_decode`` with every slot busy: S sequences, each
+   with its own context of a GSM8K sample's mean length (320 tokens: a
+   240-token prompt plus half a 115-token completion), that each decode one
+   token per step (no sampling, no Python bookkeeping), tokens per second.
+   This is the most the engine can do at S. The curve: the same at 1, 2, 4, ... S busy slots, from a short position
    and from a GSM8K sample's mean position (320: a 240-token prompt plus half
    a 115-token completion), which shows from how many sequences on the
    engine stops gaining, and what attending to long KV costs.
@@ -21,9 +22,12 @@ One model, one thread count, GSM8K, one run of each, in this order:
 4. prefix cache: one few-shot prior over the grid's problems, prompt tokens
    evaluated with the prefix cache off and on, against the exemplars' share
    of the prompt tokens.
+5. layout: the KV cache as one stream per sequence against one unified
+   cache: the ceiling with sequence ids in order and shuffled, and a
+   continuous grid run on a few problems, each layout on its own engine.
 
 Both schedulers run on the same engine, built as ``marginal run --slots``
-builds it (``slot_options``: one KV stream per sequence); the barrier
+builds it (``slot_options``: one unified KV cache); the barrier
 rows therefore already include the engine's own slot reuse within a call,
 and the ratio measures the scheduling. The table is printed and the numbers
 written as JSON (default bench/results/continuous.json, one entry per model).
@@ -60,35 +64,36 @@ from marginal.tasks import load_task
 from marginal.types import SampleSpec
 
 
-def ceiling(llm: LlamaCppBackend, slots: int, steps: int, start: int = 16) -> dict:
-    """Tokens/s of bare llama_decode with ``slots`` sequences decoding one token each per step, from
-    position ``start`` (the KV each sequence attends to: short, or as long as a real sample's)."""
+def ceiling(llm: LlamaCppBackend, slots: int, steps: int, start: int = 16, shuffled: bool = False) -> dict:
+    """Tokens/s of bare llama_decode with ``slots`` sequences decoding one token each per step, each
+    from its own context of ``start`` tokens (as distinct problems have; nothing shared between
+    sequences). Sequence ids 0..slots-1 in order, or ``shuffled`` in the batch as continuous
+    batching leaves them (which only a per-sequence-stream cache minds)."""
     import llama_cpp as ll
 
     e = llm.engine
+    ids = np.random.default_rng(0).permutation(slots) if shuffled else np.arange(slots)
     with e.idle():
         tok, pos, seq, out = e.batch_arrays
         ll.llama_memory_clear(e.memory, True)
-        words = llm.tokenize("Count slowly from one to one thousand: one, two, three,")
-        prompt = (words * (start // len(words) + 1))[:start]
-        k = len(prompt)
-        tok[:k], pos[:k], seq[:k], out[:k] = prompt, np.arange(k), 0, 0
-        out[k - 1] = 1
-        assert e.decode(k)
-        for s in range(1, slots):
-            e.copy_prefix(0, s, k)  # the engine's own copy: shared cells, or whole streams when split
+        words = llm.tokenize("Count slowly from one to one thousand: one, two, three, four, five,")
+        text = words * ((start + slots) // len(words) + 1)
+        for s in range(slots):  # sequence s: the text from token s on, so no two contexts are equal
+            tok[:start], pos[:start], seq[:start], out[:start] = text[s : s + start], np.arange(start), s, 0
+            assert e.decode(start)
         t = time.perf_counter()
         for st in range(steps):
-            tok[:slots] = prompt[st % k]
-            pos[:slots] = k + st
-            seq[:slots] = np.arange(slots)
+            tok[:slots] = words[st % len(words)]
+            pos[:slots] = start + st
+            seq[:slots] = ids
             out[:slots] = 1
             assert e.decode(slots)
         dt = time.perf_counter() - t
         ll.llama_memory_clear(e.memory, True)
     return {
         "slots": slots,
-        "start": k,
+        "start": start,
+        "shuffled": shuffled,
         "steps": steps,
         "tokens": slots * steps,
         "seconds": dt,
@@ -192,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grid-m", type=int, default=8)
     ap.add_argument("--batch-samples", type=int, default=64, help="barrier grid: samples per generate call")
     ap.add_argument("--ceiling-steps", type=int, default=64)
+    ap.add_argument("--ceiling-start", type=int, default=320, help="ceiling: each sequence's context length")
+    ap.add_argument("--layout-problems", type=int, default=2, help="layout: grid problems per KV layout")
     ap.add_argument(
         "--curve-starts",
         default="16,320",
@@ -199,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--fewshot-prior", default="fewshot-a")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip: curve,adaptive,grid,prefix")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: curve,adaptive,grid,prefix,layout")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "continuous.json"))
     args = ap.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
@@ -224,8 +231,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     with LlamaCppBackend(path, **_engine_options(args)) as llm:
         llm.generate(["Hello"], SampleSpec(n=2, max_tokens=4, seed=1))  # warm-up
-        c = result["ceiling"] = ceiling(llm, args.slots, args.ceiling_steps)
-        print(f"ceiling: raw llama_decode, {args.slots} slots busy: {c['tok_s']:.1f} tok/s", flush=True)
+        c = result["ceiling"] = ceiling(llm, args.slots, args.ceiling_steps, args.ceiling_start)
+        print(
+            f"ceiling: raw llama_decode, {args.slots} slots busy from position {args.ceiling_start}: "
+            f"{c['tok_s']:.1f} tok/s",
+            flush=True,
+        )
         _save(result, args)
         if "curve" not in skip:
             starts = tuple(int(x) for x in args.curve_starts.split(","))
@@ -277,16 +288,41 @@ def main(argv: list[str] | None = None) -> int:
             f"exemplars are {100 * p['exemplar_share']:.0f}% of the prompt tokens)",
             flush=True,
         )
+    if "layout" not in skip:
+        lay = result["layout"] = layout(path, args, task, problems[: args.layout_problems], spec)
+        print(f"KV layout, {args.slots} slots, ceiling from position {args.ceiling_start} and a continuous grid")
+        print(f"  {'':>8} {'ceiling':>8} {'shuffled':>8} {'grid tok/s':>10} {'active':>6}")
+        for name in ("streams", "unified"):
+            r = lay[name]
+            print(
+                f"  {name:>8} {r['ceiling']['tok_s']:8.1f} {r['ceiling_shuffled']['tok_s']:8.1f} "
+                f"{r['grid']['tok_s']:10.1f} {r['grid']['mean_active_slots']:6.1f}",
+                flush=True,
+            )
     result["complete"] = True
     _save(result, args)
     print(f"wrote {args.out}")
     return 0
 
 
+def layout(path: Path, args, task, problems, spec: SampleSpec) -> dict:
+    """Per-sequence KV streams against one unified cache, each on its own engine: the ceiling with ids
+    in order and shuffled, and a continuous K x M grid on ``problems``."""
+    out: dict = {"problems": len(problems), "k": args.grid_k, "m": args.grid_m}
+    for name, unified in (("streams", False), ("unified", True)):
+        with LlamaCppBackend(path, **{**_engine_options(args), "kv_unified": unified}) as llm:
+            llm.generate(["Hello"], SampleSpec(n=2, max_tokens=4, seed=1))  # warm-up
+            out[name] = {
+                "ceiling": ceiling(llm, args.slots, args.ceiling_steps, args.ceiling_start),
+                "ceiling_shuffled": ceiling(llm, args.slots, args.ceiling_steps, args.ceiling_start, shuffled=True),
+                "grid": grid(llm, task, problems, args.grid_k, args.grid_m, spec, False, args.batch_samples),
+            }
+    return out
+
+
 def _engine_options(args: argparse.Namespace) -> dict:
-    """The engine `marginal run --slots` builds: one KV stream per sequence, sized for the prompt and
-    ``max_tokens`` (before 2026-12-02 this script used one unified cache of 16384 cells instead, where
-    every token attends over every live sequence's cells: the more slots busy, the slower each token)."""
+    """The engine `marginal run --slots` builds (one unified KV cache sized for the slots' prompts and
+    ``max_tokens``)."""
     return slot_options(args.slots, args.max_tokens, threads=args.threads)
 
 

@@ -166,17 +166,19 @@ ENGINES.add(
 def slot_options(
     slots: int, max_tokens: int, *, prompt_room: int = 1024, prefix_cache: int = 8, threads: int | None = None
 ) -> dict[str, Any]:
-    """llama.cpp options for ``slots`` sequences decoded together, each in its own KV stream of
-    ``max_tokens + prompt_room`` tokens (rounded up to 256), plus ``prefix_cache`` kept prompts, and
-    ``threads`` (the engine's default when None); other engines drop them. What `marginal run --slots`
-    and the server pass."""
+    """llama.cpp options for ``slots`` sequences decoded together in one unified KV cache of
+    ``max_tokens + prompt_room`` cells (rounded up to 256) per slot and per ``prefix_cache`` kept
+    prompt, and ``threads`` (the engine's default when None); other engines drop them. What
+    `marginal run --slots` and the server pass. Unified, not one stream per sequence: with streams,
+    llama.cpp splits every decode into one pass per run of consecutive sequence ids, and continuous
+    batching scatters them (bench/continuous.py, part "layout": about 3x slower per token)."""
     if not isinstance(slots, int) or slots < 1:
         raise MarginalError(f"--slots must be a positive integer, got {slots!r}")
     seq = -(-(max_tokens + prompt_room) // 256) * 256
     opts: dict[str, Any] = {
         "max_seqs": slots,
         "prefix_cache": prefix_cache,
-        "kv_unified": False,
+        "kv_unified": True,
         "n_ctx": (slots + prefix_cache) * seq,
     }
     if threads:

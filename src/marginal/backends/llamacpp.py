@@ -94,9 +94,9 @@ class LlamaCppBackend(Lifecycle):
     once per prompt); ``prefix_cache`` the evaluated prompts kept for later
     requests to copy a common prefix from (0 turns it off). With
     ``kv_unified=False`` each sequence (and cached prompt) gets its own stream
-    of ``n_ctx / (max_seqs + prefix_cache)`` cells: more memory, but a token
-    attends over its own sequence only, which is faster when many long
-    sequences run at once (see `marginal.backends.slots`). ``n_threads``
+    of ``n_ctx / (max_seqs + prefix_cache)`` cells: faster per token only
+    while the batch's sequence ids stay consecutive, which continuous
+    batching does not keep (see `marginal.backends.slots`). ``n_threads``
     defaults to the CPU count. Use as a context manager or call ``close()``.
     """
 

@@ -2,12 +2,16 @@
 
 A fixed number of sequence slots (``slots``) share one llama.cpp context.
 Its KV cache is either unified (``n_ctx`` cells that all sequences share:
-copied prefixes cost no memory, but every token attends over all the cells
-in use, so attention grows with the whole batch's context) or split into
-one stream per sequence (``kv_unified=False``: ``n_ctx / (slots +
-prefix_cache)`` cells each; a token attends over its own sequence only,
-about 1.3x faster with 32 long sequences on a 2-core CPU, and copies
-between sequences copy data). Requests (a prompt and a
+copied prefixes cost no memory; attention skips other sequences' cells by
+mask, about 20% slower per token than separate streams with 32 distinct
+long contexts) or split into one stream per sequence (``kv_unified=False``:
+``n_ctx / (slots + prefix_cache)`` cells each, copies between sequences
+copy data). Streams are the faster layout only while the batch's sequence
+ids are consecutive and in order: llama.cpp splits a multi-stream batch
+into one pass over the weights per run of consecutive ids, and continuous
+batching scatters them (measured 3x slower per token with 32 shuffled ids,
+and 1.5x slower on a real grid run: bench/continuous.py, part "layout").
+Requests (a prompt and a
 `SampleSpec` asking for ``n`` completions) queue in arrival order. Each
 ``step()`` is ONE ``llama_decode`` that carries:
 
