@@ -171,7 +171,7 @@ def slot_options(
     prompt, and ``threads`` (the engine's default when None); other engines drop them. What
     `marginal run --slots` and the server pass. Unified, not one stream per sequence: with streams,
     llama.cpp splits every decode into one pass per run of consecutive sequence ids, and continuous
-    batching scatters them (bench/continuous.py, part "layout": about 3x slower per token)."""
+    batching scatters them (bench/continuous.py, part "layout": 1.9x slower on a real grid run)."""
     if not isinstance(slots, int) or slots < 1:
         raise MarginalError(f"--slots must be a positive integer, got {slots!r}")
     seq = -(-(max_tokens + prompt_room) // 256) * 256

@@ -9,8 +9,8 @@ long contexts) or split into one stream per sequence (``kv_unified=False``:
 copy data). Streams are the faster layout only while the batch's sequence
 ids are consecutive and in order: llama.cpp splits a multi-stream batch
 into one pass over the weights per run of consecutive ids, and continuous
-batching scatters them (measured 3x slower per token with 32 shuffled ids,
-and 1.5x slower on a real grid run: bench/continuous.py, part "layout").
+batching scatters them (measured 2.9x slower per token with 32 shuffled ids,
+and 1.9x slower on a real grid run: bench/continuous.py, part "layout").
 Requests (a prompt and a
 `SampleSpec` asking for ``n`` completions) queue in arrival order. Each
 ``step()`` is ONE ``llama_decode`` that carries:
