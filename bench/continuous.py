@@ -6,10 +6,10 @@ One model, one thread count, GSM8K, one run of each, in this order:
    with its own context of a GSM8K sample's mean length (320 tokens: a
    240-token prompt plus half a 115-token completion), that each decode one
    token per step (no sampling, no Python bookkeeping), tokens per second.
-   This is the most the engine can do at S. The curve: the same at 1, 2, 4, ... S busy slots, from a short position
-   and from a GSM8K sample's mean position (320: a 240-token prompt plus half
-   a 115-token completion), which shows from how many sequences on the
-   engine stops gaining, and what attending to long KV costs.
+   This is the most the engine can do at S. The curve: the same at 1, 2,
+   4, ... S busy slots, from a short position and from the mean one, which
+   shows from how many sequences on the engine stops gaining, and what
+   attending to long KV costs.
 2. adaptive: ``allocate`` with the adaptive policy, budget B, on P problems
    of the bank, through (a) the barrier scheduler (every step of every
    question waits for the slowest request: ``Barrier`` around the engine,
@@ -79,8 +79,10 @@ def ceiling(llm: LlamaCppBackend, slots: int, steps: int, start: int = 16, shuff
         words = llm.tokenize("Count slowly from one to one thousand: one, two, three, four, five,")
         text = words * ((start + slots) // len(words) + 1)
         for s in range(slots):  # sequence s: the text from token s on, so no two contexts are equal
-            tok[:start], pos[:start], seq[:start], out[:start] = text[s : s + start], np.arange(start), s, 0
-            assert e.decode(start)
+            for a in range(0, start, e.n_batch):
+                b = min(start, a + e.n_batch)
+                tok[: b - a], pos[: b - a], seq[: b - a], out[: b - a] = text[s + a : s + b], np.arange(a, b), s, 0
+                assert e.decode(b - a)
         t = time.perf_counter()
         for st in range(steps):
             tok[:slots] = words[st % len(words)]
