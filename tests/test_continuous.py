@@ -216,6 +216,22 @@ def test_per_sequence_kv_streams_give_the_same_structure_and_reproduce():
     assert too_long.finish_reason == "error" and "512 tokens per sequence" in too_long.error
 
 
+def test_seq_len_caps_one_sequence_of_a_unified_cache_and_the_training_context_caps_all():
+    """What `slot_options` relies on: in one shared pool of cells, ``seq_len`` is one sequence's limit
+    (prompt plus completion), and no sequence may pass the model's training context."""
+    import llama_cpp as ll
+
+    greedy = SampleSpec(n=1, temperature=0, max_tokens=400)
+    with LlamaCppBackend(bundled_model_path(), n_ctx=4096, max_seqs=4, seq_len=256, n_threads=1) as llm:
+        assert llm.seq_ctx == 256
+        too_long, fits = (r[0] for r in llm.generate(["word " * 300, "Count to one hundred."], greedy))
+        train = ll.llama_model_n_ctx_train(llm.model_handle)
+    assert too_long.finish_reason == "error" and "256 tokens per sequence" in too_long.error
+    assert fits.error is None and fits.prompt_tokens + fits.completion_tokens <= 256
+    with LlamaCppBackend(bundled_model_path(), n_ctx=2 * train, max_seqs=2, n_threads=1) as wide:
+        assert wide.seq_ctx == train
+
+
 def test_interrupted_grid_run_stores_every_finished_sample(tmp_path):
     """Ctrl-C in the middle of a grid run: the samples that finished before it are committed, not lost."""
     from importlib.resources import files

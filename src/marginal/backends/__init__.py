@@ -153,6 +153,7 @@ ENGINES.add(
                 "n_batch",
                 "prefix_cache",
                 "kv_unified",
+                "seq_len",
                 "n_gpu_layers",
                 "verbose",
                 "name",
@@ -168,8 +169,9 @@ def slot_options(
 ) -> dict[str, Any]:
     """llama.cpp options for ``slots`` sequences decoded together in one unified KV cache of
     ``max_tokens + prompt_room`` cells (rounded up to 256) per slot and per ``prefix_cache`` kept
-    prompt, and ``threads`` (the engine's default when None); other engines drop them. What
-    `marginal run --slots` and the server pass. Unified, not one stream per sequence: with streams,
+    prompt, one sequence holding at most that many tokens, and ``threads`` (the engine's default
+    when None); other engines drop them. What `marginal run --slots` and the server pass.
+    Unified, not one stream per sequence: with streams,
     llama.cpp splits every decode into one pass per run of consecutive sequence ids, and continuous
     batching scatters them (bench/continuous.py, part "layout": 1.9x slower on a real grid run)."""
     if not isinstance(slots, int) or slots < 1:
@@ -179,6 +181,7 @@ def slot_options(
         "max_seqs": slots,
         "prefix_cache": prefix_cache,
         "kv_unified": True,
+        "seq_len": seq,
         "n_ctx": (slots + prefix_cache) * seq,
     }
     if threads:

@@ -96,7 +96,9 @@ class LlamaCppBackend(Lifecycle):
     ``kv_unified=False`` each sequence (and cached prompt) gets its own stream
     of ``n_ctx / (max_seqs + prefix_cache)`` cells: faster per token only
     while the batch's sequence ids stay consecutive, which continuous
-    batching does not keep (see `marginal.backends.slots`). ``n_threads``
+    batching does not keep (see `marginal.backends.slots`). ``seq_len`` caps
+    one sequence's tokens (prompt plus completion) in a unified cache; no
+    sequence goes past the model's training context. ``n_threads``
     defaults to the CPU count. Use as a context manager or call ``close()``.
     """
 
@@ -110,6 +112,7 @@ class LlamaCppBackend(Lifecycle):
         n_batch: int = 512,
         prefix_cache: int = 16,
         kv_unified: bool = True,
+        seq_len: int | None = None,
         n_gpu_layers: int = 0,
         name: str | None = None,
         verbose: bool = False,
@@ -143,6 +146,7 @@ class LlamaCppBackend(Lifecycle):
                 slots=max_seqs,
                 n_batch=n_batch,
                 kv_unified=kv_unified,
+                seq_len=seq_len,
                 n_threads=n_threads or os.cpu_count() or 1,
                 prefix_cache=prefix_cache,
             )

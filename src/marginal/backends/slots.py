@@ -187,6 +187,7 @@ class SlotEngine(Counted[SlotStats]):
         n_threads: int,
         prefix_cache: int,
         kv_unified: bool = True,
+        seq_len: int | None = None,
     ) -> None:
         check_context_settings(n_ctx, slots)
         limit = _ll.llama_max_parallel_sequences() - slots
@@ -209,7 +210,9 @@ class SlotEngine(Counted[SlotStats]):
         if self.ctx is None:
             raise MarginalError(f"llama.cpp could not create a context with n_ctx={n_ctx}, max_seqs={slots}")
         self.n_ctx = int(_ll.llama_n_ctx(self.ctx))  # llama.cpp may round it up
-        self.seq_ctx = self.n_ctx if self.unified else int(_ll.llama_n_ctx_seq(self.ctx))  # tokens one sequence holds
+        # tokens one sequence holds: its stream, or (unified) seq_len, never past the model's training context
+        own = int(_ll.llama_n_ctx_seq(self.ctx)) if not self.unified else min(self.n_ctx, seq_len or self.n_ctx)
+        self.seq_ctx = min(own, int(_ll.llama_model_n_ctx_train(backend.model_handle)))
         # llama.cpp clamps n_batch (and n_ubatch) to n_ctx; a batch above either aborts the process.
         self.n_batch = min(int(_ll.llama_n_batch(self.ctx)), int(_ll.llama_n_ubatch(self.ctx)))
         if self.n_batch < slots:
@@ -249,7 +252,7 @@ class SlotEngine(Counted[SlotStats]):
             key = prompt_key(prompt)
             try:
                 toks = self.backend.tokenize(prompt)
-                where = f"n_ctx={self.n_ctx}" if self.unified else f"{self.seq_ctx} tokens per sequence"
+                where = f"n_ctx={self.n_ctx}" if self.seq_ctx == self.n_ctx else f"{self.seq_ctx} tokens per sequence"
                 check_prompt(i, toks, self.seq_ctx, context=f"the context of {where}", hint="shorten it or raise n_ctx")
             except Exception as e:  # template errors, too-long prompts: this prompt only
                 msg = failure_message(e)
