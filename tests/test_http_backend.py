@@ -171,12 +171,11 @@ def test_chat_n_per_prompt_in_order_with_usage(backend):
 def _nearly_same(a: list[str], b: list[str]) -> None:
     """The same seeded samples. llama-cpp-python's server re-evaluates only the part of a prompt
     that differs from the previous request's, so its logits differ in the last bits with the
-    request order and a sampled token may rarely flip: every pair must start alike (10
-    characters) and at most one pair in four may differ later on."""
+    request order and a sampled token may rarely flip, the first one too (CI, 2026-12-03: one of
+    nine samples began differently): at most one pair in four (and at least one) may differ;
+    unseeded sampling would change almost every pair."""
     assert len(a) == len(b)
-    for x, y in zip(a, b):
-        assert x[:10] == y[:10], (x, y)
-    assert sum(x != y for x, y in zip(a, b)) <= len(a) // 4, list(zip(a, b))
+    assert sum(x != y for x, y in zip(a, b)) <= max(1, len(a) // 4), list(zip(a, b))
 
 
 def test_text_prompt_uses_completions_endpoint_and_stop(backend, smol):
