@@ -171,9 +171,9 @@ def slot_options(
     ``max_tokens + prompt_room`` cells (rounded up to 256) per slot and per ``prefix_cache`` kept
     prompt, one sequence holding at most that many tokens, and ``threads`` (the engine's default
     when None); other engines drop them. What `marginal run --slots` and the server pass.
-    Unified, not one stream per sequence: with streams,
-    llama.cpp splits every decode into one pass per run of consecutive sequence ids, and continuous
-    batching scatters them (bench/continuous.py, part "layout": 1.9x slower on a real grid run)."""
+    Unified, not one stream per sequence: with streams, llama.cpp splits every decode into one pass
+    per run of consecutive sequence ids, and continuous batching scatters them (bench/continuous.py,
+    part "layout": 1.9x slower on a real grid run)."""
     if not isinstance(slots, int) or slots < 1:
         raise MarginalError(f"--slots must be a positive integer, got {slots!r}")
     seq = -(-(max_tokens + prompt_room) // 256) * 256

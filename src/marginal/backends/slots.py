@@ -3,8 +3,8 @@
 A fixed number of sequence slots (``slots``) share one llama.cpp context.
 Its KV cache is either unified (``n_ctx`` cells that all sequences share:
 copied prefixes cost no memory; attention skips other sequences' cells by
-mask, about 20% slower per token than separate streams with 32 distinct
-long contexts) or split into one stream per sequence (``kv_unified=False``:
+mask, 12-20% slower per token than separate streams with 32 distinct
+long contexts and ids in order) or split into one stream per sequence (``kv_unified=False``:
 ``n_ctx / (slots + prefix_cache)`` cells each, copies between sequences
 copy data). Streams are the faster layout only while the batch's sequence
 ids are consecutive and in order: llama.cpp splits a multi-stream batch
