@@ -57,7 +57,10 @@ def test_rerun_generates_nothing_new(full_run, tmp_path):
 
 def test_resume_after_sigkill(full_run, tmp_path):
     db = tmp_path / "killed.db"
+    # Two slots: the 12 samples then finish in six rounds, not all in one decode step
+    # (with 32 slots they could all commit between two polls and leave nothing to kill).
     args = [sys.executable, "-m", "marginal", "run", f"jsonl:{DEMO}", *SMALL, "--out", str(db), "--batch-samples", "2"]
+    args += ["--slots", "2"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while count(db) < 4 and time.time() < deadline and proc.poll() is None:
