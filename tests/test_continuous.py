@@ -216,6 +216,36 @@ def test_per_sequence_kv_streams_give_the_same_structure_and_reproduce():
     assert too_long.finish_reason == "error" and "512 tokens per sequence" in too_long.error
 
 
+def test_batches_go_in_sequence_id_order_on_the_lowest_free_ids():
+    """Every decode lists its sequence ids in order (streams: one pass per run of consecutive ids),
+    each new sequence takes the lowest free id, and logits rows still reach their own sequences: a
+    request that joins mid-run gets its greedy text alone."""
+    greedy = SampleSpec(n=1, temperature=0, max_tokens=16)
+    with LlamaCppBackend(
+        bundled_model_path(), n_ctx=8 * 512, max_seqs=4, prefix_cache=4, n_threads=1, kv_unified=False
+    ) as llm:
+        alone = llm.generate([chat(QUESTIONS[4])], greedy)[0][0].text
+        e = llm.engine
+        seen: list[list[int]] = []
+        decode = e.decode
+
+        def record(k: int) -> bool:
+            seen.append(e.batch_arrays[2][:k].tolist())
+            return decode(k)
+
+        e.decode = record  # type: ignore[method-assign]
+        llm.begin_run()
+        first = [llm.submit(chat(q), SampleSpec(n=2, max_tokens=20, seed=3)) for q in QUESTIONS[:3]]
+        for _ in range(4):
+            llm.step()
+        late = llm.submit(chat(QUESTIONS[4]), greedy)
+        drain(llm, [*first, late])
+    assert late.result()[0].text == alone
+    assert all(ids == sorted(ids) for ids in seen)
+    assert all(0 <= i < 4 for ids in seen for i in ids)  # prefix-cache ids 4..7 are never decoded
+    assert sorted(set(seen[0])) == [0, 1, 2, 3][: len(set(seen[0]))]  # the first prompts take ids 0, 1, ...
+
+
 def test_seq_len_caps_one_sequence_of_a_unified_cache_and_the_training_context_caps_all():
     """What `slot_options` relies on: in one shared pool of cells, ``seq_len`` is one sequence's limit
     (prompt plus completion), and no sequence may pass the model's training context."""

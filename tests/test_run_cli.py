@@ -1,4 +1,4 @@
-"""`marginal run` end to end on the real bundled model: resume after SIGKILL, bad input."""
+"""`marginal run` end to end on the real bundled model: resume after SIGKILL and SIGTERM, bad input."""
 
 import os
 import signal
@@ -77,6 +77,29 @@ def test_resume_after_sigkill(full_run, tmp_path):
     # Every sample keeps the seed it would have had. (Texts can differ from a run with
     # other batch sizes: llama.cpp's CPU kernels are not batch-invariant.)
     assert [(p, c, i, s) for p, c, i, _, _, s in got] == [(p, c, i, s) for p, c, i, _, _, s in rows(full_run)]
+
+
+def test_sigterm_stops_like_ctrl_c_and_the_run_resumes(tmp_path):
+    """SIGTERM (a job scheduler, ``kill``) is Ctrl-C: exit 143 with the interrupted message, every
+    committed sample kept, and the same command completes the rest with nothing twice."""
+    db = tmp_path / "term.db"
+    many = ["--limit", "3", "--priors", "2", "--samples", "8", "--max-tokens", "24", "--slots", "2"]
+    args = [sys.executable, "-m", "marginal", "run", f"jsonl:{DEMO}", *many, "--out", str(db), "--batch-samples", "2"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 180
+    while count(db) < 4 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "run finished before it could be terminated"
+    at_term = count(db)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    assert b"stored samples are kept" in stderr
+    assert at_term <= count(db) < 48
+    r = marginal("run", f"jsonl:{DEMO}", *many, "--out", db)
+    assert r.returncode == 0, r.stderr
+    got = rows(db)
+    assert len(got) == len(set((p, c, i) for p, c, i, *_ in got)) == 48
 
 
 def test_same_command_reproduces_samples(full_run, tmp_path):

@@ -163,7 +163,7 @@ class RunConfig:
     threads: int | None = None
     """CPU threads per llama.cpp engine (default: all cores; 1 per Ray worker)."""
     slots: int = 32
-    """llama.cpp: sequences decoded together (continuous batching) in one unified KV cache."""
+    """llama.cpp: sequences decoded together (continuous batching), one KV stream each."""
     ray: RaySettings | None = None
     """None: one process."""
 

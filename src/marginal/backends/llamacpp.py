@@ -94,9 +94,10 @@ class LlamaCppBackend(Lifecycle):
     once per prompt); ``prefix_cache`` the evaluated prompts kept for later
     requests to copy a common prefix from (0 turns it off). With
     ``kv_unified=False`` each sequence (and cached prompt) gets its own stream
-    of ``n_ctx / (max_seqs + prefix_cache)`` cells: faster per token only
-    while the batch's sequence ids stay consecutive, which continuous
-    batching does not keep (see `marginal.backends.slots`). ``seq_len`` caps
+    of ``n_ctx / (max_seqs + prefix_cache)`` cells: attention over its own
+    cells only, what `slot_options` (``marginal run --slots``, the server)
+    picks; a unified cache (the default here) suits a small ``n_ctx`` shared
+    by many short sequences (see `marginal.backends.slots`). ``seq_len`` caps
     one sequence's tokens (prompt plus completion) in a unified cache; no
     sequence goes past the model's training context. ``n_threads``
     defaults to the CPU count. Use as a context manager or call ``close()``.

@@ -1,21 +1,24 @@
 """The llama.cpp slot engine: continuous batching across requests, with a prefix cache.
 
 A fixed number of sequence slots (``slots``) share one llama.cpp context.
-Its KV cache is either unified (``n_ctx`` cells that all sequences share:
-copied prefixes cost no memory; attention skips other sequences' cells by
-mask, 12-20% slower per token than separate streams with 32 distinct
-long contexts and ids in order) or split into one stream per sequence (``kv_unified=False``:
-``n_ctx / (slots + prefix_cache)`` cells each, copies between sequences
-copy data). Streams are the faster layout only while the batch's sequence
-ids are consecutive and in order: llama.cpp splits a multi-stream batch
-into one pass over the weights per run of consecutive ids, and continuous
-batching scatters them (measured 2.9x slower per token with 32 shuffled ids,
-and 1.9x slower on a real grid run: bench/continuous.py, part "layout").
-Requests (a prompt and a
-`SampleSpec` asking for ``n`` completions) queue in arrival order. Each
-``step()`` is ONE ``llama_decode`` that carries:
+Its KV cache is either one stream per sequence (``kv_unified=False``, what
+`marginal.backends.slot_options` picks: ``n_ctx / (slots + prefix_cache)``
+cells each, attention over a sequence's own cells, copies between sequences
+copy data) or unified (``n_ctx`` cells that all sequences share: copied
+prefixes cost no memory, but every token's attention scans all cells up to
+the highest one in use). llama.cpp decodes a multi-stream batch in one pass
+over the weights per run of consecutive sequence ids in batch order, so the
+engine puts every batch in order of sequence id and gives each new sequence
+the lowest free id: a full engine decodes in one pass (bench/continuous.py,
+part "layout", 32 slots, a continuous 4 x 8 grid on 4 GSM8K problems:
+streams 85 tok/s, unified 69; on 2 problems, before batches were ordered,
+streams made 49 and unified 95).
 
-- one token for every active sequence, then
+Requests (a prompt and a `SampleSpec` asking for ``n`` completions) queue in
+arrival order. Each ``step()`` is ONE ``llama_decode`` that carries, in
+order of sequence id:
+
+- one token for every active sequence, and
 - chunks of newly admitted prompts (chunked prefill), up to ``n_batch``
   tokens in all.
 
@@ -56,6 +59,7 @@ and priorities between requests.
 
 from __future__ import annotations
 
+import heapq
 import math
 import threading
 import time
@@ -229,12 +233,13 @@ class SlotEngine(Counted[SlotStats]):
         self._prefill: list[_Request] = []
         self._spawnable: deque[_Request] = deque()
         self._live: list[_Seq] = []
-        self._free_ids = list(range(slots - 1, -1, -1))
+        self._free_ids = list(range(slots))  # a heap: the lowest free id first, so live ids stay dense
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cache_ids = list(range(slots + prefix_cache - 1, slots - 1, -1))
         # unified: one pool of cells shared by all sequences; streams: each sequence has its own
         self._cells_free: float = self.n_ctx if self.unified else math.inf
         self._counters = Counters(SlotStats)
+        self._at: list[tuple[int, int]] = []
 
     # ---------------------------------------------------------------- public
 
@@ -375,7 +380,7 @@ class SlotEngine(Counted[SlotStats]):
     def _release_id(self, sid: int) -> None:
         _ll.llama_memory_seq_rm(self.memory, sid, -1, -1)
         if sid not in self._free_ids:
-            self._free_ids.append(sid)
+            heapq.heappush(self._free_ids, sid)
 
     def _spawn_waiting(self) -> None:
         """Start waiting completions of evaluated prompts: on a prompt's own slot whenever it is
@@ -406,7 +411,7 @@ class SlotEngine(Counted[SlotStats]):
         elif r.holder_idle:
             sid, r.holder_idle = r.holder, False
         else:
-            sid = self._free_ids.pop()
+            sid = heapq.heappop(self._free_ids)
             self.copy_prefix(r.holder, sid, len(r.tokens))
             self._counters["prompt_tokens_cached"] += len(r.tokens)
         r.next_j += 1
@@ -433,7 +438,7 @@ class SlotEngine(Counted[SlotStats]):
             self._queue.popleft()
             self._cells_free -= need
             r.reserved = need
-            r.holder = self._free_ids.pop()
+            r.holder = heapq.heappop(self._free_ids)
             r.evaluated = r.decoded = r.reused = self._reuse(r)
             self._link(r)
             self._prefill.append(r)
@@ -441,34 +446,47 @@ class SlotEngine(Counted[SlotStats]):
             self._counters["prompts"] += 1
 
     def _fill_batch(self) -> tuple[int, list[tuple[_Request, int]], list[_Request]]:
-        """The pending token of each live sequence, then prompt chunks, into the batch."""
+        """The pending token of each live sequence and the chunks of prompts in evaluation, in the
+        batch in order of sequence id: with one KV stream per sequence llama.cpp makes one pass
+        over the weights per run of consecutive ids in batch order, so dense ids in order take one."""
         tok_np, pos_np, seq_np, out_np = self.batch_arrays
-        k = len(self._live)
-        for i, s in enumerate(self._live):
-            tok_np[i] = s.pending
-            pos_np[i] = len(s.req.tokens) + len(s.tokens) - 1
-            seq_np[i] = s.sid
-        out_np[:k] = 1
-        finishing: list[tuple[_Request, int]] = []
-        chunked: list[_Request] = []
+        room = self.n_batch - len(self._live)
+        chunks: list[tuple[_Request, int]] = []
         for r in self._prefill:
             if r.source is not None:  # waits for the shared prefix another prompt is evaluating
                 continue
-            take = min(len(r.tokens) - r.evaluated, self.n_batch - k)
+            take = min(len(r.tokens) - r.evaluated, room)
             if take <= 0:
                 break
+            chunks.append((r, take))
+            room -= take
+        self._live.sort(key=lambda s: s.sid)
+        work: list[tuple[int, _Seq | None, _Request | None, int]] = [(s.sid, s, None, 1) for s in self._live]
+        work += [(r.holder, None, r, take) for r, take in chunks]
+        work.sort(key=lambda w: w[0])
+        k = row = 0
+        self._at = []  # (batch index, logits row) of each live sequence, in self._live order
+        finishing: list[tuple[_Request, int]] = []
+        for sid, s, r, take in work:
+            if s is not None:
+                tok_np[k], pos_np[k], seq_np[k], out_np[k] = s.pending, len(s.req.tokens) + len(s.tokens) - 1, sid, 1
+                self._at.append((k, row))
+                k, row = k + 1, row + 1
+                continue
+            assert r is not None
             a, b = r.evaluated, r.evaluated + take
             tok_np[k : k + take] = r.tokens[a:b]
             pos_np[k : k + take] = np.arange(a, b, dtype=np.int32)
-            seq_np[k : k + take] = r.holder
+            seq_np[k : k + take] = sid
             out_np[k : k + take] = 0
             r.evaluated = b
-            chunked.append(r)
             if b == len(r.tokens):
                 out_np[k + take - 1] = 1
-                finishing.append((r, k + take - 1))
+                finishing.append((r, row))
+                row += 1
             k += take
             self._counters["prompt_tokens_evaluated"] += take
+        chunked = [r for r, _ in chunks]
         busy = len(self._live) + len(chunked)  # slots working this step: decoding or evaluating a prompt
         self._counters["active_steps"] += busy
         self._counters["max_active"] = max(self._counters["max_active"], busy)
@@ -478,16 +496,18 @@ class SlotEngine(Counted[SlotStats]):
         """Sample the next token of each live sequence; keep finished prompts' last logits."""
         m = len(self._live)
         logits = np.ctypeslib.as_array(_ll.llama_get_logits(self.ctx), shape=(m + len(finishing), self.backend.n_vocab))
-        for row, (r, _) in enumerate(finishing):
+        for r, row in finishing:
             self._prefill.remove(r)
-            r.logits = np.array(logits[m + row])
+            r.logits = np.array(logits[row])
             r.lse = logsumexp(r.logits)
             self._spawnable.append(r)
             self._remember(r)
         if m:
             sample = _ll.llama_sampler_sample
-            toks = [sample(s.sampler, self.ctx, i) for i, s in enumerate(self._live)]
-            rows = logits[:m]
+            toks = [sample(s.sampler, self.ctx, i) for s, (i, _) in zip(self._live, self._at)]
+            first, last = self._at[0][1], self._at[-1][1]
+            # the live rows, a view while no finished prompt's row falls between them
+            rows = logits[first : last + 1] if last - first + 1 == m else logits[[r for _, r in self._at]]
             lps = (rows[np.arange(m), toks] - logsumexp_rows(rows)).tolist()
             self._counters["tokens_generated"] += m
             self._live = [s for s, tk, lp in zip(self._live, toks, lps) if self._advance(s, tk, lp)]

@@ -7,6 +7,7 @@ so there is no import cycle; `main` is the console script (`marginal`, and
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import typer
@@ -50,16 +51,37 @@ def build_app() -> typer.Typer:
 app = build_app()
 
 
+_terminated: list[int] = []
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM (a job scheduler, ``kill``) is handled as Ctrl-C: finished samples are committed.
+    Later ones are ignored, so that a second signal cannot cut the clean-up short."""
+    _terminated.append(signum)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def _interrupted() -> None:
+    err.print("interrupted; stored samples are kept, run the same command again to resume")
+    sys.exit(143 if _terminated else 130)
+
+
 def main() -> None:
-    """Run the CLI: a `MarginalError` is one line on stderr and exit code 2; Ctrl-C keeps stored samples, 130."""
+    """Run the CLI: a `MarginalError` is one line on stderr and exit code 2; Ctrl-C keeps stored
+    samples, 130; SIGTERM does the same, 143 (`marginal serve` installs uvicorn's own handlers)."""
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
     except MarginalError as e:
         print_error(str(e))
         sys.exit(2)
+    except SystemExit as e:
+        if e.code == 130:  # typer turns KeyboardInterrupt into a silent exit 130
+            _interrupted()
+        raise
     except KeyboardInterrupt:
-        err.print("interrupted; stored samples are kept, run the same command again to resume")
-        sys.exit(130)
+        _interrupted()
 
 
 __all__ = ["COMMANDS", "app", "build_app", "main"]
