@@ -461,19 +461,24 @@ class SlotEngine(Counted[SlotStats]):
             chunks.append((r, take))
             room -= take
         self._live.sort(key=lambda s: s.sid)
-        work: list[tuple[int, _Seq | None, _Request | None, int]] = [(s.sid, s, None, 1) for s in self._live]
-        work += [(r.holder, None, r, take) for r, take in chunks]
+        work: list[tuple[int, _Seq | _Request, int]] = [(s.sid, s, 1) for s in self._live]
+        work += [(r.holder, r, take) for r, take in chunks]
         work.sort(key=lambda w: w[0])
         k = row = 0
         self._at = []  # (batch index, logits row) of each live sequence, in self._live order
         finishing: list[tuple[_Request, int]] = []
-        for sid, s, r, take in work:
-            if s is not None:
-                tok_np[k], pos_np[k], seq_np[k], out_np[k] = s.pending, len(s.req.tokens) + len(s.tokens) - 1, sid, 1
+        for sid, item, take in work:
+            if isinstance(item, _Seq):
+                tok_np[k], pos_np[k], seq_np[k], out_np[k] = (
+                    item.pending,
+                    len(item.req.tokens) + len(item.tokens) - 1,
+                    sid,
+                    1,
+                )
                 self._at.append((k, row))
                 k, row = k + 1, row + 1
                 continue
-            assert r is not None
+            r = item
             a, b = r.evaluated, r.evaluated + take
             tok_np[k : k + take] = r.tokens[a:b]
             pos_np[k : k + take] = np.arange(a, b, dtype=np.int32)

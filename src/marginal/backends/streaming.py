@@ -59,9 +59,22 @@ class Streaming(Protocol):
     def close(self) -> None: ...
 
 
+STOP = threading.Event()
+"""A stop request (the CLI sets it on SIGTERM): `drain` and `Driver.run` raise KeyboardInterrupt
+at their next step, as on Ctrl-C, so finished samples are still committed. A signal handler's own
+exception can be lost (Python drops exceptions raised inside a ctypes callback such as llama.cpp's
+log hook); this flag is not."""
+
+
+def _check_stop() -> None:
+    if STOP.is_set():
+        raise KeyboardInterrupt
+
+
 def drain(engine: Streaming, futures: Sequence[Future]) -> list[list[Completion]]:
     """Step ``engine`` until every future is done; their results in order."""
     while not all(f.done() for f in futures):
+        _check_stop()
         if not engine.step() and not all(f.done() for f in futures):
             raise RuntimeError(f"engine {engine.name} went idle with requests outstanding")
     return [f.result() for f in futures]
@@ -153,6 +166,7 @@ class Driver(Generic[Tag]):
 
     def run(self) -> None:
         while self.outstanding:
+            _check_stop()
             for key in [k for k, v in self._out.items() if v]:
                 engine = self._engines[key]
                 progressed = engine.step()

@@ -12,6 +12,7 @@ import sys
 
 import typer
 
+from ..backends.streaming import STOP
 from ..errors import MarginalError
 from . import analysis, ask, blend, demo, importing, listing, pool, run, serve
 from .common import err, print_error
@@ -56,8 +57,10 @@ _terminated: list[int] = []
 
 def _terminate(signum: int, frame: object) -> None:
     """SIGTERM (a job scheduler, ``kill``) is handled as Ctrl-C: finished samples are committed.
-    Later ones are ignored, so that a second signal cannot cut the clean-up short."""
+    Generation loops also stop on `STOP` (in case this exception is lost); later signals are
+    ignored, so that a second one cannot cut the clean-up short."""
     _terminated.append(signum)
+    STOP.set()
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
