@@ -27,7 +27,7 @@ One model, one thread count, GSM8K, one run of each, in this order:
    continuous grid run on a few problems, each layout on its own engine.
 
 Both schedulers run on the same engine, built as ``marginal run --slots``
-builds it (``slot_options``: one unified KV cache); the barrier
+builds it (``slot_options``: one KV stream per sequence); the barrier
 rows therefore already include the engine's own slot reuse within a call,
 and the ratio measures the scheduling. The table is printed and the numbers
 written as JSON (default bench/results/continuous.json, one entry per model).
@@ -323,7 +323,7 @@ def layout(path: Path, args, task, problems, spec: SampleSpec) -> dict:
 
 
 def _engine_options(args: argparse.Namespace) -> dict:
-    """The engine `marginal run --slots` builds (one unified KV cache sized for the slots' prompts and
+    """The engine `marginal run --slots` builds (one KV stream per sequence, sized for a prompt and
     ``max_tokens``)."""
     return slot_options(args.slots, args.max_tokens, threads=args.threads)
 
