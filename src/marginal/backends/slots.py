@@ -469,12 +469,8 @@ class SlotEngine(Counted[SlotStats]):
         finishing: list[tuple[_Request, int]] = []
         for sid, item, take in work:
             if isinstance(item, _Seq):
-                tok_np[k], pos_np[k], seq_np[k], out_np[k] = (
-                    item.pending,
-                    len(item.req.tokens) + len(item.tokens) - 1,
-                    sid,
-                    1,
-                )
+                tok_np[k], seq_np[k], out_np[k] = item.pending, sid, 1
+                pos_np[k] = len(item.req.tokens) + len(item.tokens) - 1
                 self._at.append((k, row))
                 k, row = k + 1, row + 1
                 continue
