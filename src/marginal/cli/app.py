@@ -52,14 +52,10 @@ def build_app() -> typer.Typer:
 app = build_app()
 
 
-_terminated: list[int] = []
-
-
 def _terminate(signum: int, frame: object) -> None:
     """SIGTERM (a job scheduler, ``kill``) is handled as Ctrl-C: finished samples are committed.
     Generation loops also stop on `STOP` (in case this exception is lost); later signals are
     ignored, so that a second one cannot cut the clean-up short."""
-    _terminated.append(signum)
     STOP.set()
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
@@ -67,7 +63,7 @@ def _terminate(signum: int, frame: object) -> None:
 
 def _interrupted() -> None:
     err.print("interrupted; stored samples are kept, run the same command again to resume")
-    sys.exit(143 if _terminated else 130)
+    sys.exit(143 if STOP.is_set() else 130)  # STOP: set by SIGTERM only
 
 
 def main() -> None:
