@@ -270,3 +270,21 @@ def test_subset_seed_picks_a_seeded_random_subset_and_resume_keeps_it(tmp_path):
     assert r.returncode == 0, r.stderr
     assert len(rows(db)) == 6 and sorted({p for p, *_ in rows(db)}) == sorted(want)
     assert "give --limit" in bad("run", f"jsonl:{DEMO}", "--subset-seed", "1", "--out", tmp_path / "y.db")
+
+
+def test_replay_grow_generates_what_the_policy_lacks_then_nothing(full_run, tmp_path):
+    db = tmp_path / "grow.db"
+    db.write_bytes(full_run.read_bytes())  # 3 problems x 2 priors x 2 samples, from the bundled model
+    before = rows(db)
+    second = sorted({c for _, c, *_ in before})[1]
+    args = ["replay", db, "--budgets", "4", "--policies", "repetition", "--priors", second]
+    r = marginal(*args, env={"COLUMNS": "200", **os.environ})
+    assert r.returncode == 0 and "ran out of samples" in r.stdout, r.stderr  # 2 stored, repetition wants 4
+    r = marginal(*args, "--grow", "--threads", "1", "--slots", "4", env={"COLUMNS": "200", **os.environ})
+    assert r.returncode == 0, r.stderr
+    assert "repetition at B = 4: 6 samples generated" in r.stdout and "ran out of samples" not in r.stdout
+    after = rows(db)
+    assert set(before) <= set(after) and len(after) == len(before) + 6
+    assert {i for _, c, i, *_ in after if c == second} == {0, 1, 2, 3}  # only the sub-bank's prior grew
+    r = marginal(*args, "--grow", "--threads", "1", env={"COLUMNS": "200", **os.environ})
+    assert r.returncode == 0 and "0 samples generated" in r.stdout and rows(db) == after

@@ -6,8 +6,10 @@ instead, over the pool's own run: sample i of (problem, prior) comes from the
 pool when it is there and is generated otherwise, with the seed it would
 have had, and every generated sample is stored in the pool (a ragged pool).
 After it, a replay of that policy and budget on the pool is exact, and the
-pool serves every other analysis as before. Left out: deciding which policy
-to grow for (the caller names it).
+pool serves every other analysis as before. ``priors`` grows for a sub-bank
+(the policy sees those priors, in that order), as a replay with the same
+``priors`` reads it. Left out: deciding which policy to grow for (the caller
+names it).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from .allocate import QuestionState, allocate_plan
+from .analysis.subbank import pick_priors
 from .backends.base import Backend
 from .config import RunConfig, build_plan
 from .policies import Policy
@@ -32,13 +35,19 @@ def grow_for_policy(
     budget: int,
     backend_for: Callable[[Prior], Backend],
     *,
+    priors: Sequence[str] | None = None,
     batch_samples: int = 64,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> tuple[list[QuestionState], int]:
-    """Run ``policy`` with ``budget`` on every problem of the stored run, generating (and storing)
-    only the samples the pool lacks; returns the questions' states and how many samples were added."""
+    """Run ``policy`` with ``budget`` on every problem of the stored run (on the sub-bank ``priors``,
+    in that order, when given), generating (and storing) only the samples the pool lacks; returns the
+    questions' states and how many samples were added. Progress reports count a problem done when
+    its policy stops, and samples as the policy uses them, stored or generated."""
     task, plan = build_plan(RunConfig.from_store(store, run_id))
-    plan = replace(plan, priors=tuple(store.priors(run_id)))  # the pool's own priors, whatever bank made them
+    bank = list(store.priors(run_id))  # the pool's own priors, whatever bank made them
+    if priors is not None:
+        bank = [bank[i] for i in pick_priors(priors, [c.name for c in bank], f"run {run_id} in {store.path}")]
+    plan = replace(plan, priors=tuple(bank))
     open_run(store, plan)  # the same run: same task, model and sampling settings
     by: dict[tuple[str, str], dict[int, Sample]] = defaultdict(dict)
     for s in store.samples(run_id):
@@ -54,17 +63,21 @@ def grow_for_policy(
         return out
 
     added = [0]
+    used: dict[str, int] = {}
+    finished: set[str] = set()
 
     def on_batch(samples: list[Sample], steps) -> None:
         added[0] += store.add_samples(run_id, samples)
         for s in samples:
             by[(s.problem_id, s.prior)][s.index] = s
+        for pid, n, d in steps:
+            used[pid] = n
+            if d.stop:
+                finished.add(pid)
         if on_progress:
-            on_progress(
-                Progress(
-                    0, len(plan.problems), added[0], 0, len(samples), sum(s.completion_tokens for s in samples), 0.0
-                )
-            )
+            new = len(samples), sum(s.completion_tokens for s in samples)
+            n_problems = len(plan.problems)
+            on_progress(Progress(len(finished), n_problems, sum(used.values()), budget * n_problems, *new, 0.0))
 
     states = allocate_plan(
         plan, policy, budget, task, backend_for, stored=stored, on_batch=on_batch, commit_samples=batch_samples

@@ -1,13 +1,18 @@
-"""Commands that read a stored pool and generate nothing: `marginal export` and `marginal replay`.
+"""Commands on a stored pool: `marginal export` and `marginal replay`.
 
 ``export`` writes a run's samples as JSONL or Parquet; ``replay`` runs
 policies on the stored samples (`marginal.replay`), on the whole bank or a
 sub-bank (``--priors``), and tabulates accuracy with its 95% CI and the
-samples used (``--plan`` for policy planned). Left out: editing or merging pools.
+samples used (``--plan`` for policy planned). Both generate nothing, except
+``replay --grow``: it first runs each policy live over the pool
+(`marginal.grow`), generating the samples it asks for beyond the pool with
+the pool's own model and settings, so that the replay is exact. Left out:
+editing or merging pools.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -51,8 +56,25 @@ def replay(
     plan_file: Path | None = typer.Option(
         None, "--plan", help="plan.json from `marginal analyze --save-plan` (policy planned)"
     ),
+    grow: bool = typer.Option(
+        False,
+        "--grow",
+        help="first generate (and store) the samples each policy asks for beyond the pool, with the pool's "
+        "own model and settings (needs the model), so no question runs out",
+        rich_help_panel="Growing the pool",
+    ),
+    threads: int | None = typer.Option(
+        None, help="--grow: CPU threads for llama.cpp (default: all cores)", rich_help_panel="Growing the pool"
+    ),
+    slots: int = typer.Option(
+        32, help="--grow: llama.cpp sequences decoded together", rich_help_panel="Growing the pool"
+    ),
 ) -> None:
-    """Replay policies on a stored pool (no generation): accuracy with 95% CI and samples used."""
+    """Replay policies on a stored pool: accuracy with 95% CI and samples used.
+
+    Nothing is generated unless --grow: then each policy first runs live over the pool, taking
+    sample i of (problem, prior) from the pool where it is stored and generating it, with the seed
+    it would have had, where it is not."""
     from rich.table import Table
 
     from ..analysis.subbank import pick_priors
@@ -71,7 +93,7 @@ def replay(
     try:
         rid = run_id or store.only_run()
         bank = [c.name for c in store.priors(rid)]
-        stored = RunConfig.from_store(store, rid) if plan_file is not None else None
+        stored = RunConfig.from_store(store, rid) if plan_file is not None or grow else None
     finally:
         store.close()
     if priors is not None:
@@ -80,14 +102,19 @@ def replay(
     if plan is not None and stored is not None:
         plan.check(stored.task.name, stored.model)
     n_priors = len(bank)
+
+    def policy(name: str, b: int):
+        return make_policy(name.strip(), b, n_priors, k=min(n_priors, b), plan=plan, threshold=threshold, names=bank)
+
+    if grow and stored is not None:
+        _grow(db, rid, replace(stored, threads=threads, slots=slots), bank, bs, policies.split(","), policy)
     t = Table(title=plain(f"policies replayed on {db}"))
     for col in ("B", "policy", "accuracy %", "95% CI", "mean samples", "pool exhausted"):
         t.add_column(col, justify="left" if col == "policy" else "right")
     short = False
     for b in bs:
         for name in policies.split(","):
-            pol = make_policy(name.strip(), b, n_priors, k=min(n_priors, b), plan=plan, threshold=threshold, names=bank)
-            r = replay_pool(db, pol, b, run=run_id, priors=bank)
+            r = replay_pool(db, policy(name, b), b, run=run_id, priors=bank)
             mark = "†" if r.exhausted else ""
             short = short or bool(r.exhausted)
             t.add_row(
@@ -102,8 +129,40 @@ def replay(
     if short:
         out.print(
             "† the pool ran out of samples for some questions: those stopped early, so the cell is a lower "
-            "bound on samples and not the live policy's accuracy; grow the pool (--samples) to measure it"
+            "bound on samples and not the live policy's accuracy; rerun with --grow to generate them"
         )
+
+
+def _grow(db: Path, run_id: str, config, bank: list[str], budgets: list[int], names: list[str], policy) -> None:
+    """Grow the pool for each (budget, policy) in turn, with a progress bar each; prints what was added."""
+    from ..backends.cache import Engines
+    from ..config import build_plan
+    from ..grow import grow_for_policy
+    from ..store import Store
+    from .progress import ProgressBar
+
+    _, run_plan = build_plan(config)  # before any model loads: a missing data file fails here
+    engines = Engines(**config.backend_options)
+    store = Store(db)
+    try:
+        for b in budgets:
+            for name in names:
+                label = replace(run_plan, task=f"grow {name.strip()} B={b} · {run_plan.task}")
+                with ProgressBar(label, b) as bar:
+                    _, added = grow_for_policy(
+                        store,
+                        run_id,
+                        policy(name, b),
+                        b,
+                        engines.backend_for(config.model),
+                        priors=bank,
+                        batch_samples=config.batch_samples,
+                        on_progress=bar,
+                    )
+                out.print(plain(f"{name.strip()} at B = {b}: {added} samples generated and stored in {db}"))
+    finally:
+        engines.close()
+        store.close()
 
 
 __all__ = ["export", "replay"]
