@@ -29,6 +29,7 @@ from marginal.analysis import (
     weighted_credit,
 )
 from marginal.analysis.accuracy import MODES, TARGET_SE, TIES, compact, lumped_credit, relabel
+from marginal.analysis.margins import normal_vote
 from marginal.errors import MarginalError
 from marginal.store import Store
 from marginal.types import Prior, Problem, Sample
@@ -287,10 +288,46 @@ def test_bias_variance_by_hand_and_normal_approximation():
     assert bv.sigma2_w[0] == pytest.approx(1.0)
     # prior means .5, -.5: var (ddof 1) = .5; noise = mean(1/4) = .25 -> .25
     assert bv.sigma2_btw[0] == pytest.approx(0.25)
-    np.testing.assert_allclose(bv.normal, 0.5)  # Γ = 0 -> Φ(0)
-    # a clearly aligned pool: the normal approximation tracks the exact accuracy
-    bv2 = bias_variance(_regime_pool("aligned", N=20, P=4, n=6), 12, method="mc")
-    assert bv2.mean_abs_error < 0.15
+    # mirror-image priors: each cell's expected credit is 1/2 by symmetry (up to the draws' noise)
+    np.testing.assert_allclose(bv.normal, 0.5, atol=0.04)
+
+
+@pytest.mark.parametrize("kind", ["aligned", "misaligned", "saturating", "many-competitors"])
+def test_normal_approximation_within_two_points_of_the_exact_grid(kind):
+    # many-competitors: weak priors, the wrong answers spread over 15 values (a weak model on GSM8K),
+    # where a product of one-competitor normals was 10 points off (competitors share gold's count)
+    if kind == "many-competitors":
+        rng = np.random.default_rng(3)
+        skill = [0.05, 0.1, 0.3, 0.25, 0.15, 0.1]
+        A = [
+            [[("g" if rng.random() < s else f"w{rng.integers(15)}") for _ in range(8)] for s in skill]
+            for _ in range(40)
+        ]
+        pool = pool_from_lists(A, ["g"] * 40)
+    else:
+        pool = _regime_pool(kind, N=20, P=4, n=6)
+    bv = bias_variance(pool, 12, method="mc")
+    assert bv.mean_abs_error < 0.02
+
+
+def test_normal_vote_converges_to_the_exact_multinomial_vote():
+    # one prior, shares g .45, x .35, y .1, failed .1: brute-force credit of M draws by enumerating counts
+    p = np.array([[[0.45, 0.35, 0.10]]])
+    good = np.array([[True, False, False]])
+    for m in (1, 4, 40):
+        exact = 0.0
+        for cg, cx, cy in product(range(m + 1), repeat=3):
+            if cg + cx + cy > m:
+                continue
+            f = m - cg - cx - cy
+            pr = math.factorial(m) / math.prod(math.factorial(c) for c in (cg, cx, cy, f))
+            pr *= 0.45**cg * 0.35**cx * 0.1**cy * 0.1**f
+            top = max(cg, cx, cy)
+            if top > 0 and cg == top:
+                exact += pr / sum(c == top for c in (cg, cx, cy))
+        approx = normal_vote(p, good, np.array([True]), ((1, m),), draws=20_000)[0, 0]
+        # the normal shape is the only approximation left: off at M = 1, 4, close at M = 40
+        assert abs(approx - exact) < {1: 0.06, 4: 0.02, 40: 0.01}[m], (m, approx, exact)
 
 
 def test_label_free_measures_and_error():
