@@ -203,3 +203,72 @@ def test_plots_write_pngs(tmp_path):
         plot_sub_bank(pool, rt.banks[0], tmp_path / "b.png", 8, title="t"),
     ):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- experiments/regimes/adaptive.py on a synthetic ragged pool -------------------------
+
+
+def _adaptive_module():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "regimes" / "adaptive.py"
+    spec = importlib.util.spec_from_file_location("regimes_adaptive", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _ragged_store(path, deep: int, seed=0, N=14, P=4):
+    """4 priors x 8 samples, the first prior and the best one grown to ``deep`` (as --grow leaves a pool)."""
+    from marginal.store import Store
+    from marginal.types import Prior, Problem, Sample
+
+    rng = np.random.default_rng(seed)
+    st = Store(path)
+    probs = [Problem(f"q{i}", "q", "1") for i in range(N)]
+    st.create_run("r", {"task": "toy", "model": "fake"}, probs, [Prior(f"c{c}") for c in range(P)], "0")
+    skill = [0.35, 0.5, 0.7, 0.45]
+    rows = [
+        Sample(p.id, f"c{c}", i, a, a, a == "1", None)
+        for p in probs
+        for c in range(P)
+        for i in range(deep if c in (0, 2) else 8)
+        for a in [str(rng.choice(["1", "2", "3"], p=[skill[c], (1 - skill[c]) * 0.6, (1 - skill[c]) * 0.4]))]
+    ]
+    st.add_samples("r", rows)
+    st.close()
+
+
+def test_adaptive_evaluation_pairs_replay_grid_and_repetition(tmp_path):
+    from marginal.policies import Adaptive
+    from marginal.replay import replay
+
+    ad = _adaptive_module()
+    _ragged_store(tmp_path / "p.db", deep=32)
+    res = ad.evaluate(str(tmp_path / "p.db"), [16], [0.95], n_boot=300)
+    assert res["best_single_prior"] == "c2" and res["repetition_depth"] == {"c0": 32, "c2": 32}
+    e = res["budgets"]["16"]
+    assert e["best_fixed"]["accuracy"] == max(e["fixed"].values())  # 2x8, 4x4 (K <= 4 priors, M <= 8)
+    assert set(e["fixed"]) == {"2x8", "4x4"}
+    a = e["adaptive"]["0.95"]
+    r = replay(tmp_path / "p.db", Adaptive(threshold=0.95), 16)
+    assert a["measurable"] and r.exhausted == 0  # every request inside the pool: the accuracy is the replay's
+    assert a["accuracy"] == pytest.approx(r.accuracy) and a["mean_samples"] == pytest.approx(r.mean_used)
+    assert a["minus_best_fixed"]["diff"] == pytest.approx(r.accuracy - e["best_fixed"]["accuracy"])
+    rep = a["repetition_at_equal_samples"]["c2"]
+    assert rep["measurable"] and rep["ci"][0] <= rep["diff"] <= rep["ci"][1]
+    # a shallow pool (8 per prior) is not measurable where adaptive wants a 9th sample of a prior
+    _ragged_store(tmp_path / "s.db", deep=8, seed=1)
+    shallow = ad.evaluate(str(tmp_path / "s.db"), [32], [0.95], n_boot=100)["budgets"]["32"]["adaptive"]["0.95"]
+    assert shallow["exhausted"] > 0 and not shallow["measurable"] and not shallow["goal_within_1_point"]
+
+
+def test_repetition_curve_read_between_samples():
+    ad = _adaptive_module()
+    curve = np.array([[0.2, 0.4, 0.5], [1.0, 1.0, 0.0]])
+    np.testing.assert_allclose(ad.at_samples(curve, 2.5), [0.45, 0.5])
+    np.testing.assert_allclose(ad.at_samples(curve, 3.0), [0.5, 0.0])
+    assert ad.at_samples(curve, 3.2) is None and ad.at_samples(curve, 0.5) is None

@@ -42,6 +42,10 @@ class Replay:
     """Problems where the policy asked for more samples than the pool holds."""
     credit: tuple[float, ...]
     used: tuple[int, ...]
+    problems: tuple[str, ...] = ()
+    """The problem ids of ``credit`` and ``used``, in run order."""
+    ran_out: tuple[bool, ...] = ()
+    """Per problem: the policy asked for more samples than the pool holds."""
 
 
 @dataclass(frozen=True)
@@ -110,11 +114,11 @@ def replay(
     store.close()
     credits: list[float] = []
     used: list[int] = []
-    exhausted = 0
+    ran_out: list[bool] = []
     for p in problems:
         pools = [sorted(by.get((p.id, c), []), key=lambda s: s.index) for c in priors]
         q = replay_question(policy, [[s.answer for s in ps] for ps in pools], budget)
-        exhausted += q.exhausted
+        ran_out.append(q.exhausted)
         gold = {s.answer for ps in pools for s in ps if s.correct and s.answer is not None}
         credits.append(credit(tally(q.answers), gold))
         used.append(sum(len(a) for a in q.answers))
@@ -127,7 +131,9 @@ def replay(
         float(c.mean()) if len(c) else 0.0,
         (float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))),
         float(np.mean(used)) if used else 0.0,
-        exhausted,
+        sum(ran_out),
         tuple(credits),
         tuple(used),
+        tuple(p.id for p in problems),
+        tuple(ran_out),
     )
