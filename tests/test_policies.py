@@ -224,7 +224,7 @@ def test_adaptive_leader_on_a_tie_is_the_vote_winner():
 
 
 def test_policy_registry_is_the_one_table():
-    assert POLICIES.names() == ("adaptive", "fixed", "repetition", "diversity", "planned")
+    assert POLICIES.names() == ("adaptive", "adaptive-plurality", "fixed", "repetition", "diversity", "planned")
     assert all(e.help for e in POLICIES)
     assert isinstance(make_policy("adaptive", 8, 8, threshold=0.9), Adaptive)
     assert make_policy("fixed", 8, 8, k=4) == Fixed(4, 2)
@@ -233,3 +233,32 @@ def test_policy_registry_is_the_one_table():
         make_policy("fixed", 8, 8, k=3)
     with pytest.raises(MarginalError, match="needs --plan"):
         make_policy("planned", 8, 8)
+
+
+def test_plurality_rule_against_a_dirichlet_reference():
+    # counts 3, 1 (+ the unseen bucket): P(θ_0 is the largest) under Dirichlet(3.5, 1.5, 0.5), by 400k draws
+    import numpy as np
+
+    theta = np.random.default_rng(123).dirichlet([3.5, 1.5, 0.5], size=400_000)
+    ref = float(np.mean(theta[:, 0] > theta[:, 1:].max(axis=1)))
+    got = Adaptive(rule="plurality").p_leader_is_plurality({"a": 3, "b": 1})
+    assert abs(got - ref) < 0.07  # 512 draws: SE about 0.02
+    assert Adaptive(rule="plurality", draws=20_000).p_leader_is_plurality({"a": 3, "b": 1}) == pytest.approx(
+        ref, abs=0.015
+    )
+
+
+def test_plurality_rule_ignores_the_budget_left_where_stays_counts_the_head_start():
+    answers = [["7", "7", "7"], ["7", "3"]] + [[]] * 6  # 4 votes to 1
+    pl = make_policy("adaptive-plurality", 64, 8, threshold=0.95)
+    assert pl.name == "adaptive-plurality" and pl.rule == "plurality"
+    d9, d64 = pl.decide(answers, 9), pl.decide(answers, 64)
+    assert d9.p_leader_stays == d64.p_leader_stays < 0.95 and not d9.stop and not d64.stop
+    # with 4 samples left, 4 votes to 1 can hardly be overturned: rule "stays" stops, "plurality" does not
+    assert make_policy("adaptive", 9, 8, threshold=0.95).decide(answers, 9).stop
+    # easy questions stop at the probe; contested ones spend the budget
+    assert all(r.used == 4 for r in _many({n: {"42": 1.0} for n in NAMES}, policy="adaptive-plurality"))
+    rs = _many({n: {"1": 0.5, "2": 0.5} for n in NAMES}, policy="adaptive-plurality")
+    assert sum(r.used for r in rs) / len(rs) > 10
+    with pytest.raises(MarginalError, match="rule must be one of"):
+        Adaptive(rule="sometimes")

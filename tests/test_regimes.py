@@ -253,7 +253,7 @@ def test_adaptive_evaluation_pairs_replay_grid_and_repetition(tmp_path):
     e = res["budgets"]["16"]
     assert e["best_fixed"]["accuracy"] == max(e["fixed"].values())  # 2x8, 4x4 (K <= 4 priors, M <= 8)
     assert set(e["fixed"]) == {"2x8", "4x4"}
-    a = e["adaptive"]["0.95"]
+    a = e["adaptive"]["adaptive 0.95"]
     r = replay(tmp_path / "p.db", Adaptive(threshold=0.95), 16)
     assert a["measurable"] and r.exhausted == 0  # every request inside the pool: the accuracy is the replay's
     assert a["accuracy"] == pytest.approx(r.accuracy) and a["mean_samples"] == pytest.approx(r.mean_used)
@@ -262,7 +262,9 @@ def test_adaptive_evaluation_pairs_replay_grid_and_repetition(tmp_path):
     assert rep["measurable"] and rep["ci"][0] <= rep["diff"] <= rep["ci"][1]
     # a shallow pool (8 per prior) is not measurable where adaptive wants a 9th sample of a prior
     _ragged_store(tmp_path / "s.db", deep=8, seed=1)
-    shallow = ad.evaluate(str(tmp_path / "s.db"), [32], [0.95], n_boot=100)["budgets"]["32"]["adaptive"]["0.95"]
+    shallow = ad.evaluate(str(tmp_path / "s.db"), [32], [0.95], n_boot=100)["budgets"]["32"]["adaptive"][
+        "adaptive 0.95"
+    ]
     assert shallow["exhausted"] > 0 and not shallow["measurable"] and not shallow["goal_within_1_point"]
 
 

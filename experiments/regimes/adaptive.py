@@ -1,7 +1,7 @@
 """Adaptive allocation where saving is possible: budgets 16 and 32 on pool A (issue 12, section 3).
 
     marginal replay experiments/regimes/pools/gsm8k-qwen05.db --budgets 16,32 --policies adaptive --grow
-    python experiments/regimes/adaptive.py [POOL.db] [--budgets 16,32] [--thresholds 0.95]
+    python experiments/regimes/adaptive.py [POOL.db] [--budgets 16,32] [--thresholds 0.95] [--policies adaptive]
 
 The pool's grid holds 8 samples per prior; ``marginal replay --grow`` first
 generates what the adaptive policy asks for beyond them (sample i of a
@@ -9,7 +9,8 @@ generates what the adaptive policy asks for beyond them (sample i of a
 run with seed 0 draws. On the problems where every prior holds its 8
 samples, per budget B and threshold τ:
 
-- ``adaptive τ``: the replay (live order): accuracy, mean samples, problems
+- ``adaptive τ`` (and ``adaptive-plurality τ``, Adaptive-Consistency's
+  stopping rule): the replay (live order): accuracy, mean samples, problems
   where the pool still ran out (then the row is not measurable: grow first);
 - ``best fixed``: the best K x M = B split of the first K priors in bank
   order, M <= 8, on the exact grid, chosen on the same problems (hindsight:
@@ -40,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from marginal.analysis import accuracy_grid, load_pool, sub_bank
-from marginal.policies import Adaptive
+from marginal.policies import make_policy
 from marginal.replay import replay
 from marginal.snapshot import snapshot
 
@@ -72,7 +73,14 @@ def at_samples(curve: np.ndarray, u: float) -> np.ndarray | None:
     return (1 - w) * curve[:, lo - 1] + w * curve[:, hi - 1]
 
 
-def evaluate(db: str, budgets: list[int], thresholds: list[float], n_boot: int = 4000, seed: int = 0) -> dict:
+def evaluate(
+    db: str,
+    budgets: list[int],
+    thresholds: list[float],
+    n_boot: int = 4000,
+    seed: int = 0,
+    policies: tuple[str, ...] = ("adaptive",),
+) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         snap = snapshot(db, Path(tmp) / "pool.db")
         pool = load_pool(snap)
@@ -80,15 +88,16 @@ def evaluate(db: str, budgets: list[int], thresholds: list[float], n_boot: int =
         pool = pool.subset(keep)
         ids = {p: i for i, p in enumerate(pool.problems)}
         adaptive = {}
+        rules = [(name, tau) for name in policies for tau in thresholds]
         for b in budgets:
-            for tau in thresholds:
-                r = replay(snap, Adaptive(threshold=tau), b)
+            for name, tau in rules:
+                r = replay(snap, make_policy(name, b, pool.n_priors, threshold=tau), b)
                 pos = [j for j, p in enumerate(r.problems) if p in ids]
                 order = np.array([ids[r.problems[j]] for j in pos])
                 credit, used = np.zeros(pool.n_problems), np.zeros(pool.n_problems)
                 credit[order] = np.array(r.credit)[pos]
                 used[order] = np.array(r.used)[pos]
-                adaptive[(b, tau)] = (credit, used, int(np.array(r.ran_out)[pos].sum()))
+                adaptive[(b, name, tau)] = (credit, used, int(np.array(r.ran_out)[pos].sum()))
     n = pool.n_problems
     idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
     grid = accuracy_grid(pool, max(budgets), cells=None)
@@ -120,8 +129,8 @@ def evaluate(db: str, budgets: list[int], thresholds: list[float], n_boot: int =
             "grid_max_se": float(grid.se.max()) if grid.se is not None else 0.0,
             "adaptive": {},
         }
-        for tau in thresholds:
-            credit, used, exhausted = adaptive[(b, tau)]
+        for name, tau in rules:
+            credit, used, exhausted = adaptive[(b, name, tau)]
             u = float(used.mean())
             a = {
                 "accuracy": float(credit.mean()),
@@ -152,7 +161,7 @@ def evaluate(db: str, budgets: list[int], thresholds: list[float], n_boot: int =
                     "measurable": True,
                 }
             a["repetition_at_equal_samples"] = reps
-            entry["adaptive"][str(tau)] = a
+            entry["adaptive"][f"{name} {tau}"] = a
         out["budgets"][str(b)] = entry
     return out
 
@@ -166,7 +175,7 @@ def with_ci(x: float, c: list[float]) -> str:
 
 
 HEADER = (
-    "| B | τ | adaptive % [95% CI] | mean samples | best fixed K x M = B (hindsight) | adaptive − best [CI] "
+    "| B | policy τ | accuracy % [95% CI] | mean samples | best fixed K x M = B (hindsight) | adaptive − best [CI] "
     "| share of best's samples | adaptive − repetition at equal samples [CI] |"
 )
 
@@ -200,12 +209,13 @@ def main(argv=None) -> int:
     ap.add_argument("pool", nargs="?", default=str(HERE / "pools" / "gsm8k-qwen05.db"))
     ap.add_argument("--budgets", default="16,32")
     ap.add_argument("--thresholds", default="0.95")
+    ap.add_argument("--policies", default="adaptive", help="adaptive policies (adaptive, adaptive-plurality)")
     ap.add_argument("--boot", type=int, default=4000)
     ap.add_argument("--out", default=str(HERE / "adaptive.json"))
     args = ap.parse_args(argv)
-    res = evaluate(
-        args.pool, [int(x) for x in args.budgets.split(",")], [float(x) for x in args.thresholds.split(",")], args.boot
-    )
+    budgets = [int(x) for x in args.budgets.split(",")]
+    thresholds = [float(x) for x in args.thresholds.split(",")]
+    res = evaluate(args.pool, budgets, thresholds, args.boot, policies=tuple(args.policies.split(",")))
     Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
     print(markdown(res))
     return 0
