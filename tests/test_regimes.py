@@ -243,14 +243,16 @@ def _ragged_store(path, deep: int, seed=0, N=14, P=4):
 
 
 def test_adaptive_evaluation_pairs_replay_grid_and_repetition(tmp_path):
+    from marginal.analysis import load_pool, split_problems, sub_bank
     from marginal.policies import Adaptive
     from marginal.replay import replay
 
     ad = _adaptive_module()
     _ragged_store(tmp_path / "p.db", deep=32)
     res = ad.evaluate(str(tmp_path / "p.db"), [16], [0.95], n_boot=300)
-    assert res["best_single_prior"] == "c2" and res["repetition_depth"] == {"c0": 32, "c2": 32}
-    e = res["budgets"]["16"]
+    bank = res["orders"]["bank"]
+    assert bank["best_single_prior_hindsight"] == "c2" and bank["repetition_depth"] == {"c0": 32, "c2": 32}
+    e = bank["budgets"]["16"]
     assert e["best_fixed"]["accuracy"] == max(e["fixed"].values())  # 2x8, 4x4 (K <= 4 priors, M <= 8)
     assert set(e["fixed"]) == {"2x8", "4x4"}
     a = e["adaptive"]["adaptive 0.95"]
@@ -260,12 +262,25 @@ def test_adaptive_evaluation_pairs_replay_grid_and_repetition(tmp_path):
     assert a["minus_best_fixed"]["diff"] == pytest.approx(r.accuracy - e["best_fixed"]["accuracy"])
     rep = a["repetition_at_equal_samples"]["c2"]
     assert rep["measurable"] and rep["ci"][0] <= rep["diff"] <= rep["ci"][1]
+    # the calibrated order: priors by accuracy on the calibration half, everything scored on the other half
+    cal = res["orders"]["calibrated"]
+    pool = load_pool(tmp_path / "p.db")
+    c_idx, t_idx = split_problems(pool.n_problems, 0.5, 0)
+    acc = pool.correct_samples()[c_idx, :, :8].mean(axis=(0, 2))  # the first 8 samples: growth leaves it alone
+    assert cal["priors"] == [pool.priors[i] for i in np.argsort(-acc, kind="stable")]
+    assert cal["problems"] == len(t_idx) == res["problems"] - res["calibration_problems"]
+    held = {pool.problems[i] for i in t_idx}
+    r2 = replay(tmp_path / "p.db", Adaptive(threshold=0.95), 16, priors=cal["priors"])
+    want = np.mean([c for c, p in zip(r2.credit, r2.problems) if p in held])
+    assert cal["budgets"]["16"]["adaptive"]["adaptive 0.95"]["accuracy"] == pytest.approx(want)
+    fixed = ad.accuracy_grid(sub_bank(pool, cal["priors"]).subset(t_idx), 16)
+    assert cal["budgets"]["16"]["fixed"]["4x4"] == pytest.approx(fixed.acc[:, fixed.cells.index((4, 4))].mean())
     # a shallow pool (8 per prior) is not measurable where adaptive wants a 9th sample of a prior
     _ragged_store(tmp_path / "s.db", deep=8, seed=1)
-    shallow = ad.evaluate(str(tmp_path / "s.db"), [32], [0.95], n_boot=100)["budgets"]["32"]["adaptive"][
-        "adaptive 0.95"
-    ]
+    shallow = ad.evaluate(str(tmp_path / "s.db"), [32], [0.95], n_boot=100)["orders"]["bank"]
+    shallow = shallow["budgets"]["32"]["adaptive"]["adaptive 0.95"]
     assert shallow["exhausted"] > 0 and not shallow["measurable"] and not shallow["goal_within_1_point"]
+    assert ad.main([str(tmp_path / "p.db"), "--order"]) == 0
 
 
 def test_repetition_curve_read_between_samples():

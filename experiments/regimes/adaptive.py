@@ -1,33 +1,38 @@
 """Adaptive allocation where saving is possible: budgets 16 and 32 on pool A (issue 12, section 3).
 
-    marginal replay experiments/regimes/pools/gsm8k-qwen05.db --budgets 16,32 --policies adaptive --grow
+    bash experiments/regimes/grow.sh        # generate what the policies below ask for beyond the pool
     python experiments/regimes/adaptive.py [POOL.db] [--budgets 16,32] [--thresholds 0.95] [--policies adaptive]
+    python experiments/regimes/adaptive.py --order    # print the calibrated prior order (grow.sh reads it)
 
 The pool's grid holds 8 samples per prior; ``marginal replay --grow`` first
-generates what the adaptive policy asks for beyond them (sample i of a
-(problem, prior) keeps its seed), so its replay here is exactly what a live
-run with seed 0 draws. On the problems where every prior holds its 8
-samples, per budget B and threshold τ:
+generates what a policy asks for beyond them (sample i of a (problem, prior)
+keeps its seed), so its replay here is exactly what a live run with seed 0
+draws. On the problems where every prior holds its 8 samples, in two prior
+orders: the **bank** order on every problem, and the **calibrated** order
+(priors by one-sample accuracy on a seeded calibration half) on the other,
+held-out half. Per order, budget B and policy:
 
 - ``adaptive τ`` (and ``adaptive-plurality τ``, Adaptive-Consistency's
-  stopping rule): the replay (live order): accuracy, mean samples, problems
-  where the pool still ran out (then the row is not measurable: grow first);
-- ``best fixed``: the best K x M = B split of the first K priors in bank
-  order, M <= 8, on the exact grid, chosen on the same problems (hindsight:
-  optimistic), and the best with K x M <= B;
-- ``repetition``: K = 1 on one prior, its exact curve over M (as deep as the
-  pool holds that prior on every problem), read at adaptive's mean samples
-  (linear between the two nearest M, per problem): the bank's first prior
-  (what policy ``repetition`` spends on) and the best single prior in
-  hindsight (highest one-sample accuracy); deeper repetition needs
-  ``marginal replay POOL --priors NAME --policies repetition --budgets M --grow``.
+  stopping rule): the replay (live order of samples) on the order's priors:
+  accuracy, mean samples, problems where the pool still ran out (then the
+  row is not measurable: grow first);
+- ``best fixed``: the best K x M = B split of the order's first K priors,
+  M <= 8, on the exact grid, chosen on the problems it is scored on
+  (hindsight: optimistic), and the best with K x M <= B;
+- ``repetition``: K = 1, its exact curve over M (as deep as the pool holds
+  that prior on every problem), read at adaptive's mean samples (linear
+  between the two nearest M, per problem): the order's first prior (what
+  policy ``repetition`` spends on; for the calibrated order, a choice made
+  on other problems) and the best single prior in hindsight.
 
 Goals (issue 12): at B = 32, adaptive within 1 point of the best fixed split
 (paired 95% CI) using <= 35% of its samples, and above repetition at equal
 mean samples with the CI above 0. CIs: percentile bootstrap over problems,
-one seeded index matrix for every row (paired). Writes adaptive.json next
-to this file. Left out: averaging adaptive over other sample orders (a grown
-pool is deep only along the live order), weighted votes.
+one seeded index matrix per order for every row (paired). Writes
+adaptive.json next to this file. Left out: averaging adaptive over other
+sample orders (a grown pool is deep only along the live order), weighted
+votes, cross-fitting the calibrated order both ways (it would need the pool
+grown for two orders).
 """
 
 from __future__ import annotations
@@ -36,11 +41,12 @@ import argparse
 import json
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from marginal.analysis import accuracy_grid, load_pool, sub_bank
+from marginal.analysis import accuracy_grid, load_pool, split_problems, sub_bank
 from marginal.policies import make_policy
 from marginal.replay import replay
 from marginal.snapshot import snapshot
@@ -73,6 +79,27 @@ def at_samples(curve: np.ndarray, u: float) -> np.ndarray | None:
     return (1 - w) * curve[:, lo - 1] + w * curve[:, hi - 1]
 
 
+def calibrated_order(pool) -> list[str]:
+    """The priors by mean one-sample accuracy on ``pool``'s first 8 samples per prior (best first; ties keep
+    bank order), so growing the pool does not change it."""
+    base = replace(pool, answers=pool.answers[:, :, :BASE_M])
+    acc = (base.correct_samples().sum(axis=2) / np.maximum(base.sizes, 1)).mean(axis=0)
+    return [pool.priors[i] for i in np.argsort(-acc, kind="stable")]
+
+
+def complete(snap) -> object:
+    """The pool's problems where every prior holds its grid's samples."""
+    pool = load_pool(snap)
+    return pool.subset((pool.sizes >= BASE_M).all(axis=1) & pool.labelled)
+
+
+def calibrated_priors(db: str, seed: int = 0) -> list[str]:
+    """The calibrated order of ``evaluate``: priors by accuracy on its calibration half."""
+    with tempfile.TemporaryDirectory() as tmp:
+        pool = complete(snapshot(db, Path(tmp) / "pool.db"))
+    return calibrated_order(pool.subset(split_problems(pool.n_problems, 0.5, seed)[0]))
+
+
 def evaluate(
     db: str,
     budgets: list[int],
@@ -81,38 +108,37 @@ def evaluate(
     seed: int = 0,
     policies: tuple[str, ...] = ("adaptive",),
 ) -> dict:
+    """Both prior orders: the bank's on every problem; the calibration half's accuracy order on the other half."""
     with tempfile.TemporaryDirectory() as tmp:
         snap = snapshot(db, Path(tmp) / "pool.db")
-        pool = load_pool(snap)
-        keep = (pool.sizes >= BASE_M).all(axis=1) & pool.labelled
-        pool = pool.subset(keep)
-        ids = {p: i for i, p in enumerate(pool.problems)}
-        adaptive = {}
+        pool = complete(snap)
+        cal, test = split_problems(pool.n_problems, 0.5, seed)
         rules = [(name, tau) for name in policies for tau in thresholds]
-        for b in budgets:
-            for name, tau in rules:
-                r = replay(snap, make_policy(name, b, pool.n_priors, threshold=tau), b)
-                pos = [j for j, p in enumerate(r.problems) if p in ids]
-                order = np.array([ids[r.problems[j]] for j in pos])
-                credit, used = np.zeros(pool.n_problems), np.zeros(pool.n_problems)
-                credit[order] = np.array(r.credit)[pos]
-                used[order] = np.array(r.used)[pos]
-                adaptive[(b, name, tau)] = (credit, used, int(np.array(r.ran_out)[pos].sum()))
-    n = pool.n_problems
+        orders = {
+            "bank": evaluate_order(
+                snap, pool, list(pool.priors), np.arange(pool.n_problems), budgets, rules, n_boot, seed
+            ),
+            "calibrated": evaluate_order(
+                snap, pool, calibrated_order(pool.subset(cal)), test, budgets, rules, n_boot, seed
+            ),
+        }
+    return {"pool": Path(db).name, "problems": pool.n_problems, "calibration_problems": len(cal), "orders": orders}
+
+
+def evaluate_order(snap, pool, order: list[str], rows: np.ndarray, budgets, rules, n_boot: int, seed: int) -> dict:
+    """Adaptive policies, fixed splits (first K priors of ``order``) and repetition on the problems ``rows``."""
+    sub = sub_bank(pool, order).subset(rows)
+    n = sub.n_problems
+    ids = {p: i for i, p in enumerate(sub.problems)}
     idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-    grid = accuracy_grid(pool, max(budgets), cells=None)
+    grid = accuracy_grid(sub, max(budgets))
     cols = {c: j for j, c in enumerate(grid.cells)}
-    acc1 = [float(x) for x in pool.correct_samples()[:, :, :1].mean(axis=(0, 2))]
-    best_prior = pool.priors[
-        int(np.argmax([(pool.correct_samples().sum(2) / pool.sizes)[:, c].mean() for c in range(pool.n_priors)]))
-    ]
-    curves = {p: rep_curve(pool, p) for p in dict.fromkeys([pool.priors[0], best_prior])}
-    out = {
-        "pool": Path(db).name,
+    best_prior = calibrated_order(sub)[0]  # in hindsight: on the problems scored (first 8 samples)
+    curves = {p: rep_curve(sub, p) for p in dict.fromkeys([order[0], best_prior])}
+    out: dict = {
         "problems": n,
-        "priors": list(pool.priors),
-        "best_single_prior": best_prior,
-        "first_sample_accuracy": dict(zip(pool.priors, acc1)),
+        "priors": order,
+        "best_single_prior_hindsight": best_prior,
         "repetition_depth": {p: int(c.shape[1]) for p, c in curves.items()},
         "budgets": {},
     }
@@ -130,40 +156,53 @@ def evaluate(
             "adaptive": {},
         }
         for name, tau in rules:
-            credit, used, exhausted = adaptive[(b, name, tau)]
-            u = float(used.mean())
-            a = {
-                "accuracy": float(credit.mean()),
-                "ci": ci(credit, idx),
-                "mean_samples": u,
-                "exhausted": int(exhausted),
-            }
-            a["measurable"] = exhausted == 0
-            d = credit - bx
-            a["minus_best_fixed"] = {"diff": float(d.mean()), "ci": ci(d, idx)}
-            a["sample_share_of_best"] = u / (best[0] * best[1])
-            a["goal_within_1_point"] = bool(a["measurable"] and d.mean() >= -WITHIN)
-            a["goal_within_1_point_ci"] = bool(a["measurable"] and ci(d, idx)[0] >= -WITHIN)
-            a["goal_share"] = bool(a["sample_share_of_best"] <= SHARE)
-            reps = {}
-            for p, curve in curves.items():
-                r = at_samples(curve, u)
-                if r is None:
-                    why = f"adaptive uses {u:.1f} samples; every problem holds {curve.shape[1]} of {p}"
-                    reps[p] = {"measurable": False, "why": why}
-                    continue
-                dd = credit - r
-                reps[p] = {
-                    "accuracy": float(r.mean()),
-                    "diff": float(dd.mean()),
-                    "ci": ci(dd, idx),
-                    "above": bool(ci(dd, idx)[0] > 0),
-                    "measurable": True,
-                }
-            a["repetition_at_equal_samples"] = reps
-            entry["adaptive"][f"{name} {tau}"] = a
+            r = replay(snap, make_policy(name, b, len(order), threshold=tau), b, priors=order)
+            pos = [j for j, p in enumerate(r.problems) if p in ids]
+            credit, used = np.zeros(n), np.zeros(n)
+            at = np.array([ids[r.problems[j]] for j in pos])
+            credit[at], used[at] = np.array(r.credit)[pos], np.array(r.used)[pos]
+            exhausted = int(np.array(r.ran_out)[pos].sum())
+            entry["adaptive"][f"{name} {tau}"] = adaptive_entry(credit, used, exhausted, bx, best, curves, idx)
         out["budgets"][str(b)] = entry
     return out
+
+
+def adaptive_entry(credit, used, exhausted: int, bx, best, curves, idx) -> dict:
+    u = float(used.mean())
+    d = credit - bx
+    measurable = exhausted == 0
+    a = {
+        "accuracy": float(credit.mean()),
+        "ci": ci(credit, idx),
+        "mean_samples": u,
+        "exhausted": exhausted,
+        "measurable": measurable,
+        "minus_best_fixed": {"diff": float(d.mean()), "ci": ci(d, idx)},
+        "sample_share_of_best": u / (best[0] * best[1]),
+    }
+    a["goal_within_1_point"] = bool(measurable and d.mean() >= -WITHIN)
+    a["goal_within_1_point_ci"] = bool(measurable and ci(d, idx)[0] >= -WITHIN)
+    a["goal_share"] = bool(a["sample_share_of_best"] <= SHARE)
+    reps = {}
+    for p, curve in curves.items():
+        r = at_samples(curve, u)
+        if r is None:
+            reps[p] = {
+                "measurable": False,
+                "why": f"adaptive uses {u:.1f} samples; every problem holds {curve.shape[1]} of {p}",
+            }
+            continue
+        dd = credit - r
+        c = ci(dd, idx)
+        reps[p] = {
+            "accuracy": float(r.mean()),
+            "diff": float(dd.mean()),
+            "ci": c,
+            "above": bool(c[0] > 0),
+            "measurable": True,
+        }
+    a["repetition_at_equal_samples"] = reps
+    return a
 
 
 def pct(x: float) -> str:
@@ -181,27 +220,32 @@ HEADER = (
 
 
 def markdown(res: dict) -> str:
-    depth = ", ".join(f"{p} (depth {d})" for p, d in res["repetition_depth"].items())
-    lines = [f"{res['pool']}: {res['problems']} problems x {len(res['priors'])} priors; repetition on {depth}", ""]
-    lines += [HEADER, "|---|---|---|---|---|---|---|---|"]
-    for b, e in res["budgets"].items():
-        bf = e["best_fixed"]
-        best = f"{bf['cell'][0]}x{bf['cell'][1]} {pct(bf['accuracy'])}"
-        for tau, a in e["adaptive"].items():
-            if not a["measurable"]:
-                lines.append(
-                    f"| {b} | {tau} | n/m: {a['exhausted']} problems ran out (grow the pool) | | {best} | | | |"
+    lines = []
+    for label, o in res["orders"].items():
+        depth = ", ".join(f"{p} (depth {d})" for p, d in o["repetition_depth"].items())
+        lines += [
+            f"{res['pool']}, {label} order ({', '.join(o['priors'])}): {o['problems']} problems; repetition on {depth}"
+        ]
+        lines += ["", HEADER, "|---|---|---|---|---|---|---|---|"]
+        for b, e in o["budgets"].items():
+            bf = e["best_fixed"]
+            best = f"{bf['cell'][0]}x{bf['cell'][1]} {pct(bf['accuracy'])}"
+            for rule, a in e["adaptive"].items():
+                if not a["measurable"]:
+                    lines.append(
+                        f"| {b} | {rule} | n/m: {a['exhausted']} problems ran out (grow the pool) | | {best} | | | |"
+                    )
+                    continue
+                d = a["minus_best_fixed"]
+                reps = "; ".join(
+                    f"{p}: {with_ci(r['diff'], r['ci'])}" if r["measurable"] else f"{p}: n/m"
+                    for p, r in a["repetition_at_equal_samples"].items()
                 )
-                continue
-            d = a["minus_best_fixed"]
-            reps = "; ".join(
-                f"{p}: {with_ci(r['diff'], r['ci'])}" if r["measurable"] else f"{p}: n/m"
-                for p, r in a["repetition_at_equal_samples"].items()
-            )
-            cells = [b, tau, with_ci(a["accuracy"], a["ci"]), f"{a['mean_samples']:.1f}", best]
-            cells += [with_ci(d["diff"], d["ci"]), f"{100 * a['sample_share_of_best']:.0f}%", reps]
-            lines.append("| " + " | ".join(map(str, cells)) + " |")
-    return "\n".join(lines) + "\n"
+                cells = [b, rule, with_ci(a["accuracy"], a["ci"]), f"{a['mean_samples']:.1f}", best]
+                cells += [with_ci(d["diff"], d["ci"]), f"{100 * a['sample_share_of_best']:.0f}%", reps]
+                lines.append("| " + " | ".join(map(str, cells)) + " |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -212,7 +256,11 @@ def main(argv=None) -> int:
     ap.add_argument("--policies", default="adaptive", help="adaptive policies (adaptive, adaptive-plurality)")
     ap.add_argument("--boot", type=int, default=4000)
     ap.add_argument("--out", default=str(HERE / "adaptive.json"))
+    ap.add_argument("--order", action="store_true", help="print the calibrated prior order ('a,b,c') and exit")
     args = ap.parse_args(argv)
+    if args.order:
+        print(",".join(calibrated_priors(args.pool)))
+        return 0
     budgets = [int(x) for x in args.budgets.split(",")]
     thresholds = [float(x) for x in args.thresholds.split(",")]
     res = evaluate(args.pool, budgets, thresholds, args.boot, policies=tuple(args.policies.split(",")))
