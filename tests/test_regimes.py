@@ -92,6 +92,11 @@ def test_point_estimates_equal_drift_and_brute_force():
             rep = brute_force_accuracy(sub, 1, min(mr, sub.n_slots)).mean()
             assert st.div[s, b] == pytest.approx(div, abs=1e-12) and st.rep[s, b] == pytest.approx(rep, abs=1e-12)
             assert st.gain[s, b] == pytest.approx(div - rep, abs=1e-12)
+            csub = sub_bank(cp, bank)  # the same two arms on the calibration half
+            cgain = (
+                brute_force_accuracy(csub, kd, md).mean() - brute_force_accuracy(csub, 1, min(mr, csub.n_slots)).mean()
+            )
+            assert st.cal_gain[s, b] == pytest.approx(cgain, abs=1e-12)
     assert len(seen) >= 2  # the reference check covers more than one regime
 
 
@@ -113,6 +118,9 @@ def test_a_bootstrap_replicate_equals_the_analysis_of_the_resampled_pool():
         sub = sub_bank(tp, bank)
         want = brute_force_accuracy(sub, kd, md).mean() - brute_force_accuracy(sub, kr, mr).mean()
         assert st.gain[s, 0] == pytest.approx(want, abs=1e-12)
+        csub = sub_bank(cp, bank)
+        want = brute_force_accuracy(csub, kd, md).mean() - brute_force_accuracy(csub, kr, mr).mean()
+        assert st.cal_gain[s, 0] == pytest.approx(want, abs=1e-12)
 
 
 def test_classify_matches_drift_rule():
@@ -151,11 +159,15 @@ def test_headline_counts_by_hand():
         np.ones(5, int),
         np.array([[0.5], [0.4], [0.3], [0.6], [0.5]]),
         np.array([[0.4], [0.4], [0.5], [0.5], [0.5]]),
+        np.array([[0.2], [-0.1], [-0.3], [0.0], [0.05]]),
     )
     h = headline(st)[0]
     assert h[0] == 0.5 and h[1] == 2  # CI > 0: gains +0.1 (win) and 0 (a tie is no win)
     assert h[2] == 0.5 and h[3] == 2  # CI < 0: gains -0.2 (repetition wins) and +0.1
     assert h[4] == pytest.approx(spearman(st.lam, st.gain[:, 0]))
+    # calibration gain > 0 for banks 0, 4 (held-out gains +0.1: win, 0: no win); < 0 for 1, 2 (0: no win, -0.2: win)
+    assert h[5] == 0.5 and h[6] == 2 and h[7] == 0.5 and h[8] == 2
+    assert h[9] == pytest.approx(spearman(st.cal_gain[:, 0], st.gain[:, 0]))
 
 
 def test_regime_test_end_to_end(tmp_path):
@@ -172,6 +184,10 @@ def test_regime_test_end_to_end(tmp_path):
             assert res.diversity_wins.value == pytest.approx((st.gain[pos, b] > 0).mean())
             assert res.diversity_wins.defined > 0
         assert res.spearman.value == pytest.approx(spearman(st.lam, st.gain[:, b]), nan_ok=True)
+        up = st.cal_gain[:, b] > 0
+        assert res.calibration_diversity_wins.n == up.sum()
+        if up.any():
+            assert res.calibration_diversity_wins.value == pytest.approx((st.gain[up, b] > 0).mean())
         lo, hi = res.spearman.ci
         assert math.isnan(lo) or lo <= hi
     d = json.loads(json.dumps(rt.to_dict()))

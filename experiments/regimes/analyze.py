@@ -77,6 +77,13 @@ def print_regimes(name: str, rt) -> None:
         d, p, s = r.diversity_wins, r.repetition_wins, r.spearman
         rho = "n/a" if not np.isfinite(s.value) else f"{s.value:+.2f} [{s.ci[0]:+.2f}, {s.ci[1]:+.2f}]"
         print(f"| {r.budget} | {share(d)} | {d.n} | {share(p)} | {p.n} | {rho} |")
+    print("the same rule read off the calibration half's accuracy of the two arms (as the planner reads its grid):")
+    print("| B | gain > 0: diversity-first wins | n | gain < 0: repetition-first wins | n | Spearman ρ(gain, gain) |")
+    print("|---|---|---|---|---|---|")
+    for r in rt.results:
+        d, p, s = r.calibration_diversity_wins, r.calibration_repetition_wins, r.calibration_spearman
+        rho = "n/a" if not np.isfinite(s.value) else f"{s.value:+.2f} [{s.ci[0]:+.2f}, {s.ci[1]:+.2f}]"
+        print(f"| {r.budget} | {share(d)} | {d.n} | {share(p)} | {p.n} | {rho} |")
     short = ", ".join(f"B={B}: {100 * x:.0f}%" for B, x in zip(rt.budgets, rt.short))
     print(f"repetition cells whose prior stores fewer than B samples (all of them vote): {short}")
 

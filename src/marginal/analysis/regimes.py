@@ -28,7 +28,10 @@ Report per budget: (a) among sub-banks whose λ CI is above 0, the share
 where diversity-first wins (gain > 0), and among those whose CI is below
 0, the share where repetition-first wins (gain < 0); a gain of exactly 0 is
 a win for neither; (b) the Spearman correlation of calibration λ with the
-held-out gain across sub-banks.
+held-out gain across sub-banks. Beside λ, the same for the **calibration
+gain**: the two arms' accuracy difference on the calibration half itself
+(what reading the calibration pool's accuracy grid decides, as the planner
+does): its sign as the rule, its Spearman with the held-out gain.
 
 CIs: a stratified bootstrap over problems. Each replicate resamples the
 calibration half and the held-out half (with replacement, each within its
@@ -112,6 +115,8 @@ class RegimeCache:
     Monte Carlo past its exact work bound, see ``mc_se``)."""
     rep: np.ndarray
     """(S, nB, Nt) the same for repetition-first."""
+    cal_gain: np.ndarray
+    """(S, nB, Nc) diversity-first minus repetition-first expected credit per calibration problem."""
     mc_se: float
     """Largest Monte Carlo standard error of a held-out accuracy (0 when every cell is exact)."""
     short: np.ndarray
@@ -181,9 +186,11 @@ def build_cache(
     """The per-problem values of the regime test for a labelled pool and a calibration/held-out split."""
     lam, gain, inner = _calibration(pool.subset(cal), banks, inner_boot, seed)
     cells, div, rep, se, short = _heldout(pool.subset(test), banks, tuple(budgets), seed, reps)
+    _, cdiv, crep, cse, _ = _heldout(pool.subset(cal), banks, tuple(budgets), seed, reps)
     sizes = np.array([len(b) for b in banks])
+    budgets = tuple(int(b) for b in budgets)
     return RegimeCache(
-        tuple(banks), sizes, lam, gain, inner, tuple(int(b) for b in budgets), cells, div, rep, se, short, level
+        tuple(banks), sizes, lam, gain, inner, budgets, cells, div, rep, cdiv - crep, max(se, cse), short, level
     )
 
 
@@ -203,6 +210,8 @@ class BankStats:
     """(S, nB) diversity-first held-out accuracy."""
     rep: np.ndarray
     """(S, nB) repetition-first held-out accuracy."""
+    cal_gain: np.ndarray
+    """(S, nB) diversity-first minus repetition-first accuracy on the calibration problems."""
 
     @property
     def gain(self) -> np.ndarray:
@@ -245,6 +254,7 @@ def evaluate(cache: RegimeCache, cal_idx: np.ndarray, test_idx: np.ndarray) -> B
         k95,
         cache.div[:, :, test_idx].mean(axis=2),
         cache.rep[:, :, test_idx].mean(axis=2),
+        cache.cal_gain[:, :, cal_idx].mean(axis=2),
     )
 
 
@@ -270,17 +280,26 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     return float((rx * ry).sum() / den) if den > 0 else math.nan
 
 
+def _rule(gain: np.ndarray, pos: np.ndarray, neg: np.ndarray, score: np.ndarray) -> list[float]:
+    """Share of ``pos`` sub-banks where diversity wins, their count, share of ``neg`` ones where repetition
+    wins, their count, Spearman ρ of ``score`` and gain (NaN where undefined)."""
+    return [
+        (gain[pos] > 0).mean() if pos.any() else np.nan,
+        pos.sum(),
+        (gain[neg] < 0).mean() if neg.any() else np.nan,
+        neg.sum(),
+        spearman(score, gain),
+    ]
+
+
 def headline(st: BankStats) -> np.ndarray:
-    """(nB, 5) per budget: share of CI>0 sub-banks where diversity wins, their count, share of CI<0 sub-banks
-    where repetition wins, their count, Spearman ρ of λ and gain (NaN where undefined)."""
-    gain = st.gain
-    pos, neg = st.lo > 0, st.hi < 0
-    out = np.full((gain.shape[1], 5), np.nan)
-    for b in range(gain.shape[1]):
-        out[b, 0] = (gain[pos, b] > 0).mean() if pos.any() else np.nan
-        out[b, 2] = (gain[neg, b] < 0).mean() if neg.any() else np.nan
-        out[b, 1], out[b, 3] = pos.sum(), neg.sum()
-        out[b, 4] = spearman(st.lam, gain[:, b])
+    """(nB, 10) per budget: ``_rule``'s five for the λ rule (CI above / below 0), then for the calibration
+    gain rule (calibration gain above / below 0)."""
+    out = np.full((st.gain.shape[1], 10), np.nan)
+    for b in range(st.gain.shape[1]):
+        cg = st.cal_gain[:, b]
+        out[b, :5] = _rule(st.gain[:, b], st.lo > 0, st.hi < 0, st.lam)
+        out[b, 5:] = _rule(st.gain[:, b], cg > 0, cg < 0, cg)
     return out
 
 
@@ -308,6 +327,12 @@ class BudgetResult:
     """Among sub-banks whose λ CI is below 0: share with held-out gain < 0."""
     spearman: Estimate
     """Spearman ρ of calibration λ and held-out gain."""
+    calibration_diversity_wins: Estimate
+    """Among sub-banks where diversity-first wins on the calibration half: share that win held out."""
+    calibration_repetition_wins: Estimate
+    """Among sub-banks where repetition-first wins on the calibration half: share that win held out."""
+    calibration_spearman: Estimate
+    """Spearman ρ of the calibration gain and the held-out gain."""
 
 
 def _ci(values: np.ndarray, level: float) -> tuple[tuple[float, float], int]:
@@ -322,11 +347,12 @@ def _ci(values: np.ndarray, level: float) -> tuple[tuple[float, float], int]:
 def budget_results(
     point: np.ndarray, boots: np.ndarray, budgets: Sequence[int], n_banks: int, level: float
 ) -> tuple[BudgetResult, ...]:
-    """BudgetResults from the point ``headline`` (nB, 5) and the replicates' (R, nB, 5)."""
+    """BudgetResults from the point ``headline`` (nB, 10) and the replicates' (R, nB, 10)."""
     out = []
     for b, B in enumerate(budgets):
         est = []
-        for col, n in ((0, point[b, 1]), (2, point[b, 3]), (4, n_banks)):
+        cols = ((0, point[b, 1]), (2, point[b, 3]), (4, n_banks), (5, point[b, 6]), (7, point[b, 8]), (9, n_banks))
+        for col, n in cols:
             ci, d = _ci(boots[:, b, col], level)
             est.append(Estimate(float(point[b, col]), ci, int(n), d))
         out.append(BudgetResult(int(B), *est))
@@ -379,6 +405,7 @@ class RegimeTest:
                         "diversity_accuracy": round(float(st.div[s, b]), 6),
                         "repetition_accuracy": round(float(st.rep[s, b]), 6),
                         "gain": round(float(st.gain[s, b]), 6),
+                        "calibration_gain": round(float(st.cal_gain[s, b]), 6),
                     }
                     for b, B in enumerate(self.budgets)
                 },
@@ -405,6 +432,9 @@ class RegimeTest:
                     ("diversity_wins_if_ci_above_0", r.diversity_wins),
                     ("repetition_wins_if_ci_below_0", r.repetition_wins),
                     ("spearman_lambda_gain", r.spearman),
+                    ("diversity_wins_if_calibration_gain_above_0", r.calibration_diversity_wins),
+                    ("repetition_wins_if_calibration_gain_below_0", r.calibration_repetition_wins),
+                    ("spearman_calibration_gain_gain", r.calibration_spearman),
                 )
             }
             for r in self.results
