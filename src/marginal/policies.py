@@ -309,13 +309,26 @@ class Adaptive:
             )
         if len(top(counts)) > 1 and nxt is not None:
             return Decision(
-                ((nxt, n),), f"tied leaders: open prior {nxt} (P(stays) {p_stay:.2f})", "open", p_leader_stays=p_stay
+                ((nxt, n),),
+                f"tied leaders: open prior {nxt} ({self._p_name} {p_stay:.2f})",
+                "open",
+                p_leader_stays=p_stay,
             )
-        return self._follow(answers, counts, opened, nxt, n, p_stay)
+        return self._follow(answers, counts, opened, nxt, n, p_stay, self._p_name)
+
+    @property
+    def _p_name(self) -> str:
+        return "P(plurality)" if self.rule == "plurality" else "P(stays)"
 
     @staticmethod
     def _follow(
-        answers: Answers, counts: Mapping[str, float], opened: list[int], nxt: int | None, n: int, p_stay: float
+        answers: Answers,
+        counts: Mapping[str, float],
+        opened: list[int],
+        nxt: int | None,
+        n: int,
+        p_stay: float,
+        p_name: str,
     ) -> Decision:
         """Open the next prior when the newest agrees with the leader as well as the pool does, else repeat."""
         leader = winner(counts)
@@ -326,7 +339,7 @@ class Adaptive:
             return Decision(
                 ((nxt, n),),
                 f"aligned: newest prior agrees {agree[newest]:.2f} >= pooled {pooled:.2f}; "
-                f"open prior {nxt} (P(stays) {p_stay:.2f})",
+                f"open prior {nxt} ({p_name} {p_stay:.2f})",
                 "open",
                 "aligned",
                 p_stay,
@@ -339,7 +352,7 @@ class Adaptive:
         )
         return Decision(
             ((best, n),),
-            f"{why}; repeat best-agreeing prior {best} (P(stays) {p_stay:.2f})",
+            f"{why}; repeat best-agreeing prior {best} ({p_name} {p_stay:.2f})",
             "repeat",
             None if nxt is None else "misaligned",
             p_stay,
