@@ -62,6 +62,17 @@ def describe(pool) -> dict:
     }
 
 
+def rule_table(rt, test: str, score: str, fields: tuple[str, str, str]) -> None:
+    """One decision rule's table: per budget, the shares where each arm wins and the Spearman ρ."""
+    arms = f"| {test} > 0: diversity-first wins | n | {test} < 0: repetition-first wins | n "
+    print(f"| B {arms}| Spearman ρ({score}, gain) |")
+    print("|---|---|---|---|---|---|")
+    for r in rt.results:
+        d, p, s = (getattr(r, f) for f in fields)
+        rho = "n/a" if not np.isfinite(s.value) else f"{s.value:+.2f} [{s.ci[0]:+.2f}, {s.ci[1]:+.2f}]"
+        print(f"| {r.budget} | {share(d)} | {d.n} | {share(p)} | {p.n} | {rho} |")
+
+
 def print_regimes(name: str, rt) -> None:
     print(
         f"\n## {name}: regime test ({len(rt.banks)} sub-banks, {len(rt.calib)} calibration / "
@@ -71,19 +82,11 @@ def print_regimes(name: str, rt) -> None:
         r: int(sum(rt.regime(s) == r for s in range(len(rt.banks)))) for r in ("aligned", "misaligned", "saturating")
     }
     print("regimes on calibration: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    print("| B | λ CI > 0: diversity-first wins | n | λ CI < 0: repetition-first wins | n | Spearman ρ(λ, gain) |")
-    print("|---|---|---|---|---|---|")
-    for r in rt.results:
-        d, p, s = r.diversity_wins, r.repetition_wins, r.spearman
-        rho = "n/a" if not np.isfinite(s.value) else f"{s.value:+.2f} [{s.ci[0]:+.2f}, {s.ci[1]:+.2f}]"
-        print(f"| {r.budget} | {share(d)} | {d.n} | {share(p)} | {p.n} | {rho} |")
+    rule_table(rt, "λ CI", "λ", ("diversity_wins", "repetition_wins", "spearman"))
     print("the same rule read off the calibration half's accuracy of the two arms (as the planner reads its grid):")
-    print("| B | gain > 0: diversity-first wins | n | gain < 0: repetition-first wins | n | Spearman ρ(gain, gain) |")
-    print("|---|---|---|---|---|---|")
-    for r in rt.results:
-        d, p, s = r.calibration_diversity_wins, r.calibration_repetition_wins, r.calibration_spearman
-        rho = "n/a" if not np.isfinite(s.value) else f"{s.value:+.2f} [{s.ci[0]:+.2f}, {s.ci[1]:+.2f}]"
-        print(f"| {r.budget} | {share(d)} | {d.n} | {share(p)} | {p.n} | {rho} |")
+    rule_table(
+        rt, "gain", "gain", ("calibration_diversity_wins", "calibration_repetition_wins", "calibration_spearman")
+    )
     short = ", ".join(f"B={B}: {100 * x:.0f}%" for B, x in zip(rt.budgets, rt.short))
     print(f"repetition cells whose prior stores fewer than B samples (all of them vote): {short}")
 
