@@ -102,6 +102,19 @@ def test_failed_samples_abstain_and_can_be_dropped():
     assert accuracy_grid(pool.drop_failed(), 1, method="exact").at(1, 1) == pytest.approx(1.0)
 
 
+def test_head_keeps_each_cells_first_samples_as_designed():
+    # a grown cell (4 samples) beside a designed one (2): head(2) is the grid of the designed pool
+    grown = pool_from_lists([[["g", "x", "g", "g"], ["x", "g"]]], ["g"])
+    designed = pool_from_lists([[["g", "x"], ["x", "g"]]], ["g"])
+    head = grown.head(2)
+    assert head.n_slots == 2 and head.sizes.tolist() == [[2, 2]]
+    want = accuracy_grid(designed, 2, method="exact").acc
+    assert np.allclose(accuracy_grid(head, 2, method="exact").acc, want, equal_nan=True)
+    assert not np.allclose(accuracy_grid(grown, 2, method="exact").acc[0, :2], want[0, :2])
+    with pytest.raises(MarginalError, match="positive integer"):
+        grown.head(0)
+
+
 def test_never_sampled_gold_scores_zero():
     pool = pool_from_lists([[["x", "y"], ["x", "x"]]], ["g"])
     g = accuracy_grid(pool, method="exact")

@@ -6,7 +6,9 @@
 Each pool is read from a snapshot (SQLite's backup API from a read-only
 connection into a temporary file), so pools that a background run is still
 writing are never written to; only problems where every prior already
-stores a sample are analysed. Per pool: the regime test (200 random ordered
+stores a sample are analysed, and each cell's first 8 samples (the pools' design:
+the adaptive runs of grow.sh add samples to the cells they repeat, which
+would otherwise weigh more). Per pool: the regime test (200 random ordered
 sub-banks of 4-8 priors; drift on a calibration half, diversity-first minus
 repetition-first at B = 4 and 8 on the held-out half; 300 bootstrap
 replicates over problems), greedy bank selection of K = 4 priors at B = 8
@@ -34,6 +36,7 @@ from marginal.snapshot import snapshot
 
 HERE = Path(__file__).parent
 SEED = 0
+DESIGN_M = 8  # samples per (problem, prior) cell as the pools were generated
 
 
 def pct(x) -> str:
@@ -114,7 +117,7 @@ def print_selection(name: str, sel) -> None:
 def analyse(db: Path, tmp: Path) -> dict:
     name = db.stem
     try:
-        pool = load_pool(snapshot(db, tmp / db.name))
+        pool = load_pool(snapshot(db, tmp / db.name)).head(DESIGN_M)
         out: dict = {"pool": describe(pool)}
     except MarginalError as e:
         print(f"\n# {name}: skipped: {e}")

@@ -162,6 +162,13 @@ class Pool:
             also_correct=tuple(self.also_correct[i] for i in idx) if self.also_correct else (),
         )
 
+    def head(self, n: int) -> Pool:
+        """The first ``n`` stored samples of each cell: the pool as designed, before a policy grew some
+        cells beyond it (``marginal replay --grow``), so that the grown cells do not weigh more."""
+        if not isinstance(n, (int, np.integer)) or n < 1:
+            raise MarginalError(f"samples per cell must be a positive integer, got {n!r}")
+        return replace(self, answers=self.answers[:, :, :n])
+
     def drop_failed(self) -> Pool:
         """Failed samples removed from their cells (ragged; the vote never sees them)."""
         a = self.answers
