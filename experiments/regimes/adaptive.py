@@ -41,7 +41,6 @@ import argparse
 import json
 import sys
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +81,7 @@ def at_samples(curve: np.ndarray, u: float) -> np.ndarray | None:
 def calibrated_order(pool) -> list[str]:
     """The priors by mean one-sample accuracy on ``pool``'s first 8 samples per prior (best first; ties keep
     bank order), so growing the pool does not change it."""
-    base = replace(pool, answers=pool.answers[:, :, :BASE_M])
+    base = pool.head(BASE_M)
     acc = (base.correct_samples().sum(axis=2) / np.maximum(base.sizes, 1)).mean(axis=0)
     return [pool.priors[i] for i in np.argsort(-acc, kind="stable")]
 
